@@ -1,4 +1,38 @@
+using Tally.Data;
+using Tally.Features.Ledger;
+using Tally.Features.Users;
+using Tally.Hosting;
+using Tally.Jobs;
+
+// `dotnet run --project src/Tally -- token --role admin` prints a development token and exits.
+if (args is ["token", ..])
+{
+    return DevToken.Print(args[1..]);
+}
+
 var builder = WebApplication.CreateBuilder(args);
+builder.AddConfigAliases()
+    .AddTallyOptions()
+    .AddTallyProblems()
+    .AddTallyAuth()
+    .AddTallyData()
+    .AddJobRuntime()
+    .AddObservability()
+    .AddDemoData();
+
 var app = builder.Build();
-app.MapGet("/healthz", () => "ok");
+app.UseTallyProblems();
+app.UseAuthentication();
+app.UseAuthorization();
+app.MapObservability();
+if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
+{
+    app.MapOperator()
+        .MapUsers()
+        .MapLedger();
+}
 app.Run();
+return 0;
+
+/// <summary>Lets tests host the app with WebApplicationFactory.</summary>
+public partial class Program;

@@ -1,0 +1,44 @@
+using Microsoft.EntityFrameworkCore;
+
+namespace Tally.Data;
+
+public static partial class DataSetup
+{
+    public static WebApplicationBuilder AddTallyData(this WebApplicationBuilder builder)
+    {
+        var storage = StorageSettings.From(builder.Configuration);
+        builder.Services.AddSingleton(storage);
+        builder.Services.AddDbContextFactory<TallyDb>(options => Configure(options, storage), ServiceLifetime.Singleton);
+        builder.Services.AddScoped(sp => sp.GetRequiredService<IDbContextFactory<TallyDb>>().CreateDbContext());
+        builder.Services.AddHostedService<MigrateOnStart>();
+        return builder;
+    }
+
+    public static void Configure(DbContextOptionsBuilder options, StorageSettings storage)
+    {
+        if (storage.Provider == StorageProvider.Postgres)
+        {
+            options.UseNpgsql(storage.ConnectionString);
+        }
+        else
+        {
+            options.UseSqlite(SqliteSetup.ConnectionString(storage.ConnectionString))
+                .AddInterceptors(new SqliteSetup.PragmaInterceptor());
+        }
+    }
+
+    /// <summary>Runs before every other hosted service, so no job or consumer sees an old schema.</summary>
+    private sealed partial class MigrateOnStart(StorageSettings storage, ILogger<MigrateOnStart> logger) : IHostedService
+    {
+        public async Task StartAsync(CancellationToken cancellationToken)
+        {
+            var applied = await Migrator.ApplyAsync(storage, logger, cancellationToken);
+            LogReady(logger, storage.Provider.ToString(), applied);
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Storage {Provider} ready, {Applied} migrations applied now")]
+        private static partial void LogReady(ILogger logger, string provider, int applied);
+    }
+}

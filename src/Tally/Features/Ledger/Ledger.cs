@@ -1,0 +1,120 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.EntityFrameworkCore;
+using Tally.Data;
+
+namespace Tally.Features.Ledger;
+
+/// <summary>What a transfer came to. Anything but <see cref="Transferred"/> means the caller rolls back.</summary>
+public abstract record TransferResult
+{
+    public sealed record Transferred(Guid TransferId) : TransferResult;
+
+    /// <summary>The idempotency key was used before: the money moved then, not now.</summary>
+    public sealed record AlreadyDone : TransferResult;
+
+    public sealed record InsufficientFunds : TransferResult;
+
+    public sealed record AccountNotFound(Guid AccountId) : TransferResult;
+
+    public sealed record CurrencyMismatch : TransferResult;
+}
+
+public sealed record TransferRequest(Guid DebitAccountId, Guid CreditAccountId, long AmountMinor, string Currency, string Kind, string IdempotencyKey);
+
+/// <summary>
+/// Double-entry moves of money. Every move is one immutable transfer row plus two balance updates,
+/// all inside the caller's transaction. Guarantees:
+/// <list type="bullet">
+/// <item>Once per idempotency key: the unique key makes a repeat insert a no-op.</item>
+/// <item>No user balance below zero: the debit only applies when funds suffice, and the CHECK
+///   constraint on <c>ledger_accounts</c> refuses it anyway.</item>
+/// <item>The sum of balances per currency never changes: every debit has its equal credit.</item>
+/// </list>
+/// </summary>
+public static class Ledger
+{
+    public static Guid FundingAccountId(string currency)
+    {
+        // Deterministic, so every instance and every database agrees without a lookup.
+        var hash = MD5.HashData(Encoding.UTF8.GetBytes($"tally:funding:{currency}"));
+        return new Guid(hash);
+    }
+
+    /// <summary>Creates the funding account for a currency if it is not there yet; safe to race.</summary>
+    public static async Task EnsureFundingAccountAsync(TallyDb db, string currency, DateTime now, CancellationToken ct)
+    {
+        var id = FundingAccountId(currency);
+        await db.Database.ExecuteSqlAsync(
+            $"INSERT INTO ledger_accounts (id, owner_id, currency, kind, balance_minor, created_at) VALUES ({id}, NULL, {currency}, {AccountKinds.Funding}, {0L}, {now}) ON CONFLICT DO NOTHING",
+            ct);
+    }
+
+    /// <summary>Moves money inside the current transaction. The caller commits, or rolls back on any other result.</summary>
+    public static async Task<TransferResult> TransferAsync(TallyDb db, TransferRequest request, DateTime now, CancellationToken ct)
+    {
+        if (db.Database.CurrentTransaction is null)
+        {
+            throw new InvalidOperationException("A ledger transfer must run inside a transaction.");
+        }
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.AmountMinor);
+
+        var accounts = await db.LedgerAccounts.AsNoTracking()
+            .Where(a => a.Id == request.DebitAccountId || a.Id == request.CreditAccountId)
+            .Select(a => new { a.Id, a.Currency })
+            .ToListAsync(ct);
+        foreach (var id in new[] { request.DebitAccountId, request.CreditAccountId })
+        {
+            var account = accounts.Find(a => a.Id == id);
+            if (account is null)
+            {
+                return new TransferResult.AccountNotFound(id);
+            }
+            if (account.Currency != request.Currency)
+            {
+                return new TransferResult.CurrencyMismatch();
+            }
+        }
+
+        var transferId = Guid.CreateVersion7();
+        var inserted = await db.Database.ExecuteSqlAsync(
+            $"""
+            INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at)
+            VALUES ({transferId}, {request.DebitAccountId}, {request.CreditAccountId}, {request.AmountMinor}, {request.Currency}, {request.Kind}, {request.IdempotencyKey}, {now})
+            ON CONFLICT (idempotency_key) DO NOTHING
+            """,
+            ct);
+        if (inserted == 0)
+        {
+            return new TransferResult.AlreadyDone();
+        }
+
+        // Touch the two rows in id order so two opposite transfers cannot deadlock.
+        var debitFirst = request.DebitAccountId.CompareTo(request.CreditAccountId) < 0;
+        if (debitFirst && !await DebitAsync(db, request, ct))
+        {
+            return new TransferResult.InsufficientFunds();
+        }
+        await db.Database.ExecuteSqlAsync(
+            $"UPDATE ledger_accounts SET balance_minor = balance_minor + {request.AmountMinor} WHERE id = {request.CreditAccountId}", ct);
+        if (!debitFirst && !await DebitAsync(db, request, ct))
+        {
+            return new TransferResult.InsufficientFunds();
+        }
+        return new TransferResult.Transferred(transferId);
+    }
+
+    private static async Task<bool> DebitAsync(TallyDb db, TransferRequest request, CancellationToken ct) =>
+        await db.Database.ExecuteSqlAsync(
+            $"""
+            UPDATE ledger_accounts SET balance_minor = balance_minor - {request.AmountMinor}
+            WHERE id = {request.DebitAccountId} AND (kind = {AccountKinds.Funding} OR balance_minor >= {request.AmountMinor})
+            """,
+            ct) == 1;
+
+    public static IQueryable<LedgerAccount> OwnedBy(this IQueryable<LedgerAccount> accounts, Guid ownerId) =>
+        accounts.Where(a => a.OwnerId == ownerId);
+
+    public static IQueryable<LedgerTransfer> Touching(this IQueryable<LedgerTransfer> transfers, IReadOnlyCollection<Guid> accountIds) =>
+        transfers.Where(t => accountIds.Contains(t.DebitAccountId) || accountIds.Contains(t.CreditAccountId));
+}

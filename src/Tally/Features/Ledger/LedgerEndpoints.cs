@@ -1,0 +1,166 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.EntityFrameworkCore;
+using Tally.Data;
+using Tally.Hosting;
+
+namespace Tally.Features.Ledger;
+
+public sealed record CreateAccount(Guid? Id, Guid? OwnerId, string? Currency);
+
+public sealed record CreateDeposit(Guid? AccountId, decimal? Amount, string? IdempotencyKey);
+
+public sealed record AccountView(Guid Id, Guid? OwnerId, string Currency, string Kind, decimal Balance)
+{
+    public static AccountView Of(LedgerAccount a) => new(a.Id, a.OwnerId, a.Currency, a.Kind, a.Balance.Amount);
+}
+
+public sealed record TransferView(Guid Id, Guid DebitAccountId, Guid CreditAccountId, decimal Amount, string Currency, string Kind, string IdempotencyKey, DateTime CreatedAt)
+{
+    public static TransferView Of(LedgerTransfer t) =>
+        new(t.Id, t.DebitAccountId, t.CreditAccountId, t.Amount.Amount, t.Currency, t.Kind, t.IdempotencyKey, t.CreatedAt);
+}
+
+public sealed record CurrencyTotal(string Currency, decimal Total, int Accounts);
+
+public static class LedgerEndpoints
+{
+    public const string DepositKind = "DEPOSIT";
+
+    public static WebApplication MapLedger(this WebApplication app)
+    {
+        var admin = app.MapGroup("/api/admin/ledger").WithTags("Admin: ledger").RequireAuthorization(Roles.Admin);
+        admin.MapPost("/accounts", CreateAccountAsync);
+        admin.MapGet("/accounts/{id:guid}", GetAccountAsync);
+        admin.MapPost("/deposits", DepositAsync);
+        admin.MapGet("/totals", TotalsAsync);
+
+        var me = app.MapGroup("/api/me/ledger").WithTags("Me: ledger").RequireAuthorization(Roles.User);
+        me.MapGet("/accounts", MyAccountsAsync);
+        me.MapGet("/transfers", MyTransfersAsync);
+        return app;
+    }
+
+    internal static async Task<Results<Created<AccountView>, Ok<AccountView>, ValidationProblem, ProblemHttpResult>> CreateAccountAsync(
+        CreateAccount body, TallyDb db, TimeProvider clock, CancellationToken ct)
+    {
+        var errors = new FieldErrors()
+            .Check(body.OwnerId is not null && body.OwnerId != Guid.Empty, "ownerId", "is required")
+            .Check(Currencies.IsKnown(body.Currency), "currency", "must be a supported ISO 4217 code such as USD")
+            .Check(body.Id != Guid.Empty, "id", "must not be the empty uuid");
+        if (errors.Any)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        if (!await db.Users.AnyAsync(u => u.Id == body.OwnerId, ct))
+        {
+            return Problems.NotFound("USER.NOT_FOUND", "The owner does not exist.");
+        }
+        var id = body.Id ?? Guid.CreateVersion7();
+        var existing = await db.LedgerAccounts.AsNoTracking()
+            .FirstOrDefaultAsync(a => a.Id == id || (a.OwnerId == body.OwnerId && a.Currency == body.Currency), ct);
+        if (existing is not null)
+        {
+            return existing.Id == id && existing.OwnerId == body.OwnerId && existing.Currency == body.Currency
+                ? TypedResults.Ok(AccountView.Of(existing))
+                : Problems.Conflict("LEDGER.ACCOUNT_EXISTS", "The owner already has an account in this currency.");
+        }
+        var account = new LedgerAccount
+        {
+            Id = id,
+            OwnerId = body.OwnerId,
+            Currency = body.Currency!,
+            Kind = AccountKinds.User,
+            CreatedAt = clock.GetUtcNow().UtcDateTime,
+        };
+        db.LedgerAccounts.Add(account);
+        try
+        {
+            await db.SaveChangesAsync(ct);
+        }
+        catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
+        {
+            return Problems.Conflict("LEDGER.ACCOUNT_EXISTS", "The owner already has an account in this currency.");
+        }
+        return TypedResults.Created($"/api/admin/ledger/accounts/{id}", AccountView.Of(account));
+    }
+
+    internal static async Task<Results<Ok<AccountView>, ProblemHttpResult>> GetAccountAsync(Guid id, TallyDb db, CancellationToken ct)
+    {
+        var account = await db.LedgerAccounts.AsNoTracking().FirstOrDefaultAsync(a => a.Id == id, ct);
+        return account is null ? Problems.NotFound("LEDGER.ACCOUNT_NOT_FOUND", "No such account.") : TypedResults.Ok(AccountView.Of(account));
+    }
+
+    internal static async Task<Results<Created<TransferView>, Ok<TransferView>, ValidationProblem, ProblemHttpResult>> DepositAsync(
+        CreateDeposit body, TallyDb db, TimeProvider clock, CancellationToken ct)
+    {
+        var errors = new FieldErrors()
+            .Check(body.AccountId is not null, "accountId", "is required")
+            .Check(body.Amount > 0, "amount", "must be positive")
+            .Check(!string.IsNullOrWhiteSpace(body.IdempotencyKey) && body.IdempotencyKey.Length <= 200, "idempotencyKey", "is required, at most 200 characters");
+        if (errors.Any)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        var account = await db.LedgerAccounts.AsNoTracking().FirstOrDefaultAsync(a => a.Id == body.AccountId, ct);
+        if (account is null || account.Kind != AccountKinds.User)
+        {
+            return Problems.NotFound("LEDGER.ACCOUNT_NOT_FOUND", "No such user account.");
+        }
+        if (Currencies.ToMinor(body.Amount!.Value, account.Currency) is not { } minor)
+        {
+            return Problems.Invalid("amount", $"has more decimals than {account.Currency} allows");
+        }
+
+        var key = $"deposit:{body.IdempotencyKey}";
+        var now = clock.GetUtcNow().UtcDateTime;
+        await Ledger.EnsureFundingAccountAsync(db, account.Currency, now, ct);
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            var result = await Ledger.TransferAsync(db,
+                new TransferRequest(Ledger.FundingAccountId(account.Currency), account.Id, minor, account.Currency, DepositKind, key), now, ct);
+            if (result is TransferResult.Transferred done)
+            {
+                await tx.CommitAsync(ct);
+                var transfer = await db.LedgerTransfers.AsNoTracking().FirstAsync(t => t.Id == done.TransferId, ct);
+                return TypedResults.Created($"/api/admin/ledger/transfers/{transfer.Id}", TransferView.Of(transfer));
+            }
+            await tx.RollbackAsync(ct);
+        }
+
+        // The key was used before: the same deposit repeated is answered with the original transfer.
+        var earlier = await db.LedgerTransfers.AsNoTracking().FirstAsync(t => t.IdempotencyKey == key, ct);
+        return earlier.CreditAccountId == account.Id && earlier.AmountMinor == minor
+            ? TypedResults.Ok(TransferView.Of(earlier))
+            : Problems.Conflict("LEDGER.IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different deposit.");
+    }
+
+    internal static async Task<Ok<List<CurrencyTotal>>> TotalsAsync(TallyDb db, CancellationToken ct)
+    {
+        var rows = await db.LedgerAccounts.AsNoTracking()
+            .GroupBy(a => a.Currency)
+            .Select(g => new { Currency = g.Key, Total = g.Sum(a => a.BalanceMinor), Accounts = g.Count() })
+            .ToListAsync(ct);
+        return TypedResults.Ok(rows.OrderBy(r => r.Currency, StringComparer.Ordinal)
+            .Select(r => new CurrencyTotal(r.Currency, Currencies.FromMinor(r.Total, r.Currency), r.Accounts)).ToList());
+    }
+
+    internal static async Task<Ok<List<AccountView>>> MyAccountsAsync(HttpContext http, TallyDb db, CancellationToken ct)
+    {
+        var accounts = await db.LedgerAccounts.AsNoTracking().OwnedBy(http.User.UserId()).OrderBy(a => a.Currency).ToListAsync(ct);
+        return TypedResults.Ok(accounts.Select(AccountView.Of).ToList());
+    }
+
+    internal static async Task<Results<Ok<List<TransferView>>, ValidationProblem>> MyTransfersAsync(
+        HttpContext http, TallyDb db, CancellationToken ct, int? limit = null)
+    {
+        var take = limit ?? 50;
+        if (take is < 1 or > 500)
+        {
+            return Problems.Invalid("limit", "must be between 1 and 500");
+        }
+        var mine = await db.LedgerAccounts.AsNoTracking().OwnedBy(http.User.UserId()).Select(a => a.Id).ToListAsync(ct);
+        var transfers = await db.LedgerTransfers.AsNoTracking().Touching(mine)
+            .OrderByDescending(t => t.CreatedAt).ThenByDescending(t => t.Id).Take(take).ToListAsync(ct);
+        return TypedResults.Ok(transfers.Select(TransferView.Of).ToList());
+    }
+}

@@ -1,0 +1,89 @@
+using System.ComponentModel.DataAnnotations;
+using System.IdentityModel.Tokens.Jwt;
+using System.Security.Claims;
+using System.Text;
+using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.IdentityModel.Tokens;
+
+namespace Tally.Hosting;
+
+/// <summary>
+/// JWT bearer auth. Embedded and development: HS256 with <c>Auth:SigningKey</c>, issuer and
+/// audience <c>tally</c>. Production: set <c>Auth:Authority</c> to any OIDC authority.
+/// </summary>
+public sealed class AuthOptions
+{
+    public const string Section = "Auth";
+    public const string Issuer = "tally";
+
+    [MinLength(32, ErrorMessage = "Auth:SigningKey must be at least 32 characters.")]
+    public string? SigningKey { get; set; }
+
+    public string? Authority { get; set; }
+
+    public string Audience { get; set; } = Issuer;
+}
+
+public static class Roles
+{
+    public const string Admin = "admin";
+    public const string Guardian = "guardian";
+    public const string User = "user";
+}
+
+public static class Auth
+{
+    public static WebApplicationBuilder AddTallyAuth(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddValidatedOptions<AuthOptions>(AuthOptions.Section)
+            .Validate(o => !string.IsNullOrWhiteSpace(o.SigningKey) || !string.IsNullOrWhiteSpace(o.Authority),
+                "Auth:SigningKey (or Auth:Authority for an OIDC provider) must be set.");
+        var options = builder.Configuration.Read<AuthOptions>(AuthOptions.Section);
+        builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer(jwt =>
+        {
+            jwt.MapInboundClaims = false;
+            if (!string.IsNullOrWhiteSpace(options.Authority))
+            {
+                jwt.Authority = options.Authority;
+                jwt.Audience = options.Audience;
+                jwt.TokenValidationParameters.NameClaimType = "sub";
+                jwt.TokenValidationParameters.RoleClaimType = "role";
+                return;
+            }
+            jwt.TokenValidationParameters = new TokenValidationParameters
+            {
+                ValidIssuer = AuthOptions.Issuer,
+                ValidAudience = options.Audience,
+                IssuerSigningKey = new SymmetricSecurityKey(Encoding.UTF8.GetBytes(options.SigningKey ?? new string('-', 32))),
+                ValidAlgorithms = [SecurityAlgorithms.HmacSha256],
+                NameClaimType = "sub",
+                RoleClaimType = "role",
+                ClockSkew = TimeSpan.FromSeconds(30),
+            };
+        });
+        builder.Services.AddAuthorizationBuilder()
+            .AddPolicy(Roles.Admin, p => p.RequireRole(Roles.Admin))
+            .AddPolicy(Roles.Guardian, p => p.RequireRole(Roles.Guardian))
+            .AddPolicy(Roles.User, p => p.RequireAuthenticatedUser().RequireClaim("sub"));
+        return builder;
+    }
+
+    /// <summary>The caller's user id (<c>sub</c>). Endpoints behind an auth policy always have one.</summary>
+    public static Guid UserId(this ClaimsPrincipal user) =>
+        Guid.TryParse(user.FindFirstValue("sub"), out var id) ? id : Guid.Empty;
+
+    /// <summary>Signs a development token (HS256) for the README's examples and for tests.</summary>
+    public static string CreateToken(string signingKey, Guid subject, IEnumerable<string> roles, TimeSpan lifetime)
+    {
+        var claims = new List<Claim> { new("sub", subject.ToString()) };
+        claims.AddRange(roles.Select(r => new Claim("role", r)));
+        var token = new JwtSecurityToken(
+            issuer: AuthOptions.Issuer,
+            audience: AuthOptions.Issuer,
+            claims: claims,
+            notBefore: DateTime.UtcNow.AddMinutes(-1),
+            expires: DateTime.UtcNow.Add(lifetime),
+            signingCredentials: new SigningCredentials(new SymmetricSecurityKey(Encoding.UTF8.GetBytes(signingKey)), SecurityAlgorithms.HmacSha256));
+        return new JwtSecurityTokenHandler().WriteToken(token);
+    }
+}

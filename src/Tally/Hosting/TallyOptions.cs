@@ -1,0 +1,58 @@
+using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.Options;
+
+namespace Tally.Hosting;
+
+/// <summary>The <c>Tally</c> section: which roles this instance plays and the default currency.</summary>
+public sealed class TallyOptions
+{
+    public const string Section = "Tally";
+
+    /// <summary>Any of <c>api</c>, <c>scheduler</c>, <c>worker</c>; all three when empty.</summary>
+    public string[] Roles { get; set; } = [];
+
+    [Required, RegularExpression("^[A-Z]{3}$", ErrorMessage = "Tally:DefaultCurrency must be a three-letter ISO 4217 code.")]
+    public string DefaultCurrency { get; set; } = "USD";
+
+    /// <summary>A name for this process in <c>cron_runs.instance_id</c>; host name and process id when empty.</summary>
+    public string? InstanceId { get; set; }
+
+    public bool Has(string role) => Roles.Length == 0 || Roles.Contains(role, StringComparer.OrdinalIgnoreCase);
+
+    public bool IsApi => Has("api");
+    public bool IsScheduler => Has("scheduler");
+    public bool IsWorker => Has("worker");
+
+    public string ResolvedInstanceId => string.IsNullOrWhiteSpace(InstanceId)
+        ? $"{Environment.MachineName}-{Environment.ProcessId}"
+        : InstanceId;
+
+    internal static ValidationResult? ValidateRoles(TallyOptions options)
+    {
+        var unknown = options.Roles.Where(r => r is not ("api" or "scheduler" or "worker")).ToList();
+        return unknown.Count == 0
+            ? ValidationResult.Success
+            : new ValidationResult($"Tally:Roles has unknown role(s) {string.Join(", ", unknown)}; use api, scheduler, worker.");
+    }
+}
+
+public static class OptionsSetup
+{
+    /// <summary>Binds a section to an options class, validates its data annotations, and fails start-up if invalid.</summary>
+    public static OptionsBuilder<T> AddValidatedOptions<T>(this IServiceCollection services, string section)
+        where T : class
+        => services.AddOptions<T>().BindConfiguration(section).ValidateDataAnnotations().ValidateOnStart();
+
+    /// <summary>Reads the options once at registration time (for decisions such as which roles to host).</summary>
+    public static T Read<T>(this IConfiguration configuration, string section)
+        where T : new()
+        => configuration.GetSection(section).Get<T>() ?? new T();
+
+    public static WebApplicationBuilder AddTallyOptions(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddValidatedOptions<TallyOptions>(TallyOptions.Section)
+            .Validate(o => TallyOptions.ValidateRoles(o) == ValidationResult.Success,
+                "Tally:Roles may only contain api, scheduler and worker.");
+        return builder;
+    }
+}

@@ -1,0 +1,100 @@
+using Npgsql;
+using StackExchange.Redis;
+using Tally.Data;
+using Tally.Hosting;
+using Tally.Jobs.Outbox;
+using Tally.Jobs.Queues;
+using Tally.Jobs.RateLimits;
+using Tally.Jobs.Scheduling;
+
+namespace Tally.Jobs;
+
+public static class JobRuntimeSetup
+{
+    /// <summary>
+    /// The job runtime every feature stands on: lock, transport, scheduler, queue consumers, outbox
+    /// dispatcher and rate limits. Which parts run here depends on <c>Tally:Roles</c>.
+    /// </summary>
+    public static WebApplicationBuilder AddJobRuntime(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        var configuration = builder.Configuration;
+        var roles = configuration.Read<TallyOptions>(TallyOptions.Section);
+        var storage = StorageSettings.From(configuration);
+        var jobs = configuration.Read<JobsOptions>(JobsOptions.Section);
+        var redisUrl = configuration["Redis:Url"];
+
+        services.AddValidatedOptions<JobsOptions>(JobsOptions.Section)
+            .Validate(o => o.LockTtl >= TimeSpan.FromSeconds(1), "Jobs:LockTtl must be at least one second.")
+            .Validate(o => o.Lock is null or "inprocess" or "redis" or "postgres", "Jobs:Lock must be inprocess, redis or postgres.");
+        services.AddSingleton(TimeProvider.System);
+
+        if (!string.IsNullOrWhiteSpace(redisUrl))
+        {
+            services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(RedisConfiguration(redisUrl)));
+        }
+        if (storage.Provider == StorageProvider.Postgres)
+        {
+            services.AddSingleton(_ => NpgsqlDataSource.Create(storage.ConnectionString));
+        }
+        var lockKind = jobs.Lock ?? (!string.IsNullOrWhiteSpace(redisUrl) ? "redis" : storage.Provider == StorageProvider.Postgres ? "postgres" : "inprocess");
+        switch (lockKind)
+        {
+            case "redis" when string.IsNullOrWhiteSpace(redisUrl):
+                throw new InvalidOperationException("Jobs:Lock is redis but Redis:Url is not set.");
+            case "redis":
+                services.AddSingleton<IDistributedLock, RedisLock>();
+                break;
+            case "postgres" when storage.Provider != StorageProvider.Postgres:
+                throw new InvalidOperationException("Jobs:Lock is postgres but ConnectionStrings:Postgres is not set.");
+            case "postgres":
+                services.AddSingleton<IDistributedLock, PostgresAdvisoryLock>();
+                break;
+            default:
+                services.AddSingleton<IDistributedLock, InProcessLock>();
+                break;
+        }
+
+        services.AddSingleton<IQueueTransport, InProcessTransport>();
+        services.AddSingleton<IEventPublisher, TableOnlyEventPublisher>();
+
+        services.AddSingleton<JobRegistry>();
+        services.AddSingleton<JobRunner>();
+        services.AddSingleton<QueueRegistry>();
+        services.AddSingleton<DeadLetterStore>();
+        services.AddSingleton<UpstreamRateLimits>();
+        services.AddSingleton<OutboxDispatcher>();
+
+        if (roles.IsScheduler)
+        {
+            services.AddHostedService<JobScheduler>();
+        }
+        if (roles.IsWorker)
+        {
+            services.AddHostedService<QueueConsumerHost>();
+            services.AddHostedService(sp => sp.GetRequiredService<OutboxDispatcher>());
+        }
+        services.AddScheduledJob<HeartbeatJob>(HeartbeatJob.Name, "0 * * * *");
+        return builder;
+    }
+
+    public static ConfigurationOptions RedisConfiguration(string url)
+    {
+        // Accept both "host:port" and "redis://host:port".
+        var plain = url.StartsWith("redis://", StringComparison.OrdinalIgnoreCase) ? url["redis://".Length..].TrimEnd('/') : url;
+        var options = ConfigurationOptions.Parse(plain);
+        options.AbortOnConnectFail = false;
+        return options;
+    }
+}
+
+/// <summary>
+/// <c>runtime.heartbeat</c>: proves the scheduler is alive (one SUCCESS row per occurrence in
+/// <c>cron_runs</c>). Hourly by default; <c>Jobs:runtime.heartbeat:Cron</c> changes it.
+/// </summary>
+public sealed class HeartbeatJob : IScheduledJob
+{
+    public const string Name = "runtime.heartbeat";
+
+    public Task<JobResult> RunAsync(CancellationToken ct) => Task.FromResult(new JobResult(0));
+}

@@ -1,0 +1,59 @@
+using System.Text.Json;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Metadata.Builders;
+using Tally.Data;
+
+namespace Tally.Data
+{
+    public sealed partial class TallyDb
+    {
+        public DbSet<Jobs.Outbox.OutboxEvent> OutboxEvents => Set<Jobs.Outbox.OutboxEvent>();
+    }
+}
+
+namespace Tally.Jobs.Outbox
+{
+    /// <summary>A domain event, written in the same transaction as the change it describes.</summary>
+    public sealed class OutboxEvent
+    {
+        public long Sequence { get; set; }
+        public Guid EventId { get; set; }
+        public required string EventType { get; set; }
+        public string? SubjectId { get; set; }
+        public required string Payload { get; set; }
+        public DateTime OccurredAt { get; set; }
+        public DateTime? PublishedAt { get; set; }
+        public int Attempts { get; set; }
+        public string? LastError { get; set; }
+    }
+
+    internal sealed class OutboxEventMap : IEntityTypeConfiguration<OutboxEvent>
+    {
+        public void Configure(EntityTypeBuilder<OutboxEvent> e)
+        {
+            e.ToTable("outbox_events");
+            e.HasKey(x => x.Sequence);
+        }
+    }
+
+    /// <summary>Adds events to the outbox. Nothing is published here: the dispatcher does that after commit.</summary>
+    public static class Outbox
+    {
+        public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+        /// <summary>Stages <paramref name="payload"/> as event <paramref name="eventType"/>; it commits with the caller's SaveChanges.</summary>
+        public static OutboxEvent Add(TallyDb db, string eventType, string? subjectId, object payload, DateTime occurredAt)
+        {
+            var row = new OutboxEvent
+            {
+                EventId = Guid.CreateVersion7(),
+                EventType = eventType,
+                SubjectId = subjectId,
+                Payload = JsonSerializer.Serialize(payload, payload.GetType(), Json),
+                OccurredAt = occurredAt,
+            };
+            db.OutboxEvents.Add(row);
+            return row;
+        }
+    }
+}

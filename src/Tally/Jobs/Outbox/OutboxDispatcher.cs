@@ -1,0 +1,98 @@
+using Microsoft.EntityFrameworkCore;
+using Tally.Data;
+
+namespace Tally.Jobs.Outbox;
+
+/// <summary>Where published events go: RabbitMQ's <c>tally.events</c> topic exchange, or nowhere beyond the table in embedded mode.</summary>
+public interface IEventPublisher
+{
+    string Name { get; }
+
+    /// <summary>Returns once the events are safely with the broker.</summary>
+    Task PublishAsync(IReadOnlyList<OutboxEvent> events, CancellationToken ct);
+}
+
+/// <summary>Embedded mode: the outbox table is the event log, read through the admin API.</summary>
+public sealed class TableOnlyEventPublisher : IEventPublisher
+{
+    public string Name => "table";
+
+    public Task PublishAsync(IReadOnlyList<OutboxEvent> events, CancellationToken ct) => Task.CompletedTask;
+}
+
+/// <summary>
+/// Publishes outbox rows in sequence order, at least once: a row is marked published only after the
+/// broker confirmed it, so a crash in between publishes it again (consumers dedupe by event id).
+/// On PostgreSQL, <c>FOR UPDATE SKIP LOCKED</c> lets several workers dispatch without doubling up.
+/// </summary>
+public sealed partial class OutboxDispatcher(
+    IDbContextFactory<TallyDb> dbs, IEventPublisher publisher, TimeProvider clock, ILogger<OutboxDispatcher> logger) : BackgroundService
+{
+    public const int BatchSize = 200;
+    private static readonly TimeSpan IdleDelay = TimeSpan.FromMilliseconds(500);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                var published = await DispatchBatchAsync(stoppingToken);
+                if (published < BatchSize)
+                {
+                    await Task.Delay(IdleDelay, clock, stoppingToken);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                LogDispatchFailed(logger, e);
+                await Task.Delay(TimeSpan.FromSeconds(2), clock, stoppingToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            }
+        }
+    }
+
+    public async Task<int> DispatchBatchAsync(CancellationToken ct)
+    {
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        var batch = db.Database.IsNpgsql()
+            ? await db.OutboxEvents.FromSql($"SELECT * FROM outbox_events WHERE published_at IS NULL ORDER BY sequence LIMIT {BatchSize} FOR UPDATE SKIP LOCKED").ToListAsync(ct)
+            : await db.OutboxEvents.Where(e => e.PublishedAt == null).OrderBy(e => e.Sequence).Take(BatchSize).ToListAsync(ct);
+        if (batch.Count == 0)
+        {
+            return 0;
+        }
+        var now = clock.GetUtcNow().UtcDateTime;
+        try
+        {
+            await publisher.PublishAsync(batch, ct);
+            foreach (var e in batch)
+            {
+                e.PublishedAt = now;
+                e.Attempts++;
+            }
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            foreach (var row in batch)
+            {
+                row.Attempts++;
+                row.LastError = e.Message.Length > 500 ? e.Message[..500] : e.Message;
+            }
+            LogPublishFailed(logger, e, batch.Count);
+        }
+        await db.SaveChangesAsync(ct);
+        await tx.CommitAsync(ct);
+        return batch.Count;
+    }
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Outbox dispatch failed; retrying")]
+    private static partial void LogDispatchFailed(ILogger logger, Exception e);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Publishing {Count} outbox events failed; they stay pending")]
+    private static partial void LogPublishFailed(ILogger logger, Exception e, int count);
+}

@@ -1,0 +1,82 @@
+using Tally.Data;
+
+namespace Tally.Jobs.Queues;
+
+/// <summary>One message. <see cref="Id"/> is stable across retries and replays; <see cref="Attempt"/> is 0 on first delivery.</summary>
+public sealed record QueueMessage(string Id, string Body, int Attempt = 0);
+
+/// <summary>A durable work queue and its retry policy.</summary>
+public sealed record QueueDefinition(string Name, int MaxRetries, TimeSpan RetryDelay, int Prefetch = 32, int Concurrency = 4)
+{
+    public string RetryExchange => $"{Name}.retry.exchange";
+    public string RetryQueue => $"{Name}.retry";
+    public string DeadLetterExchange => $"{Name}.dlq.exchange";
+    public string DeadLetterQueue => $"{Name}.dlq";
+}
+
+/// <summary>Message counts of one queue: ready in the main queue, waiting to retry, dead.</summary>
+public sealed record QueueDepth(string Queue, long Ready, long Retrying, long InFlight, long DeadLetters);
+
+/// <summary>What the transport does with a delivery once the handler has spoken.</summary>
+public abstract record DeliveryAction
+{
+    public static readonly DeliveryAction Ack = new AckAction();
+
+    public sealed record AckAction : DeliveryAction;
+
+    /// <summary>Back to the queue after the retry delay, with the attempt counted.</summary>
+    public sealed record RetryAction(int NextAttempt, string Reason) : DeliveryAction;
+
+    public sealed record DeadLetterAction(string Reason) : DeliveryAction;
+}
+
+/// <summary>
+/// The queue transport: the real seam between the embedded and the scaled-out runtime.
+/// Delivery is at least once; exactly-once effects come from each handler's unique keys.
+/// </summary>
+public interface IQueueTransport : IAsyncDisposable
+{
+    string Name { get; }
+
+    Task DeclareAsync(QueueDefinition queue, CancellationToken ct);
+
+    /// <summary>Returns once the broker has the messages (publisher confirms on RabbitMQ).</summary>
+    Task PublishAsync(string queue, IReadOnlyList<QueueMessage> messages, CancellationToken ct);
+
+    /// <summary>
+    /// Delivers messages to <paramref name="handle"/> until <paramref name="ct"/> is cancelled, acking, retrying or
+    /// dead-lettering by its answer. Dead letters reach <paramref name="recordDeadLetter"/> before they are acked.
+    /// </summary>
+    Task ConsumeAsync(
+        QueueDefinition queue,
+        Func<QueueMessage, CancellationToken, Task<DeliveryAction>> handle,
+        Func<QueueDefinition, QueueMessage, string, CancellationToken, Task> recordDeadLetter,
+        CancellationToken ct);
+
+    Task<QueueDepth> GetDepthAsync(QueueDefinition queue, CancellationToken ct);
+}
+
+/// <summary>A handler for one queue. Register with <c>AddQueueHandler&lt;T&gt;()</c>; resolved in a fresh scope per message.</summary>
+public interface IQueueHandler
+{
+    Task<JobOutcome> HandleAsync(QueueMessage message, CancellationToken ct);
+
+    /// <summary>
+    /// Called once when a message is dead-lettered, in the same transaction as its
+    /// <c>dead_letters</c> row, so a feature can record the failure (and move on) atomically.
+    /// </summary>
+    Task OnDeadLetteredAsync(TallyDb db, QueueMessage message, string reason, CancellationToken ct) => Task.CompletedTask;
+}
+
+/// <summary>The one place that turns a handler's outcome into a delivery action.</summary>
+public static class DeliveryPolicy
+{
+    public static DeliveryAction Decide(JobOutcome outcome, QueueMessage message, QueueDefinition queue) => outcome switch
+    {
+        JobOutcome.DoneOutcome => DeliveryAction.Ack,
+        JobOutcome.GiveUpOutcome g => new DeliveryAction.DeadLetterAction(g.Reason),
+        JobOutcome.RetryLaterOutcome r when message.Attempt < queue.MaxRetries => new DeliveryAction.RetryAction(message.Attempt + 1, r.Reason),
+        JobOutcome.RetryLaterOutcome r => new DeliveryAction.DeadLetterAction($"max retries ({queue.MaxRetries}) reached: {r.Reason}"),
+        _ => throw new ArgumentOutOfRangeException(nameof(outcome), outcome, "Unknown outcome."),
+    };
+}
