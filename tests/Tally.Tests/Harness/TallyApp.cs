@@ -1,0 +1,114 @@
+using System.Net.Http.Headers;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Tally.Data;
+using Tally.Hosting;
+
+namespace Tally.Tests.Harness;
+
+/// <summary>
+/// One Tally instance hosted in the test process, on a real database: a fresh SQLite file by
+/// default, or PostgreSQL. Settings are passed exactly as an operator would set them.
+/// </summary>
+public sealed class TallyApp : WebApplicationFactory<Program>
+{
+    public const string SigningKey = "tally-test-signing-key-0123456789abcdef";
+
+    private readonly Dictionary<string, string?> _settings;
+    private readonly string? _sqliteFolder;
+
+    private TallyApp(Dictionary<string, string?> settings, string? sqliteFolder)
+    {
+        _settings = settings;
+        _sqliteFolder = sqliteFolder;
+    }
+
+    public string ConnectionString => _settings.GetValueOrDefault("ConnectionStrings:Postgres") ?? _settings["ConnectionStrings:Sqlite"]!;
+
+    /// <summary>An instance on a new SQLite file, with the in-process queue and lock.</summary>
+    public static TallyApp Sqlite(IDictionary<string, string?>? settings = null)
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "tally-tests", Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        var all = Defaults();
+        all["ConnectionStrings:Sqlite"] = $"Data Source={Path.Combine(folder, "tally.db")}";
+        Merge(all, settings);
+        return new TallyApp(all, folder);
+    }
+
+    /// <summary>An instance on the given PostgreSQL database (see <see cref="Servers.NewPostgresDatabaseAsync"/>).</summary>
+    public static TallyApp Postgres(string connectionString, IDictionary<string, string?>? settings = null)
+    {
+        var all = Defaults();
+        all["ConnectionStrings:Postgres"] = connectionString;
+        Merge(all, settings);
+        return new TallyApp(all, null);
+    }
+
+    private static Dictionary<string, string?> Defaults() => new()
+    {
+        ["Auth:SigningKey"] = SigningKey,
+        ["Tally:DemoData"] = "false",
+        ["Logging:LogLevel:Default"] = "Warning",
+        ["Logging:LogLevel:Microsoft.EntityFrameworkCore"] = "None",
+    };
+
+    private static void Merge(Dictionary<string, string?> into, IDictionary<string, string?>? from)
+    {
+        foreach (var (k, v) in from ?? new Dictionary<string, string?>())
+        {
+            into[k] = v;
+        }
+    }
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseEnvironment("Testing");
+        foreach (var (key, value) in _settings)
+        {
+            builder.UseSetting(key, value);
+        }
+    }
+
+    /// <summary>Starts the host (migrations run) and answers a client with a bearer token for the given user and roles.</summary>
+    public HttpClient Client(Guid? userId = null, params string[] roles)
+    {
+        var client = CreateClient();
+        var token = Auth.CreateToken(SigningKey, userId ?? Guid.Empty, roles.Length == 0 ? [Roles.Admin] : roles, TimeSpan.FromHours(1));
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return client;
+    }
+
+    public HttpClient Admin() => Client(null, Roles.Admin);
+
+    /// <summary>A DbContext on the app's database, for arranging and asserting.</summary>
+    public TallyDb Db()
+    {
+        _ = Server; // make sure the host (and its migrations) started
+        return Services.GetRequiredService<Microsoft.EntityFrameworkCore.IDbContextFactory<TallyDb>>().CreateDbContext();
+    }
+
+    public T Get<T>()
+        where T : notnull
+    {
+        _ = Server;
+        return Services.GetRequiredService<T>();
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        if (_sqliteFolder is not null)
+        {
+            Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+            try
+            {
+                Directory.Delete(_sqliteFolder, recursive: true);
+            }
+            catch (IOException)
+            {
+            }
+        }
+    }
+}
