@@ -1,4 +1,5 @@
 using Tally.Data;
+using Tally.Features.Allowances;
 using Tally.Features.Ledger;
 using Tally.Features.Users;
 using Tally.Hosting;
@@ -18,6 +19,7 @@ builder.AddConfigAliases()
     .AddTallyData()
     .AddJobRuntime()
     .AddObservability()
+    .AddAllowances()
     .AddDemoData();
 
 var app = builder.Build();
@@ -29,7 +31,8 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
 {
     app.MapOperator()
         .MapUsers()
-        .MapLedger();
+        .MapLedger()
+        .MapAllowances();
 }
 app.Run();
 return 0;
