@@ -18,8 +18,12 @@ public sealed class TallyApp : WebApplicationFactory<Program>
     private readonly Dictionary<string, string?> _settings;
     private readonly string? _sqliteFolder;
 
-    private TallyApp(Dictionary<string, string?> settings, string? sqliteFolder)
+    /// <summary>Extra registrations for a test (a test job or handler); applied after the app's own.</summary>
+    public Action<IServiceCollection>? ConfigureTestServices { get; init; }
+
+    private TallyApp(Dictionary<string, string?> settings, string? sqliteFolder, Action<IServiceCollection>? services = null)
     {
+        ConfigureTestServices = services;
         _settings = settings;
         _sqliteFolder = sqliteFolder;
     }
@@ -27,23 +31,23 @@ public sealed class TallyApp : WebApplicationFactory<Program>
     public string ConnectionString => _settings.GetValueOrDefault("ConnectionStrings:Postgres") ?? _settings["ConnectionStrings:Sqlite"]!;
 
     /// <summary>An instance on a new SQLite file, with the in-process queue and lock.</summary>
-    public static TallyApp Sqlite(IDictionary<string, string?>? settings = null)
+    public static TallyApp Sqlite(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var folder = Path.Combine(Path.GetTempPath(), "tally-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(folder);
         var all = Defaults();
         all["ConnectionStrings:Sqlite"] = $"Data Source={Path.Combine(folder, "tally.db")}";
         Merge(all, settings);
-        return new TallyApp(all, folder);
+        return new TallyApp(all, folder, services);
     }
 
     /// <summary>An instance on the given PostgreSQL database (see <see cref="Servers.NewPostgresDatabaseAsync"/>).</summary>
-    public static TallyApp Postgres(string connectionString, IDictionary<string, string?>? settings = null)
+    public static TallyApp Postgres(string connectionString, IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var all = Defaults();
         all["ConnectionStrings:Postgres"] = connectionString;
         Merge(all, settings);
-        return new TallyApp(all, null);
+        return new TallyApp(all, null, services);
     }
 
     private static Dictionary<string, string?> Defaults() => new()
@@ -68,6 +72,10 @@ public sealed class TallyApp : WebApplicationFactory<Program>
         foreach (var (key, value) in _settings)
         {
             builder.UseSetting(key, value);
+        }
+        if (ConfigureTestServices is not null)
+        {
+            builder.ConfigureServices(ConfigureTestServices);
         }
     }
 

@@ -84,45 +84,45 @@ public static class Recurrence
         switch (rule.Frequency)
         {
             case Frequency.Daily:
-            {
-                var first = rule.StartLocal.Date;
-                var skip = Math.Max(0, (fromLocal.Date - first).Days / interval);
-                for (var day = first.AddDays((double)skip * interval); ; day = day.AddDays(interval))
                 {
-                    yield return day + time;
+                    var first = rule.StartLocal.Date;
+                    var skip = Math.Max(0, (fromLocal.Date - first).Days / interval);
+                    for (var day = first.AddDays((double)skip * interval); ; day = day.AddDays(interval))
+                    {
+                        yield return day + time;
+                    }
                 }
-            }
             case Frequency.Weekly:
-            {
-                var days = (rule.ByDay.Count > 0 ? rule.ByDay : [rule.StartLocal.DayOfWeek])
-                    .Select(d => ((int)d + 6) % 7) // Monday = 0
-                    .Distinct().Order().ToList();
-                var firstWeek = MondayOf(rule.StartLocal.Date);
-                var skip = Math.Max(0, (MondayOf(fromLocal.Date) - firstWeek).Days / 7 / interval);
-                for (var week = firstWeek.AddDays(7.0 * skip * interval); ; week = week.AddDays(7.0 * interval))
                 {
-                    foreach (var offset in days)
+                    var days = (rule.ByDay.Count > 0 ? rule.ByDay : [rule.StartLocal.DayOfWeek])
+                        .Select(d => ((int)d + 6) % 7) // Monday = 0
+                        .Distinct().Order().ToList();
+                    var firstWeek = MondayOf(rule.StartLocal.Date);
+                    var skip = Math.Max(0, (MondayOf(fromLocal.Date) - firstWeek).Days / 7 / interval);
+                    for (var week = firstWeek.AddDays(7.0 * skip * interval); ; week = week.AddDays(7.0 * interval))
                     {
-                        yield return week.AddDays(offset) + time;
+                        foreach (var offset in days)
+                        {
+                            yield return week.AddDays(offset) + time;
+                        }
                     }
                 }
-            }
             case Frequency.Monthly:
-            {
-                var monthDay = rule.ByMonthDay ?? rule.StartLocal.Day;
-                var first = new DateTime(rule.StartLocal.Year, rule.StartLocal.Month, 1);
-                var monthsApart = ((fromLocal.Year - first.Year) * 12) + fromLocal.Month - first.Month;
-                var skip = Math.Max(0, monthsApart / interval);
-                for (var month = first.AddMonths(skip * interval); ; month = month.AddMonths(interval))
                 {
-                    var length = DateTime.DaysInMonth(month.Year, month.Month);
-                    var day = monthDay > 0 ? monthDay : length + 1 + monthDay;
-                    if (day >= 1 && day <= length)
+                    var monthDay = rule.ByMonthDay ?? rule.StartLocal.Day;
+                    var first = new DateTime(rule.StartLocal.Year, rule.StartLocal.Month, 1);
+                    var monthsApart = ((fromLocal.Year - first.Year) * 12) + fromLocal.Month - first.Month;
+                    var skip = Math.Max(0, monthsApart / interval);
+                    for (var month = first.AddMonths(skip * interval); ; month = month.AddMonths(interval))
                     {
-                        yield return month.AddDays(day - 1) + time;
+                        var length = DateTime.DaysInMonth(month.Year, month.Month);
+                        var day = monthDay > 0 ? monthDay : length + 1 + monthDay;
+                        if (day >= 1 && day <= length)
+                        {
+                            yield return month.AddDays(day - 1) + time;
+                        }
                     }
                 }
-            }
             default:
                 throw new ArgumentOutOfRangeException(nameof(rule), rule.Frequency, "Unknown frequency.");
         }

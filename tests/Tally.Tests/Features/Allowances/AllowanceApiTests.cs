@@ -22,7 +22,12 @@ public class AllowanceApiTests
         await using var owned = app;
         var body = await client.PostJsonAsync($"/api/guardians/me/allowances/{junior}", new
         {
-            amount = 12.50m, frequency = "WEEKLY", status = "ON", startAt = "2030-01-07T09:00:00", timeZone = "Europe/London", byDay = new[] { "MO", "FR" },
+            amount = 12.50m,
+            frequency = "WEEKLY",
+            status = "ON",
+            startAt = "2030-01-07T09:00:00",
+            timeZone = "Europe/London",
+            byDay = new[] { "MO", "FR" },
         }).ExpectAsync(HttpStatusCode.Created);
 
         Assert.Equal(12.50m, body.GetProperty("amount").GetDecimal());
@@ -135,7 +140,11 @@ public class AllowanceApiTests
         await using var owned = app;
         await client.PostJsonAsync($"/api/guardians/me/allowances/{junior}", new
         {
-            amount = 2m, frequency = "WEEKLY", status = "ON", byDay = new[] { "SA" }, startAt = "2030-06-01T10:00:00Z",
+            amount = 2m,
+            frequency = "WEEKLY",
+            status = "ON",
+            byDay = new[] { "SA" },
+            startAt = "2030-06-01T10:00:00Z",
         }).ExpectAsync(HttpStatusCode.Created);
 
         var changed = await client.PatchAsync($"/api/guardians/me/allowances/{junior}",
