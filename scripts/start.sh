@@ -17,7 +17,7 @@ cat <<EOT
 Tally (embedded) starting on $url
   admin token:          $(token --role admin)
   demo guardian token:  $(token --sub 11111111-1111-1111-1111-111111111111 --role guardian --role user)
-  API docs:             $url/docs      dashboard: $url/
+  API docs:             $url/docs
 
 EOT
 exec dotnet run --project src/Tally -c Release --no-build --no-launch-profile --urls "$url"
