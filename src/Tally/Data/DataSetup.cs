@@ -10,7 +10,9 @@ public static partial class DataSetup
         builder.Services.AddSingleton(storage);
         builder.Services.AddDbContextFactory<TallyDb>(options => Configure(options, storage), ServiceLifetime.Singleton);
         builder.Services.AddScoped(sp => sp.GetRequiredService<IDbContextFactory<TallyDb>>().CreateDbContext());
-        builder.Services.AddHostedService<MigrateOnStart>();
+        // First of all hosted services, including those registered before this call (authentication's
+        // Data Protection reads its key ring from the database at start).
+        builder.Services.Insert(0, ServiceDescriptor.Singleton<IHostedService, MigrateOnStart>());
         return builder;
     }
 
