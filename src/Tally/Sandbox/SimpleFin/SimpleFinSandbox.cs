@@ -1,0 +1,280 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.Options;
+using Tally.Features.Connections;
+using Tally.Hosting;
+
+namespace Tally.Sandbox.SimpleFin;
+
+/// <summary>The <c>Sandbox</c> settings the SimpleFIN sandbox reads.</summary>
+public sealed class SimpleFinSandboxOptions
+{
+    public const string Section = "Sandbox";
+
+    /// <summary>Balances move once per period (and stay put within one). Also used by the in-process <c>sandbox</c> provider.</summary>
+    public TimeSpan DriftPeriod { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Signs the sandbox's claim tokens and passwords. A sandbox secret, not a production one.</summary>
+    public string SimpleFinSecret { get; set; } = "tally-simplefin-sandbox";
+}
+
+/// <summary>
+/// A SimpleFIN server for trying Tally without a bank, served over real HTTP under
+/// <c>/sandbox/simplefin</c> when <c>Sandbox:Enabled</c> (on by default in Development):
+/// <list type="bullet">
+/// <item><c>POST /setup-token</c> <c>{scenario?, accounts?}</c> answers <c>{setupToken, username}</c> for a new sandbox user;</item>
+/// <item><c>POST /claim/{token}</c> answers the access URL once, then 403 (as the protocol says);</item>
+/// <item><c>GET /accounts</c> with the access URL's basic auth answers an Account Set;</item>
+/// <item><c>PUT /users/{username}/scenario</c> <c>{scenario}</c> changes how a user's bank behaves from now on.</item>
+/// </list>
+/// Scenarios: <c>ok</c>, <c>legacy</c> (protocol 1.0 shape: <c>errors</c> and <c>org</c>, no <c>errlist</c>),
+/// <c>errlist-auth</c> (<c>con.auth</c>, no accounts), <c>errlist-partial</c> (<c>act.failed</c> for one
+/// account), <c>payment-required</c> (402), <c>revoked</c> (403), <c>rate-limited</c> (429, Retry-After 120),
+/// <c>unavailable</c> (500), <c>malformed</c> (not an Account Set). A user's scenario and account count
+/// are part of its username, so the sandbox keeps no state beyond claimed tokens and scenario changes.
+/// </summary>
+public static class SimpleFinSandbox
+{
+    public const string BasePath = "/sandbox/simplefin";
+
+    public static readonly IReadOnlySet<string> Scenarios = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "ok", "legacy", "errlist-auth", "errlist-partial", "payment-required", "revoked", "rate-limited", "unavailable", "malformed",
+    };
+
+    public const int MaxAccounts = 20_000;
+
+    public static bool IsEnabled(IConfiguration configuration, IHostEnvironment environment) =>
+        configuration.GetValue("Sandbox:Enabled", environment.IsDevelopment());
+
+    public static WebApplicationBuilder AddSimpleFinSandbox(this WebApplicationBuilder builder)
+    {
+        if (!IsEnabled(builder.Configuration, builder.Environment))
+        {
+            return builder;
+        }
+        builder.Services.AddValidatedOptions<SimpleFinSandboxOptions>(SimpleFinSandboxOptions.Section)
+            .Validate(o => o.DriftPeriod >= TimeSpan.FromSeconds(1), "Sandbox:DriftPeriod must be at least one second.");
+        builder.Services.AddSingleton<SandboxBank>();
+        // The sandbox answers on this machine over plain HTTP; let Tally's SimpleFIN client reach it.
+        builder.Services.PostConfigure<SimpleFinOptions>(o => o.AllowLoopback = true);
+        return builder;
+    }
+
+    public static WebApplication MapSimpleFinSandbox(this WebApplication app)
+    {
+        if (!IsEnabled(app.Configuration, app.Environment))
+        {
+            return app;
+        }
+        var sandbox = app.MapGroup(BasePath).WithTags("Sandbox: SimpleFIN").AllowAnonymous();
+        sandbox.MapGet("/info", () => TypedResults.Ok(new { versions = new[] { "1.0" } }));
+        sandbox.MapGet("/create", () => TypedResults.Text($"POST {BasePath}/setup-token to get a SimpleFIN setup token for a new sandbox user.\n"));
+        sandbox.MapPost("/setup-token", CreateSetupToken);
+        sandbox.MapPost("/claim/{token}", Claim);
+        sandbox.MapGet("/accounts", Accounts);
+        sandbox.MapPut("/users/{username}/scenario", ChangeScenario);
+        return app;
+    }
+
+    public sealed record SetupTokenRequest(string? Scenario, int? Accounts);
+
+    public sealed record SetupTokenView(string SetupToken, string Username, string Scenario, int Accounts);
+
+    public sealed record ScenarioRequest(string? Scenario);
+
+    internal static IResult CreateSetupToken(HttpContext http, SandboxBank bank, SetupTokenRequest? body)
+    {
+        var scenario = body?.Scenario ?? "ok";
+        var accounts = body?.Accounts ?? 3;
+        var errors = new FieldErrors()
+            .Check(Scenarios.Contains(scenario), "scenario", $"must be one of {string.Join(", ", Scenarios)}")
+            .Check(accounts is >= 0 and <= MaxAccounts, "accounts", $"must be between 0 and {MaxAccounts}");
+        if (errors.Any)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        var username = $"{scenario}.{accounts}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}";
+        var claimUrl = $"{Root(http)}/claim/{bank.ClaimToken(username)}";
+        var token = Convert.ToBase64String(Encoding.UTF8.GetBytes(claimUrl));
+        return TypedResults.Ok(new SetupTokenView(token, username, scenario, accounts));
+    }
+
+    internal static IResult Claim(string token, HttpContext http, SandboxBank bank)
+    {
+        if (bank.TryClaim(token) is not { } username)
+        {
+            return TypedResults.Text("This token does not exist or was already claimed.", statusCode: StatusCodes.Status403Forbidden);
+        }
+        var root = new UriBuilder(Root(http)) { UserName = username, Password = bank.Password(username) };
+        return TypedResults.Text(root.Uri.ToString().TrimEnd('/'), "text/plain");
+    }
+
+    internal static IResult ChangeScenario(string username, ScenarioRequest body, SandboxBank bank)
+    {
+        if (body.Scenario is null || !Scenarios.Contains(body.Scenario))
+        {
+            return Problems.Invalid("scenario", $"must be one of {string.Join(", ", Scenarios)}");
+        }
+        bank.SetScenario(username, body.Scenario);
+        return TypedResults.NoContent();
+    }
+
+    internal static IResult Accounts(HttpContext http, SandboxBank bank, IOptions<SimpleFinSandboxOptions> options, TimeProvider clock)
+    {
+        if (bank.Authenticate(http.Request.Headers.Authorization.ToString()) is not { } user)
+        {
+            return TypedResults.Text("Authentication failed.", statusCode: StatusCodes.Status403Forbidden);
+        }
+        var balancesOnly = http.Request.Query["balances-only"] == "1";
+        switch (user.Scenario)
+        {
+            case "payment-required":
+                return TypedResults.Text("Payment required.", statusCode: StatusCodes.Status402PaymentRequired);
+            case "revoked":
+                return TypedResults.Text("Access has been revoked.", statusCode: StatusCodes.Status403Forbidden);
+            case "rate-limited":
+                http.Response.Headers.RetryAfter = "120";
+                return TypedResults.Text("Too many requests.", statusCode: StatusCodes.Status429TooManyRequests);
+            case "unavailable":
+                return TypedResults.Text("The bridge is down for maintenance.", statusCode: StatusCodes.Status500InternalServerError);
+            case "malformed":
+                return TypedResults.Text("""{"accounts": "not a list", "errlist": 7}""", "application/json");
+        }
+
+        var now = clock.GetUtcNow().UtcDateTime;
+        var connId = bank.ConnectionId(user.Username);
+        var accounts = SandboxAccounts.For(user.Username, user.Accounts, now, options.Value.DriftPeriod).ToList();
+        var errlist = new JsonArray();
+        if (user.Scenario == "errlist-auth")
+        {
+            errlist.Add(new JsonObject { ["code"] = "con.auth", ["msg"] = "Authentication required for Tally Sandbox Bank", ["conn_id"] = connId });
+            accounts.Clear();
+        }
+        else if (user.Scenario == "errlist-partial" && accounts.Count > 0)
+        {
+            errlist.Add(new JsonObject { ["code"] = "act.failed", ["msg"] = "Failed to get account information. Try again later.", ["account_id"] = accounts[0].Id });
+            accounts.RemoveAt(0);
+        }
+
+        var legacy = user.Scenario == "legacy";
+        var set = new JsonObject();
+        if (!legacy)
+        {
+            set["errlist"] = errlist;
+            set["connections"] = new JsonArray(new JsonObject
+            {
+                ["conn_id"] = connId,
+                ["name"] = "Tally Sandbox Bank",
+                ["org_id"] = "ORG-tally-sandbox",
+                ["org_url"] = "https://sandbox.tally.invalid",
+                ["sfin_url"] = Root(http),
+            });
+        }
+        // Protocol 1.0 field, kept by servers during the migration to errlist.
+        set["errors"] = new JsonArray(errlist.Select(e => (JsonNode?)JsonValue.Create(e!["msg"]!.GetValue<string>())).ToArray());
+        var list = new JsonArray();
+        foreach (var a in accounts)
+        {
+            var account = new JsonObject
+            {
+                ["id"] = a.Id,
+                ["name"] = a.Name,
+                ["currency"] = a.Currency,
+                ["balance"] = SandboxAccounts.Amount(a.Balance),
+                ["balance-date"] = new DateTimeOffset(a.BalanceDate).ToUnixTimeSeconds(),
+            };
+            if (a.AvailableBalance is { } available)
+            {
+                account["available-balance"] = SandboxAccounts.Amount(available);
+            }
+            if (legacy)
+            {
+                account["org"] = new JsonObject { ["domain"] = "sandbox.tally.invalid", ["name"] = "Tally Sandbox Bank", ["sfin-url"] = Root(http) };
+            }
+            else
+            {
+                account["conn_id"] = connId;
+            }
+            if (!balancesOnly)
+            {
+                account["transactions"] = new JsonArray();
+            }
+            list.Add(account);
+        }
+        set["accounts"] = list;
+        return TypedResults.Text(set.ToJsonString(), "application/json");
+    }
+
+    private static string Root(HttpContext http) => $"{http.Request.Scheme}://{http.Request.Host}{http.Request.PathBase}{BasePath}";
+
+    /// <summary>The sandbox's memory: which tokens were claimed, and scenario changes. Everything else is derived from the username.</summary>
+    public sealed class SandboxBank(IOptions<SimpleFinSandboxOptions> options)
+    {
+        private readonly ConcurrentDictionary<string, bool> _claimed = new(StringComparer.Ordinal);
+        private readonly ConcurrentDictionary<string, string> _scenarios = new(StringComparer.Ordinal);
+
+        public sealed record User(string Username, string Scenario, int Accounts);
+
+        public string ClaimToken(string username) => $"{username}~{Mac("claim", username)}";
+
+        public string Password(string username) => Mac("access", username);
+
+        public string ConnectionId(string username) => $"CON-{Mac("connection", username)[..16]}";
+
+        /// <summary>The username of a valid, unclaimed token, marking it claimed; null otherwise.</summary>
+        public string? TryClaim(string token)
+        {
+            var cut = token.LastIndexOf('~');
+            if (cut <= 0 || !FixedEquals(token[(cut + 1)..], Mac("claim", token[..cut])) || Parse(token[..cut]) is null)
+            {
+                return null;
+            }
+            return _claimed.TryAdd(token, true) ? token[..cut] : null;
+        }
+
+        public User? Authenticate(string authorization)
+        {
+            if (!authorization.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
+            {
+                return null;
+            }
+            string decoded;
+            try
+            {
+                decoded = Encoding.UTF8.GetString(Convert.FromBase64String(authorization["Basic ".Length..].Trim()));
+            }
+            catch (FormatException)
+            {
+                return null;
+            }
+            var colon = decoded.IndexOf(':', StringComparison.Ordinal);
+            if (colon <= 0 || !FixedEquals(decoded[(colon + 1)..], Password(decoded[..colon])))
+            {
+                return null;
+            }
+            var user = Parse(decoded[..colon]);
+            return user is null ? null : user with { Scenario = _scenarios.GetValueOrDefault(user.Username, user.Scenario) };
+        }
+
+        public void SetScenario(string username, string scenario) => _scenarios[username] = scenario;
+
+        private static User? Parse(string username)
+        {
+            var parts = username.Split('.');
+            return parts.Length == 3 && Scenarios.Contains(parts[0])
+                && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var accounts) && accounts <= MaxAccounts
+                ? new User(username, parts[0], accounts)
+                : null;
+        }
+
+        private string Mac(string purpose, string username) =>
+            Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(options.Value.SimpleFinSecret), Encoding.UTF8.GetBytes($"{purpose}:{username}")))[..32];
+
+        private static bool FixedEquals(string a, string b) =>
+            CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(a), Encoding.UTF8.GetBytes(b));
+    }
+}
