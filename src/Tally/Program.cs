@@ -1,9 +1,11 @@
 using Tally.Data;
 using Tally.Features.Allowances;
+using Tally.Features.Connections;
 using Tally.Features.Ledger;
 using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
+using Tally.Sandbox.SimpleFin;
 
 // `dotnet run --project src/Tally -- token --role admin` prints a development token and exits.
 if (args is ["token", ..])
@@ -20,6 +22,8 @@ builder.AddConfigAliases()
     .AddJobRuntime()
     .AddObservability()
     .AddAllowances()
+    .AddConnections()
+    .AddSimpleFinSandbox()
     .AddDemoData();
 
 var app = builder.Build();
@@ -32,8 +36,10 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
     app.MapOperator()
         .MapUsers()
         .MapLedger()
-        .MapAllowances();
+        .MapAllowances()
+        .MapConnections();
 }
+app.MapSimpleFinSandbox();
 app.Run();
 return 0;
 

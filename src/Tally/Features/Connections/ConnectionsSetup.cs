@@ -1,0 +1,41 @@
+using Microsoft.Extensions.Options;
+using Tally.Features.Connections.Providers;
+using Tally.Hosting;
+using Tally.Jobs.Scheduling;
+using Tally.Sandbox.SimpleFin;
+
+namespace Tally.Features.Connections;
+
+public static class ConnectionsSetup
+{
+    public static WebApplicationBuilder AddConnections(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddValidatedOptions<ConnectionsOptions>(ConnectionsOptions.Section);
+        services.AddSingleton<IValidateOptions<ConnectionsOptions>, ValidateConnections>();
+        services.AddValidatedOptions<SimpleFinOptions>(SimpleFinOptions.Section)
+            .Validate(o => o.Timeout > TimeSpan.Zero, "SimpleFin:Timeout must be positive.");
+        CredentialProtector.AddCredentialProtection(services);
+
+        // No redirects (a redirect could lead a secret to a host SimpleFin:AllowedHosts does not list)
+        // and no request logging (a claim URL carries its token).
+        services.AddHttpClient(SimpleFinProvider.HttpClientName)
+            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler { AllowAutoRedirect = false, PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
+            .RemoveAllLoggers();
+        services.AddSingleton<IAccountProvider, SimpleFinProvider>();
+        if (SimpleFinSandbox.IsEnabled(builder.Configuration, builder.Environment))
+        {
+            services.AddSingleton<IAccountProvider, SandboxProvider>();
+        }
+        services.AddSingleton<AccountProviders>();
+        services.AddSingleton<SyncConnection>();
+        services.AddScheduledJob<SyncAllConnections>(SyncAllConnections.Name, "*/5 * * * *");
+        return builder;
+    }
+
+    private sealed class ValidateConnections : IValidateOptions<ConnectionsOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, ConnectionsOptions options) =>
+            options.Invalid() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
+    }
+}

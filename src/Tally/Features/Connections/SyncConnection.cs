@@ -1,0 +1,370 @@
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Tally.Data;
+using Tally.Features.Connections.Providers;
+using Tally.Jobs.Outbox;
+using Tally.Jobs.RateLimits;
+
+namespace Tally.Features.Connections;
+
+/// <summary>Sync one connection on behalf of <see cref="UserId"/> (its owner, or the scheduler acting for the owner).</summary>
+public sealed record SyncCommand(Guid ConnectionId, Guid UserId, bool Force, string Trigger);
+
+/// <summary>Why a sync did not happen. <see cref="Detail"/> is safe to show the user: it never holds a credential.</summary>
+public sealed record SyncFailure(string Reason, string Detail, TimeSpan? RetryAfter = null, bool CredentialsRejected = false)
+{
+    public static SyncFailure From(ProviderFailure f) => new(f.Reason, f.Detail, f.RetryAfter, f.CredentialsRejected);
+}
+
+public abstract record SyncOutcome
+{
+    public sealed record Synced(Guid RunId, int Created, int Updated, int Unchanged, int Errors, string Message) : SyncOutcome;
+
+    public sealed record Failed(Guid? RunId, SyncFailure Failure) : SyncOutcome;
+}
+
+/// <summary>The reasons a sync fails with, as <c>AccountSyncFailed.reason</c> carries them (plus <see cref="ProviderFailureReasons"/>).</summary>
+public static class SyncFailureReasons
+{
+    public const string ConnectionNotFound = "connection_not_found";
+    public const string NotOwnedByUser = "not_owned_by_user";
+    public const string ConnectionNotActive = "connection_not_active";
+    public const string RecentlySynced = "recently_synced";
+    public const string QuotaExhausted = "quota_exhausted";
+    public const string SyncInProgress = "sync_in_progress";
+    public const string CredentialsInvalid = "credentials_invalid";
+    public const string CredentialsDecryptionFailed = "credentials_decryption_failed";
+    public const string ProviderNotSupported = "provider_not_supported";
+}
+
+/// <summary>The checks before any provider call, as a pure decision.</summary>
+public static class SyncRules
+{
+    /// <summary>The first reason not to call the provider at all, in the seed's order; null when the sync may go ahead.</summary>
+    /// <param name="recentCalls">When this connection called its provider in the last 24 hours, oldest first.</param>
+    public static SyncFailure? Refusal(ProviderConnection? connection, SyncCommand command, DateTime now, TimeSpan minInterval, ProviderPolicy policy, IReadOnlyList<DateTime> recentCalls)
+    {
+        if (connection is null)
+        {
+            return new(SyncFailureReasons.ConnectionNotFound, "No connection with this id.");
+        }
+        if (connection.UserId != command.UserId)
+        {
+            return new(SyncFailureReasons.NotOwnedByUser, "No connection with this id.");
+        }
+        if (connection.Status != ConnectionStatus.Active)
+        {
+            return new(SyncFailureReasons.ConnectionNotActive, connection.Status == ConnectionStatus.ReauthRequired
+                ? "The provider refused this connection's credentials: give new ones with PUT /api/connections/{id}/credentials."
+                : "This connection is not active.");
+        }
+        if (connection.ConsentExpiresAt is { } consent && consent <= now)
+        {
+            return new(SyncFailureReasons.ConnectionNotActive, "The consent given to the provider expired: give new credentials with PUT /api/connections/{id}/credentials.");
+        }
+        if (!command.Force && connection.LastSyncAt is { } last && now - last < minInterval)
+        {
+            return new(SyncFailureReasons.RecentlySynced, $"Synced less than {minInterval.TotalMinutes:0.#} minutes ago; try later or force the sync.", last + minInterval - now);
+        }
+        // The provider's own limits hold even for a forced sync.
+        if (connection.RetryNotBefore is { } notBefore && notBefore > now)
+        {
+            return new(ProviderFailureReasons.RateLimited, "The provider asked Tally to wait before calling it again.", notBefore - now);
+        }
+        if (recentCalls.Count >= policy.DailyQuota)
+        {
+            return new(SyncFailureReasons.QuotaExhausted, $"This connection used its provider's quota of {policy.DailyQuota} requests a day.", recentCalls[0].AddDays(1) - now);
+        }
+        if (string.IsNullOrEmpty(connection.CredentialsEncrypted))
+        {
+            return new(SyncFailureReasons.CredentialsInvalid, "This connection has no credentials: give new ones with PUT /api/connections/{id}/credentials.");
+        }
+        return null;
+    }
+}
+
+/// <summary>
+/// Syncs one connection (the seed's SyncAccounts): checks, decrypted credentials, the provider by
+/// slug, the accounts upserted, and the events, as a plain handler whose outcome is a value.
+/// <para>
+/// Three short transactions, so nothing is held open across the provider call: (1) the claim of
+/// the connection with its RUNNING run and <c>AccountSyncAttempted</c>; (2a) on success, the
+/// accounts, <c>last_sync_at</c>, the run's counts, <c>AccountSyncSucceeded</c> and every
+/// <c>AccountBalanceUpdated</c>, all committed together; (2b) on any failure, <see cref="FailAsync"/>:
+/// the one place that records a failure and emits <c>AccountSyncFailed(reason)</c>, committed even
+/// though the sync did not happen. The claim (<c>sync_claimed_until</c>, a conditional UPDATE) makes
+/// one sync per connection at a time a database fact, across instances.
+/// </para>
+/// </summary>
+public sealed partial class SyncConnection(
+    IDbContextFactory<TallyDb> dbs,
+    AccountProviders providers,
+    CredentialProtector protector,
+    UpstreamRateLimits rateLimits,
+    IOptions<ConnectionsOptions> options,
+    TimeProvider clock,
+    ILogger<SyncConnection> logger)
+{
+    public const string AttemptedEvent = "AccountSyncAttempted";
+    public const string FailedEvent = "AccountSyncFailed";
+    public const string SucceededEvent = "AccountSyncSucceeded";
+    public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
+
+    public sealed record AccountSyncAttempted(Guid ConnectionId, Guid UserId, string Trigger, bool Forced);
+
+    public sealed record AccountSyncFailed(Guid ConnectionId, Guid UserId, string Reason, int? RetryAfterSeconds);
+
+    public sealed record AccountSyncSucceeded(Guid ConnectionId, Guid UserId, int Count, int Created, int Updated, int Unchanged, int Errors);
+
+    public sealed record AccountBalanceUpdated(Guid ConnectionId, Guid UserId, Guid AccountId, string ProviderAccountId, decimal Previous, decimal New, decimal Delta, string Currency);
+
+    /// <summary>What is known about one attempt as it goes: who asked, the connection as read, and the run once claimed.</summary>
+    private sealed class Attempt(SyncCommand command, ProviderConnection? connection, DateTime startedAt)
+    {
+        public SyncCommand Command { get; } = command;
+        public ProviderConnection? Connection { get; } = connection;
+        public DateTime StartedAt { get; } = startedAt;
+        public Guid? RunId { get; set; }
+
+        public bool Owned => Connection is not null && Connection.UserId == Command.UserId;
+
+        public string Subject => Command.ConnectionId.ToString();
+    }
+
+    public async Task<SyncOutcome> HandleAsync(SyncCommand command, CancellationToken ct)
+    {
+        var settings = options.Value;
+        var now = clock.GetUtcNow().UtcDateTime;
+        ProviderConnection? connection;
+        List<DateTime> recentCalls = [];
+        await using (var db = await dbs.CreateDbContextAsync(ct))
+        {
+            connection = await db.ProviderConnections.AsNoTracking()
+                .FirstOrDefaultAsync(c => c.Id == command.ConnectionId && c.DeletedAt == null, ct);
+            if (connection is not null && connection.UserId == command.UserId)
+            {
+                recentCalls = await db.ConnectionSyncRuns.AsNoTracking()
+                    .Where(r => r.ConnectionId == connection.Id).ProviderCallsSince(now.AddDays(-1))
+                    .OrderBy(r => r.StartedAt).Select(r => r.StartedAt).ToListAsync(ct);
+            }
+        }
+        var attempt = new Attempt(command, connection, now);
+        var policy = settings.PolicyFor(connection?.ProviderSlug ?? "");
+        if (SyncRules.Refusal(connection, command, now, settings.MinSyncInterval, policy, recentCalls) is { } refusal)
+        {
+            return await FailAsync(attempt, refusal, ct);
+        }
+        if (protector.TryUnprotect(connection!.CredentialsEncrypted!) is not { } credentials)
+        {
+            return await FailAsync(attempt, new(SyncFailureReasons.CredentialsDecryptionFailed,
+                "This connection's credentials cannot be decrypted (the key that protected them is gone or revoked): give new ones."), ct);
+        }
+        if (providers.Find(connection.ProviderSlug) is not { } provider)
+        {
+            return await FailAsync(attempt, new(SyncFailureReasons.ProviderNotSupported, $"Provider '{connection.ProviderSlug}' is not available on this server."), ct);
+        }
+        if (!await ClaimAsync(attempt, ct))
+        {
+            return await FailAsync(attempt, new(SyncFailureReasons.SyncInProgress, "Another sync of this connection is running."), ct);
+        }
+
+        FetchResult fetched;
+        try
+        {
+            await rateLimits.WaitAsync(provider.Slug, ct);
+            fetched = await provider.FetchAccountsAsync(credentials.Secret, ct);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            // A provider returns failures as values; reaching here is a bug in one. Record it, free the claim.
+            LogProviderThrew(logger, e, connection.Id, provider.Slug);
+            fetched = new FetchResult.Failed(ProviderFailure.Unavailable("The provider failed unexpectedly."));
+        }
+        if (fetched is FetchResult.Failed failed)
+        {
+            return await FailAsync(attempt, SyncFailure.From(failed.Failure), ct);
+        }
+        var restored = credentials.Stale ? protector.Protect(credentials.Secret) : null;
+        return await ApplyAsync(attempt, (FetchResult.Fetched)fetched, restored, ct);
+    }
+
+    /// <summary>Transaction 1: take the connection (or learn another sync has it), open the run, say we are trying.</summary>
+    private async Task<bool> ClaimAsync(Attempt attempt, CancellationToken ct)
+    {
+        var now = attempt.StartedAt;
+        var id = attempt.Command.ConnectionId;
+        var runId = Guid.CreateVersion7();
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        // The conditional update is the claim: of concurrent syncs, exactly one moves the lease forward.
+        var claimed = await db.ProviderConnections
+            .Where(c => c.Id == id && c.DeletedAt == null && c.Status == ConnectionStatus.Active
+                && (c.SyncClaimedUntil == null || c.SyncClaimedUntil < now))
+            .ExecuteUpdateAsync(s => s
+                .SetProperty(c => c.SyncClaimedUntil, now + options.Value.SyncLease)
+                .SetProperty(c => c.LastAttemptAt, now)
+                .SetProperty(c => c.UpdatedAt, now), ct);
+        if (claimed == 0)
+        {
+            return false;
+        }
+        // Holding the claim, any run still RUNNING belongs to a sync that died.
+        await db.ConnectionSyncRuns.Where(r => r.ConnectionId == id && r.Status == SyncRunStatus.Running)
+            .ExecuteUpdateAsync(s => s
+                .SetProperty(r => r.Status, SyncRunStatus.Failed)
+                .SetProperty(r => r.Reason, "abandoned")
+                .SetProperty(r => r.FinishedAt, now), ct);
+        db.ConnectionSyncRuns.Add(new ConnectionSyncRun
+        {
+            Id = runId,
+            ConnectionId = id,
+            Trigger = attempt.Command.Trigger,
+            Forced = attempt.Command.Force,
+            Status = SyncRunStatus.Running,
+            ProviderCalled = true,
+            StartedAt = now,
+        });
+        Outbox.Add(db, AttemptedEvent, attempt.Subject,
+            new AccountSyncAttempted(id, attempt.Command.UserId, attempt.Command.Trigger, attempt.Command.Force), now);
+        await db.SaveChangesAsync(ct);
+        await tx.CommitAsync(ct);
+        attempt.RunId = runId;
+        return true;
+    }
+
+    /// <summary>Transaction 2a: the accounts, the connection's sync time, the run and the events commit together or not at all.</summary>
+    private async Task<SyncOutcome> ApplyAsync(Attempt attempt, FetchResult.Fetched fetched, string? restoredCredentials, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow().UtcDateTime;
+        var connection = attempt.Connection!;
+        var runId = attempt.RunId!.Value;
+        var userId = attempt.Command.UserId;
+        var previousCredentials = connection.CredentialsEncrypted;
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        var existing = await db.ProviderAccounts.AsNoTracking().Where(a => a.ConnectionId == connection.Id).ToListAsync(ct);
+        var plan = AccountUpsert.Plan(connection.Id, existing, fetched.Accounts, fetched.Errors, now);
+        await AccountUpsert.WriteAsync(db, plan, now, ct);
+        await db.ProviderConnections.Where(c => c.Id == connection.Id)
+            .ExecuteUpdateAsync(s => s
+                .SetProperty(c => c.LastSyncAt, now)
+                .SetProperty(c => c.SyncClaimedUntil, (DateTime?)null)
+                .SetProperty(c => c.LastError, (string?)null)
+                .SetProperty(c => c.RetryNotBefore, (DateTime?)null)
+                .SetProperty(c => c.UpdatedAt, now)
+                // Re-encrypted under the current key, unless the credentials changed meanwhile.
+                .SetProperty(c => c.CredentialsEncrypted, c => restoredCredentials != null && c.CredentialsEncrypted == previousCredentials
+                    ? restoredCredentials
+                    : c.CredentialsEncrypted), ct);
+        await db.ConnectionSyncRuns.Where(r => r.Id == runId)
+            .ExecuteUpdateAsync(s => s
+                .SetProperty(r => r.Status, SyncRunStatus.Succeeded)
+                .SetProperty(r => r.CreatedCount, plan.Created.Count)
+                .SetProperty(r => r.UpdatedCount, plan.Updated.Count)
+                .SetProperty(r => r.UnchangedCount, plan.Unchanged.Count)
+                .SetProperty(r => r.ErrorCount, plan.Errors)
+                .SetProperty(r => r.Message, plan.Message)
+                .SetProperty(r => r.FinishedAt, now), ct);
+        var subject = attempt.Subject;
+        var events = new List<OutboxBatch.Event>(1 + plan.BalanceChanges.Count)
+        {
+            new(SucceededEvent, subject, new AccountSyncSucceeded(connection.Id, userId, plan.Total, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors)),
+        };
+        events.AddRange(plan.BalanceChanges.Select(c => new OutboxBatch.Event(BalanceUpdatedEvent, subject,
+            new AccountBalanceUpdated(connection.Id, userId, c.AccountId, c.ProviderAccountId, c.Previous, c.Current, AccountUpsert.Normalize(c.Current - c.Previous), c.Currency))));
+        await OutboxBatch.InsertAsync(db, events, now, ct);
+        await tx.CommitAsync(ct);
+        LogSynced(logger, connection.Id, attempt.Command.Trigger, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors, plan.BalanceChanges.Count);
+        return new SyncOutcome.Synced(runId, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors, plan.Message);
+    }
+
+    /// <summary>
+    /// Transaction 2b, the one place a failure is recorded, whatever the branch: the attempt (if not yet
+    /// recorded) and <c>AccountSyncFailed(reason)</c>, the run, and what the connection should remember
+    /// (its last error, a provider's wait, credentials the provider refused). Committed on its own, so
+    /// the record survives although the sync did not happen.
+    /// </summary>
+    private async Task<SyncOutcome> FailAsync(Attempt attempt, SyncFailure failure, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow().UtcDateTime;
+        var command = attempt.Command;
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        if (attempt.RunId is null)
+        {
+            Outbox.Add(db, AttemptedEvent, attempt.Subject, new AccountSyncAttempted(command.ConnectionId, command.UserId, command.Trigger, command.Force), attempt.StartedAt);
+        }
+        var retryAfter = failure.RetryAfter is { } wait ? (int?)Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds)) : null;
+        Outbox.Add(db, FailedEvent, attempt.Subject, new AccountSyncFailed(command.ConnectionId, command.UserId, failure.Reason, retryAfter), now);
+
+        var runId = attempt.RunId;
+        if (attempt.Owned)
+        {
+            if (runId is { } claimed)
+            {
+                await db.ConnectionSyncRuns.Where(r => r.Id == claimed)
+                    .ExecuteUpdateAsync(s => s
+                        .SetProperty(r => r.Status, SyncRunStatus.Failed)
+                        .SetProperty(r => r.Reason, failure.Reason)
+                        .SetProperty(r => r.Message, failure.Detail)
+                        .SetProperty(r => r.FinishedAt, now), ct);
+            }
+            else
+            {
+                runId = Guid.CreateVersion7();
+                db.ConnectionSyncRuns.Add(new ConnectionSyncRun
+                {
+                    Id = runId.Value,
+                    ConnectionId = command.ConnectionId,
+                    Trigger = command.Trigger,
+                    Forced = command.Force,
+                    Status = SyncRunStatus.Failed,
+                    Reason = failure.Reason,
+                    Message = failure.Detail,
+                    StartedAt = attempt.StartedAt,
+                    FinishedAt = now,
+                });
+            }
+            if (attempt.RunId is not null || IsAboutTheConnection(failure.Reason))
+            {
+                var status = failure.CredentialsRejected ? ConnectionStatus.ReauthRequired : ConnectionStatus.Active;
+                DateTime? notBefore = failure.Reason == ProviderFailureReasons.RateLimited && failure.RetryAfter is { } w ? now + w : null;
+                var release = attempt.RunId is not null;
+                await db.ProviderConnections.Where(c => c.Id == command.ConnectionId && c.DeletedAt == null)
+                    .ExecuteUpdateAsync(s => s
+                        .SetProperty(c => c.LastError, failure.Reason)
+                        .SetProperty(c => c.Status, c => c.Status == ConnectionStatus.Active ? status : c.Status)
+                        .SetProperty(c => c.RetryNotBefore, c => notBefore ?? c.RetryNotBefore)
+                        .SetProperty(c => c.SyncClaimedUntil, c => release ? null : c.SyncClaimedUntil)
+                        .SetProperty(c => c.UpdatedAt, now), ct);
+            }
+        }
+        await db.SaveChangesAsync(ct);
+        await tx.CommitAsync(ct);
+        if (attempt.RunId is not null)
+        {
+            LogProviderFailed(logger, command.ConnectionId, failure.Reason);
+        }
+        else
+        {
+            LogRefused(logger, command.ConnectionId, failure.Reason);
+        }
+        return new SyncOutcome.Failed(runId, failure);
+    }
+
+    /// <summary>Failures that say something about the connection itself (not a refusal to run now).</summary>
+    private static bool IsAboutTheConnection(string reason) =>
+        reason is SyncFailureReasons.CredentialsInvalid or SyncFailureReasons.CredentialsDecryptionFailed or SyncFailureReasons.ProviderNotSupported;
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} synced ({Trigger}): {Created} created, {Updated} updated, {Unchanged} unchanged, {Errors} errors, {BalanceChanges} balance changes")]
+    private static partial void LogSynced(ILogger logger, Guid connectionId, string trigger, int created, int updated, int unchanged, int errors, int balanceChanges);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Connection {ConnectionId} sync failed at the provider: {Reason}")]
+    private static partial void LogProviderFailed(ILogger logger, Guid connectionId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} sync refused: {Reason}")]
+    private static partial void LogRefused(ILogger logger, Guid connectionId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Provider {Provider} threw while syncing connection {ConnectionId}")]
+    private static partial void LogProviderThrew(ILogger logger, Exception e, Guid connectionId, string provider);
+}

@@ -1,0 +1,115 @@
+using System.Net;
+using Tally.Tests.Harness;
+
+namespace Tally.Tests.Features.Connections;
+
+public class ConnectionApiTests
+{
+    [Fact]
+    public async Task Connections_CreateListReadDelete_ActOnTheCallersOwnOnly()
+    {
+        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        var created = await t.User.PostJsonAsync("/api/connections", new { providerSlug = "sandbox", name = "Play money", credentials = new { login = "me", password = "pw-123" } })
+            .ExpectAsync(HttpStatusCode.Created);
+        var id = created.GetProperty("id").GetGuid();
+        Assert.Equal("ACTIVE", created.GetProperty("status").GetString());
+        Assert.Equal("Play money", created.GetProperty("name").GetString());
+        Assert.True(created.GetProperty("consentExpiresAt").GetDateTime() > DateTime.UtcNow.AddDays(89));
+        Assert.DoesNotContain("pw-123", created.ToString(), StringComparison.Ordinal);
+        Assert.False(created.TryGetProperty("credentials", out _));
+
+        var list = await t.User.GetAsync("/api/connections").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal([id], list.EnumerateArray().Select(c => c.GetProperty("id").GetGuid()).ToArray());
+        var read = await t.User.GetAsync($"/api/connections/{id}").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal("sandbox", read.GetProperty("providerSlug").GetString());
+        Assert.Equal(JsonNull, read.GetProperty("lastSyncAt").ValueKind);
+
+        await t.User.DeleteAsync($"/api/connections/{id}").ExpectAsync(HttpStatusCode.NoContent);
+        await t.User.DeleteAsync($"/api/connections/{id}").ExpectProblemAsync(HttpStatusCode.NotFound, "CONNECTION_NOT_FOUND");
+        Assert.Equal(0, (await t.User.GetAsync("/api/connections").ExpectAsync(HttpStatusCode.OK)).GetArrayLength());
+    }
+
+    [Fact]
+    public async Task Accounts_PageByCursor()
+    {
+        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        var id = await t.User.CreateSandboxConnectionAsync(new { login = "pager", accounts = 7 });
+        await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
+        var first = await t.User.GetAsync($"/api/connections/{id}/accounts?limit=5").ExpectAsync(HttpStatusCode.OK);
+        var after = first[4].GetProperty("id").GetGuid();
+        var rest = await t.User.GetAsync($"/api/connections/{id}/accounts?limit=5&after={after}").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(5, first.GetArrayLength());
+        Assert.Equal(2, rest.GetArrayLength());
+        var all = first.EnumerateArray().Concat(rest.EnumerateArray()).Select(a => a.GetProperty("id").GetGuid()).ToList();
+        Assert.Equal(7, all.Distinct().Count());
+    }
+
+    public static TheoryData<string, string> InvalidBodies => new()
+    {
+        { "{}", "providerSlug" },
+        { """{"providerSlug":"plaid","credentials":{}}""", "providerSlug" },
+        { """{"providerSlug":"sandbox"}""", "credentials" },
+        { """{"providerSlug":"sandbox","credentials":"secret"}""", "credentials" },
+        { """{"providerSlug":"sandbox","credentials":{"accounts":-1}}""", "credentials" },
+        { """{"providerSlug":"sandbox","credentials":{"fail":"sometimes"}}""", "credentials" },
+        { """{"providerSlug":"simplefin"}""", "setupToken" },
+        { """{"providerSlug":"sandbox","credentials":{},"name":"0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789x"}""", "name" },
+    };
+
+    [Theory]
+    [MemberData(nameof(InvalidBodies))]
+    public async Task Create_InvalidField_Answers400NamingItAndCreatesNothing(string json, string field)
+    {
+        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        var problem = await t.User.PostRawAsync("/api/connections", json).ExpectProblemAsync(HttpStatusCode.BadRequest, "VALIDATION_FAILED");
+        Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), $"errors should name {field}: {problem}");
+        Assert.Equal(0, (await t.User.GetAsync("/api/connections").ExpectAsync(HttpStatusCode.OK)).GetArrayLength());
+    }
+
+    [Theory]
+    [InlineData("POST", "/api/connections", "{")]
+    [InlineData("POST", "/api/connections", """{"providerSlug":7}""")]
+    [InlineData("POST", "/api/connections/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e/sync", """{"force":"yes"}""")]
+    [InlineData("GET", "/api/connections/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e/accounts?limit=x", null)]
+    public async Task UnreadableInput_Answers400Problem(string method, string url, string? json)
+    {
+        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        using var request = new HttpRequestMessage(new HttpMethod(method), url);
+        if (json is not null)
+        {
+            request.Content = new StringContent(json, System.Text.Encoding.UTF8, "application/json");
+        }
+        await t.User.SendAsync(request).ExpectProblemAsync(HttpStatusCode.BadRequest, "BAD_REQUEST");
+    }
+
+    [Theory]
+    [InlineData("/api/connections/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e/accounts?limit=0")]
+    [InlineData("/api/connections/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e/accounts?limit=5001")]
+    [InlineData("/api/connections/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e/sync-runs?limit=501")]
+    public async Task OutOfRangeLimit_Answers400(string url)
+    {
+        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        await t.User.GetAsync(url).ExpectProblemAsync(HttpStatusCode.BadRequest, "VALIDATION_FAILED");
+    }
+
+    [Fact]
+    public async Task Sync_WithoutABody_IsAnOrdinarySync()
+    {
+        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        var id = await t.User.CreateSandboxConnectionAsync();
+        await t.User.PostAsync($"/api/connections/{id}/sync", null).ExpectAsync(HttpStatusCode.OK);
+        await t.User.PostAsync($"/api/connections/{id}/sync", null).ExpectProblemAsync(HttpStatusCode.TooManyRequests, "RECENTLY_SYNCED");
+    }
+
+    [Fact]
+    public async Task Endpoints_RequireAKnownUser()
+    {
+        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        await t.App.CreateClient().GetAsync("/api/connections").ExpectProblemAsync(HttpStatusCode.Unauthorized, "UNAUTHORIZED");
+        var stranger = t.App.AsUser(Guid.NewGuid());
+        await stranger.PostJsonAsync("/api/connections", new { providerSlug = "sandbox", credentials = new { } })
+            .ExpectProblemAsync(HttpStatusCode.Forbidden, "USER.NOT_FOUND");
+    }
+
+    private const System.Text.Json.JsonValueKind JsonNull = System.Text.Json.JsonValueKind.Null;
+}

@@ -1,0 +1,47 @@
+using System.Net;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Tally.Data;
+using Tally.Tests.Harness;
+
+namespace Tally.Tests.Features.Connections;
+
+public class LargeConnectionTests
+{
+    /// <summary>Round trips of one sync, whatever the number of accounts: a few fixed ones plus one per 1,000 rows written.</summary>
+    private const int MaxRoundTrips = 40;
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Sync_TenThousandAccounts_TakesABoundedNumberOfRoundTrips(string storage)
+    {
+        var commands = new CommandCounter();
+        await using var t = await ConnectionApp.CreateAsync(storage,
+            services: s => s.ConfigureDbContext<TallyDb>(o => o.AddInterceptors(commands), ServiceLifetime.Singleton));
+        var id = await t.User.CreateSandboxConnectionAsync(new { login = "whale", accounts = 10_000 });
+
+        commands.Reset();
+        var created = await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal((10_000, 0, 0, 0), SyncConnectionTests.Counts(created));
+        Assert.InRange(commands.Count, 1, MaxRoundTrips);
+
+        t.Clock.Advance(TimeSpan.FromMinutes(25));
+        commands.Reset();
+        var updated = await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
+        var (_, changed, same, _) = SyncConnectionTests.Counts(updated);
+        Assert.Equal(10_000, changed + same);
+        Assert.True(changed > 9_900, $"{changed} updated");
+        Assert.InRange(commands.Count, 1, MaxRoundTrips);
+
+        commands.Reset();
+        var unchanged = await t.User.SyncAsync(id, force: true).ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal((0, 0, 10_000, 0), SyncConnectionTests.Counts(unchanged));
+        Assert.InRange(commands.Count, 1, MaxRoundTrips);
+
+        await using var db = t.App.Db();
+        var ct = TestContext.Current.CancellationToken;
+        Assert.Equal(10_000, await db.ProviderAccounts.CountAsync(a => a.ConnectionId == id, ct));
+        Assert.Equal(changed, await db.OutboxEvents.CountAsync(e => e.EventType == "AccountBalanceUpdated" && e.SubjectId == id.ToString(), ct));
+    }
+}
