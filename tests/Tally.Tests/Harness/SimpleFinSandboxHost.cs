@@ -34,7 +34,7 @@ public sealed class SimpleFinSandboxHost : IAsyncDisposable
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Testing" });
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Configuration["Sandbox:Enabled"] = "true";
-        builder.Configuration["Sandbox:DriftPeriod"] = (driftPeriod ?? TimeSpan.FromMinutes(20)).ToString();
+        builder.Configuration["Sandbox:DriftPeriod"] = (driftPeriod ?? TimeSpan.FromMinutes(10)).ToString();
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(clock);
         builder.AddSimpleFinSandbox();

@@ -8,12 +8,14 @@ internal sealed record ConnectionApp(TallyApp App, ManualClock Clock, Guid UserI
 {
     public static async Task<ConnectionApp> CreateAsync(string storage, IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
-        var clock = new ManualClock();
+        // Balances drift once per 10 minutes, and the clock starts just after a drift: a test that
+        // moves it less than 10 minutes sees the same balances, one that moves it more sees new ones.
+        var clock = new ManualClock(alignTo: TimeSpan.FromMinutes(10));
         var all = new Dictionary<string, string?>
         {
             ["Tally:Roles:0"] = "api",
             ["Sandbox:Enabled"] = "true",
-            ["Sandbox:DriftPeriod"] = "00:20:00",
+            ["Sandbox:DriftPeriod"] = "00:10:00",
             ["SimpleFin:AllowLoopback"] = "true",
             ["RateLimits:sandbox:PermitsPerSecond"] = "1000",
             ["RateLimits:simplefin:PermitsPerSecond"] = "1000",

@@ -29,7 +29,7 @@ public class SyncConnectionTests
         var before = await AccountsAsync(t, id);
         Assert.Equal(5, before.Count);
 
-        // Balances drift once per 20 minutes: 25 minutes on, every balance moved.
+        // Balances drift once per 10 minutes: 25 minutes on, every balance moved.
         t.Clock.Advance(TimeSpan.FromMinutes(25));
         var second = await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
         Assert.Equal((0, 5, 0, 0), Counts(second));
