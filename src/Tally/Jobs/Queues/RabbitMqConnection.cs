@@ -105,7 +105,11 @@ public sealed partial class RabbitMqConnection(IOptions<RabbitMqOptions> options
         }
     }
 
-    /// <summary>Publishes a batch with up to <see cref="PublishWindow"/> confirms outstanding at a time; returns once every message is confirmed.</summary>
+    /// <summary>
+    /// Publishes a batch keeping up to <see cref="PublishWindow"/> confirms outstanding (a sliding
+    /// window: the next publish goes out as soon as the oldest is confirmed); returns once every
+    /// message is confirmed, or throws the first failure after every started publish has finished.
+    /// </summary>
     public async Task PublishConfirmedAsync<T>(
         IReadOnlyList<T> items, Func<IChannel, T, ValueTask> publish, CancellationToken ct)
     {
@@ -114,46 +118,46 @@ public sealed partial class RabbitMqConnection(IOptions<RabbitMqOptions> options
             return;
         }
         var channel = await GetPublisherAsync(ct);
-        var window = new List<ValueTask>(Math.Min(items.Count, PublishWindow));
-        try
-        {
-            foreach (var item in items)
-            {
-                window.Add(publish(channel, item));
-                if (window.Count == PublishWindow)
-                {
-                    await AwaitAllAsync(window);
-                }
-            }
-        }
-        catch when (window.Count > 0)
-        {
-            // A publish that threw at once: still observe the ones already started, then report the first failure.
-            await AwaitAllAsync(window).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            throw;
-        }
-        await AwaitAllAsync(window);
-    }
-
-    /// <summary>Awaits every task exactly once (a ValueTask must be), then throws the first failure.</summary>
-    private static async Task AwaitAllAsync(List<ValueTask> tasks)
-    {
-        Exception? first = null;
-        foreach (var task in tasks)
+        var pending = new Queue<ValueTask>(Math.Min(items.Count, PublishWindow));
+        Exception? failure = null;
+        foreach (var item in items)
         {
             try
             {
-                await task;
+                pending.Enqueue(publish(channel, item));
             }
             catch (Exception e)
             {
-                first ??= e;
+                failure = e;
+                break;
+            }
+            if (pending.Count >= PublishWindow && (failure = await ObserveAsync(pending.Dequeue())) is not null)
+            {
+                break;
             }
         }
-        tasks.Clear();
-        if (first is not null)
+        while (pending.Count > 0)
         {
-            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(first);
+            // Every ValueTask is awaited exactly once, also after a failure.
+            var error = await ObserveAsync(pending.Dequeue());
+            failure ??= error;
+        }
+        if (failure is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+        }
+    }
+
+    private static async Task<Exception?> ObserveAsync(ValueTask publish)
+    {
+        try
+        {
+            await publish;
+            return null;
+        }
+        catch (Exception e)
+        {
+            return e;
         }
     }
 
