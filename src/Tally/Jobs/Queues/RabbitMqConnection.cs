@@ -30,7 +30,7 @@ public sealed class RabbitMqOptions
 public sealed partial class RabbitMqConnection(IOptions<RabbitMqOptions> options, IOptions<TallyOptions> tally, ILogger<RabbitMqConnection> logger)
     : IAsyncDisposable
 {
-    /// <summary>Publishes in flight per publisher call before it waits for their confirms.</summary>
+    /// <summary>Publishes awaiting their confirm at once, per publishing call: enough to keep the broker busy, bounded in memory.</summary>
     public const int PublishWindow = 256;
 
     private readonly SemaphoreSlim _gate = new(1, 1);

@@ -38,21 +38,19 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
         await broker.WithChannelAsync(
             async channel =>
             {
-                await DeclareQueueAsync(channel, queue.Name, QueueArguments(queue), ct);
+                // Q and Q.dlq: classic durable queues with no arguments of their own.
+                await DeclareQueueAsync(channel, queue.Name, arguments: null, ct);
                 await DeclareExchangeAsync(channel, queue.RetryExchange, ExchangeType.Direct, ct);
                 await DeclareQueueAsync(channel, queue.RetryQueue, RetryQueueArguments(queue), ct);
                 await channel.QueueBindAsync(queue.RetryQueue, queue.RetryExchange, queue.Name, cancellationToken: ct);
                 await DeclareExchangeAsync(channel, queue.DeadLetterExchange, ExchangeType.Direct, ct);
-                await DeclareQueueAsync(channel, queue.DeadLetterQueue, QueueArguments(queue), ct);
+                await DeclareQueueAsync(channel, queue.DeadLetterQueue, arguments: null, ct);
                 await channel.QueueBindAsync(queue.DeadLetterQueue, queue.DeadLetterExchange, queue.Name, cancellationToken: ct);
                 return true;
             },
             ct);
         _declared[queue.Name] = queue;
     }
-
-    /// <summary>Arguments of <c>Q</c> and <c>Q.dlq</c>: none beyond the broker's defaults (classic, durable).</summary>
-    public static Dictionary<string, object?>? QueueArguments(QueueDefinition queue) => null;
 
     /// <summary><c>Q.retry</c> holds a message for the retry delay, then dead-letters it through the default exchange back to <c>Q</c>.</summary>
     public static Dictionary<string, object?> RetryQueueArguments(QueueDefinition queue) => new()
@@ -261,7 +259,8 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
                 try
                 {
                     await recordDeadLetter(queue, delivery.Message, delivery.Reason ?? "dead-lettered", stop);
-                    await drain.Channel.BasicAckAsync(delivery.Tag, multiple: false, stop);
+                    // The row is committed: ack even while stopping (a repeat would only rewrite the same row).
+                    await drain.Channel.BasicAckAsync(delivery.Tag, multiple: false, CancellationToken.None);
                 }
                 catch (Exception e) when (!stop.IsCancellationRequested)
                 {
