@@ -65,7 +65,7 @@ public class AllowanceFaultTests
                 "every occurrence paid", TimeSpan.FromMinutes(4));
             // Let redeliveries and duplicates still queued run out before checking that nothing was paid twice.
             await Task.Delay(TimeSpan.FromSeconds(3));
-            await AllowanceLoad.AssertAllPaidExactlyOnceAsync(database, load);
+            await AllowanceLoadAssertions.AssertAllPaidExactlyOnceAsync(database, load);
             // The faults really struck mid-run: most of them while work was still outstanding.
             Assert.True(paidAtEachFault.Count(p => p < Pairs * DueEach) >= 3, $"paid counts at the faults: {string.Join(", ", paidAtEachFault)}");
         }
