@@ -5,19 +5,25 @@ using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.Allowances;
 
+/// <summary>Tests that restart shared servers run alone, after every parallel test, so they break nobody else's run.</summary>
+[CollectionDefinition(nameof(ServerFaults), DisableParallelization = true)]
+public sealed class ServerFaults;
+
 /// <summary>
 /// Exactly once under faults, scaled out: PostgreSQL, RabbitMQ, three worker processes killed with
 /// SIGKILL mid-run, and the broker restarted once. Afterwards every occurrence is paid once.
 /// </summary>
+[Collection(nameof(ServerFaults))]
 public class AllowanceFaultTests
 {
     private const int Pairs = 3000;
     private const int DueEach = 2;
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task Workers_KilledAndBrokerRestarted_PayEveryOccurrenceExactlyOnce(bool publishEverythingTwice)
+    [InlineData(false, false)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public async Task Workers_KilledAndBrokerRestarted_PayEveryOccurrenceExactlyOnce(bool publishEverythingTwice, bool batchCommits)
     {
         var database = await Servers.NewPostgresDatabaseAsync();
         var rabbit = Servers.RequireRabbitMq();
@@ -29,6 +35,7 @@ public class AllowanceFaultTests
             ["Allowances:QueueName"] = queue,
             ["Allowances:RetryDelayMs"] = "1000",
             ["Allowances:BatchSize"] = "500",
+            ["Allowances:BatchCommits"] = batchCommits ? "true" : "false",
         };
         await using var api = TallyApp.Postgres(database, new Dictionary<string, string?>(settings) { ["Tally:Roles:0"] = "api" });
         var admin = api.Admin();
