@@ -1,5 +1,6 @@
 using Tally.Data;
 using Tally.Features.Ledger;
+using Tally.Features.StoreIntegrity;
 using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
@@ -17,6 +18,7 @@ builder.AddConfigAliases()
     .AddTallyAuth()
     .AddTallyData()
     .AddJobRuntime()
+    .AddStoreIntegrity()
     .AddObservability()
     .AddDemoData();
 
@@ -29,7 +31,8 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
 {
     app.MapOperator()
         .MapUsers()
-        .MapLedger();
+        .MapLedger()
+        .MapStoreIntegrity();
 }
 app.Run();
 return 0;

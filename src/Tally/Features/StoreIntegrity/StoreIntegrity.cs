@@ -1,0 +1,33 @@
+using Tally.Hosting;
+using Tally.Jobs.Scheduling;
+
+namespace Tally.Features.StoreIntegrity;
+
+/// <summary>The <c>StoreIntegrity</c> section.</summary>
+public sealed class StoreIntegrityOptions
+{
+    public const string Section = "StoreIntegrity";
+
+    /// <summary>
+    /// Product types whose active orders mean an account has orders (the seed's
+    /// <c>MANAGED_SUBSCRIPTIONS</c>), compared exactly. The defaults live in appsettings.json, not
+    /// here: the configuration binder appends to a list it finds already filled.
+    /// </summary>
+    public string[] ManagedSubscriptionTypes { get; set; } = [];
+
+    public IReadOnlyList<string> Types =>
+        ManagedSubscriptionTypes.Select(t => t.Trim()).Where(t => t.Length > 0).Distinct(StringComparer.Ordinal).ToArray();
+}
+
+public static class StoreIntegritySetup
+{
+    /// <summary>The has_orders repair: its options and the <c>store.sync-accounts</c> job (every 5 minutes unless configured).</summary>
+    public static WebApplicationBuilder AddStoreIntegrity(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddValidatedOptions<StoreIntegrityOptions>(StoreIntegrityOptions.Section)
+            .Validate(o => o.ManagedSubscriptionTypes.Length > 0 && o.ManagedSubscriptionTypes.All(t => !string.IsNullOrWhiteSpace(t)),
+                "StoreIntegrity:ManagedSubscriptionTypes must list at least one product type (for example [\"managed_subscription\"]) and no blank ones.");
+        builder.Services.AddScheduledJob<RepairHasOrders>(RepairHasOrders.Name, RepairHasOrders.DefaultCron);
+        return builder;
+    }
+}
