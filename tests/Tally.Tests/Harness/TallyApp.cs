@@ -1,6 +1,7 @@
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Tally.Data;
 using Tally.Hosting;
@@ -23,6 +24,12 @@ public sealed class TallyApp : WebApplicationFactory<Program>
         _settings = settings;
         _sqliteFolder = sqliteFolder;
     }
+
+    /// <summary>
+    /// Extra service registrations for this instance, applied after the app's own (a log capture, a
+    /// fake clock). Set it before the first request or <see cref="Db"/>: the host starts then.
+    /// </summary>
+    public Action<IServiceCollection>? ExtraServices { get; set; }
 
     public string ConnectionString => _settings.GetValueOrDefault("ConnectionStrings:Postgres") ?? _settings["ConnectionStrings:Sqlite"]!;
 
@@ -68,6 +75,10 @@ public sealed class TallyApp : WebApplicationFactory<Program>
         foreach (var (key, value) in _settings)
         {
             builder.UseSetting(key, value);
+        }
+        if (ExtraServices is { } extra)
+        {
+            builder.ConfigureTestServices(extra);
         }
     }
 
