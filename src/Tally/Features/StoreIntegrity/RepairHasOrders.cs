@@ -30,7 +30,7 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
     // ix_store_orders_{seller|buyer}_active; one EXISTS with "seller = id OR buyer = id" could use
     // neither index directly. The NOT has_orders term makes a concurrent or repeated run a no-op.
     // {0} is the managed product types: a text[] on PostgreSQL, a JSON array on SQLite.
-    internal const string PostgresStatement = """
+    public const string PostgresStatement = """
         UPDATE store_accounts AS a
         SET has_orders = true
         WHERE a.active AND NOT a.has_orders
@@ -41,7 +41,7 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
         RETURNING a.id
         """;
 
-    internal const string SqliteStatement = """
+    public const string SqliteStatement = """
         UPDATE store_accounts AS a
         SET has_orders = 1
         WHERE a.active AND NOT a.has_orders
