@@ -145,6 +145,59 @@ public class StoreIntegrityTests
         Assert.Contains("StoreIntegrity:ManagedSubscriptionTypes", failure.ToString(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task SyncAccounts_WhileRunningElsewhere_AnswersConflictAndRecordsTheSkip()
+    {
+        await using var app = TallyApp.Sqlite(ManualOnly);
+        var admin = app.Admin();
+        var (stale, counterpart) = (Guid.NewGuid(), Guid.NewGuid());
+        await LoadAccountsAsync(admin, (stale, true, false), (counterpart, true, true));
+        await LoadOrdersAsync(admin, (stale, counterpart, "active", Managed));
+
+        await using (await app.Get<IDistributedLock>().TryAcquireAsync(RepairHasOrders.Name, TimeSpan.FromMinutes(1), Ct))
+        {
+            var problem = await admin.PostAsync("/api/admin/store/sync-accounts", null)
+                .ExpectProblemAsync(HttpStatusCode.Conflict, "STORE.SYNC_RUNNING");
+            var runs = await admin.GetAsync($"/api/admin/cron-runs?job={RepairHasOrders.Name}").ExpectAsync(HttpStatusCode.OK);
+            var skipped = Assert.Single(runs.EnumerateArray());
+            Assert.Equal(problem.GetProperty("runId").GetInt64(), skipped.GetProperty("id").GetInt64());
+            Assert.Equal(CronRunStatus.SkippedLocked, skipped.GetProperty("status").GetString());
+        }
+        var account = await admin.GetAsync($"/api/admin/store/accounts/{stale}").ExpectAsync(HttpStatusCode.OK);
+        Assert.False(account.GetProperty("hasOrders").GetBoolean());
+
+        var run = await admin.PostAsync("/api/admin/store/sync-accounts", null).ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal([stale], Ids(run.GetProperty("updatedIds")));
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Load_FullBatches_LoadEveryRow(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage, ManualOnly);
+        var admin = app.Admin();
+        var accounts = Enumerable.Range(0, StoreEndpoints.MaxBatch).Select(i => Account(Guid.NewGuid(), true, i % 2 == 0)).ToArray();
+
+        var loaded = await admin.PostJsonAsync("/api/admin/store/accounts", accounts).ExpectAsync(HttpStatusCode.Created);
+        var ids = Ids(loaded.GetProperty("ids"));
+        var orders = ids.Select((id, i) => new
+        {
+            sellerAccount = id,
+            buyerAccount = ids[(i + 1) % ids.Count],
+            status = "active",
+            productType = i % 3 == 0 ? Managed : "one_off",
+            metadata = new { index = i },
+        }).ToArray();
+        var placed = await admin.PostJsonAsync("/api/admin/store/orders", orders).ExpectAsync(HttpStatusCode.Created);
+
+        Assert.Equal(StoreEndpoints.MaxBatch, loaded.GetProperty("created").GetInt32());
+        Assert.Equal(StoreEndpoints.MaxBatch, placed.GetProperty("created").GetInt32());
+        await using var db = app.Db();
+        Assert.Equal(StoreEndpoints.MaxBatch, await db.StoreAccounts.CountAsync(Ct));
+        Assert.Equal(StoreEndpoints.MaxBatch, await db.StoreOrders.CountAsync(Ct));
+    }
+
     [Theory]
     [InlineData("sqlite")]
     [InlineData("postgres")]
