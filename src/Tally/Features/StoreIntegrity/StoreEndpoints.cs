@@ -226,9 +226,13 @@ public static class StoreEndpoints
                 await db.SaveChangesAsync(ct);
                 return new InsertResult.Inserted(fresh.Count, rows.Count - fresh.Count);
             }
-            catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e) && attempt == 0)
+            catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
             {
                 db.ChangeTracker.Clear();
+                if (attempt == 2)
+                {
+                    return new InsertResult.Conflict(fresh.Select(idOf).ToList());
+                }
             }
         }
     }

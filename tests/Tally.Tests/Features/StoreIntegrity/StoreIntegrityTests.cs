@@ -251,6 +251,28 @@ public class StoreIntegrityTests
     [Theory]
     [InlineData("sqlite")]
     [InlineData("postgres")]
+    public async Task Load_SameBatchConcurrently_StoresEachRowOnce(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage, ManualOnly);
+        var admin = app.Admin();
+        var batch = Enumerable.Range(0, 200).Select(i => Account(Guid.NewGuid(), true, i % 2 == 0)).ToArray();
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 8).Select(async _ =>
+        {
+            using var response = await admin.PostJsonAsync("/api/admin/store/accounts", batch);
+            var body = await response.ReadJsonAsync();
+            Assert.True(response.StatusCode is HttpStatusCode.Created or HttpStatusCode.OK, $"{(int)response.StatusCode}: {body}");
+            return body.GetProperty("created").GetInt32();
+        }));
+
+        Assert.Equal(batch.Length, answers.Sum());
+        await using var db = app.Db();
+        Assert.Equal(batch.Length, await db.StoreAccounts.CountAsync(Ct));
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
     public async Task Load_BadInput_AnswersProblemAndLoadsNothing(string storage)
     {
         await using var app = await Apps.CreateAsync(storage, ManualOnly);
