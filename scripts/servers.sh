@@ -153,7 +153,9 @@ kill_pid() {
   fi
 }
 
-read_pidfile() { [[ -f $1 ]] && head -n1 "$1" | tr -dc '0-9' || true; }
+read_pidfile() {
+  if [[ -f $1 ]]; then head -n1 "$1" | tr -dc '0-9' || true; fi
+}
 
 as_postgres() {
   # cd somewhere postgres can read, so it does not complain about root's cwd

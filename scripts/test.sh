@@ -27,22 +27,18 @@ log() {
 # Reads the <Counters .../> element of each file; failed includes error, timeout and aborted outcomes;
 # skipped = total - passed - failed (never below 0).
 summarize_trx() {
-  local dir=$1 files=0 total=0 passed=0 failed=0 f counters
-  local -A c
+  local dir=$1 files=0 total=0 passed=0 failed=0 f counters t p x
   while IFS= read -r -d '' f; do
     files=$((files + 1))
     # the element may span lines: join the file, then cut out <Counters ... >
     counters=$(tr '\r\n' '  ' <"$f" | grep -o '<Counters[^>]*>' | head -n1 || true)
     [[ -n $counters ]] || continue
-    c=()
-    local name
-    for name in total executed passed failed error timeout aborted notExecuted; do
-      c[$name]=$(sed -n "s/.*[[:space:]]$name=\"\([0-9]*\)\".*/\1/p" <<<"$counters")
-      c[$name]=${c[$name]:-0}
-    done
-    total=$((total + ${c[total]}))
-    passed=$((passed + ${c[passed]}))
-    failed=$((failed + ${c[failed]} + ${c[error]} + ${c[timeout]} + ${c[aborted]}))
+    read -r t p x < <(awk '{
+        for (i = 1; i <= NF; i++) if (split($i, kv, "=") == 2) { gsub(/[^0-9]/, "", kv[2]); a[kv[1]] = kv[2] + 0 }
+      } END { print a["total"] + 0, a["passed"] + 0, a["failed"] + a["error"] + a["timeout"] + a["aborted"] }' <<<"$counters")
+    total=$((total + t))
+    passed=$((passed + p))
+    failed=$((failed + x))
   done < <(find "$dir" -type f -name '*.trx' -print0 2>/dev/null)
   local skipped=$((total - passed - failed))
   ((skipped >= 0)) || skipped=0
@@ -83,6 +79,8 @@ main() {
   SERVERS=$(pwd)/scripts/servers.sh
 
   export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+  # one-shot run: no MSBuild worker nodes or build server left behind
+  export MSBUILDDISABLENODEREUSE=${MSBUILDDISABLENODEREUSE:-1} DOTNET_CLI_USE_MSBUILD_SERVER=${DOTNET_CLI_USE_MSBUILD_SERVER:-0}
 
   TMP=$(mktemp -d "${TMPDIR:-/tmp}/tally-test.XXXXXXXX")
   # PostgreSQL runs as user postgres and must be able to pass through to its folder

@@ -28,7 +28,7 @@ namespace Tally.Bench;
 /// </remarks>
 public static class StoreBench
 {
-    internal static readonly string[] ManagedTypes = ["managed_subscription", "managed_subscription_annual"];
+    private static readonly string[] ManagedTypes = ["managed_subscription", "managed_subscription_annual"];
 
     public static async Task<int> RunAsync(string[] args, CancellationToken ct)
     {

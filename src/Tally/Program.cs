@@ -1,4 +1,5 @@
 using Tally.Data;
+using Tally.Features.Allowances;
 using Tally.Features.Ledger;
 using Tally.Features.StoreIntegrity;
 using Tally.Features.Users;
@@ -18,8 +19,9 @@ builder.AddConfigAliases()
     .AddTallyAuth()
     .AddTallyData()
     .AddJobRuntime()
-    .AddStoreIntegrity()
     .AddObservability()
+    .AddAllowances()
+    .AddStoreIntegrity()
     .AddDemoData();
 
 var app = builder.Build();
@@ -32,6 +34,7 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
     app.MapOperator()
         .MapUsers()
         .MapLedger()
+        .MapAllowances()
         .MapStoreIntegrity();
 }
 app.Run();

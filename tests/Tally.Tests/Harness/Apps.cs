@@ -6,10 +6,10 @@ namespace Tally.Tests.Harness;
 /// <summary>Builds an app on the named storage ("sqlite" or "postgres") so one scenario runs on both.</summary>
 public static class Apps
 {
-    public static async Task<TallyApp> CreateAsync(string storage, IDictionary<string, string?>? settings = null) => storage switch
+    public static async Task<TallyApp> CreateAsync(string storage, IDictionary<string, string?>? settings = null, Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null) => storage switch
     {
-        "sqlite" => TallyApp.Sqlite(settings),
-        "postgres" => TallyApp.Postgres(await Servers.NewPostgresDatabaseAsync(), settings),
+        "sqlite" => TallyApp.Sqlite(settings, services),
+        "postgres" => TallyApp.Postgres(await Servers.NewPostgresDatabaseAsync(), settings, services),
         _ => throw new ArgumentOutOfRangeException(nameof(storage), storage, null),
     };
 

@@ -5,7 +5,7 @@ using Microsoft.Extensions.Logging;
 namespace Tally.Tests.Harness;
 
 /// <summary>
-/// An in-memory logger provider: <c>app.ExtraServices = logs.Register</c>, then assert on
+/// An in-memory logger provider: pass <c>logs.Register</c> as an app's test services, then assert on
 /// <see cref="Entries"/>. Captures Tally's own categories from Information up, whatever the
 /// app's configured levels, with each entry's structured fields.
 /// </summary>

@@ -1,7 +1,6 @@
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
-using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Tally.Data;
 using Tally.Hosting;
@@ -19,38 +18,36 @@ public sealed class TallyApp : WebApplicationFactory<Program>
     private readonly Dictionary<string, string?> _settings;
     private readonly string? _sqliteFolder;
 
-    private TallyApp(Dictionary<string, string?> settings, string? sqliteFolder)
+    /// <summary>Extra registrations for a test (a test job or handler); applied after the app's own.</summary>
+    public Action<IServiceCollection>? ConfigureTestServices { get; init; }
+
+    private TallyApp(Dictionary<string, string?> settings, string? sqliteFolder, Action<IServiceCollection>? services = null)
     {
+        ConfigureTestServices = services;
         _settings = settings;
         _sqliteFolder = sqliteFolder;
     }
 
-    /// <summary>
-    /// Extra service registrations for this instance, applied after the app's own (a log capture, a
-    /// fake clock). Set it before the first request or <see cref="Db"/>: the host starts then.
-    /// </summary>
-    public Action<IServiceCollection>? ExtraServices { get; set; }
-
     public string ConnectionString => _settings.GetValueOrDefault("ConnectionStrings:Postgres") ?? _settings["ConnectionStrings:Sqlite"]!;
 
     /// <summary>An instance on a new SQLite file, with the in-process queue and lock.</summary>
-    public static TallyApp Sqlite(IDictionary<string, string?>? settings = null)
+    public static TallyApp Sqlite(IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var folder = Path.Combine(Path.GetTempPath(), "tally-tests", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(folder);
         var all = Defaults();
         all["ConnectionStrings:Sqlite"] = $"Data Source={Path.Combine(folder, "tally.db")}";
         Merge(all, settings);
-        return new TallyApp(all, folder);
+        return new TallyApp(all, folder, services);
     }
 
     /// <summary>An instance on the given PostgreSQL database (see <see cref="Servers.NewPostgresDatabaseAsync"/>).</summary>
-    public static TallyApp Postgres(string connectionString, IDictionary<string, string?>? settings = null)
+    public static TallyApp Postgres(string connectionString, IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var all = Defaults();
         all["ConnectionStrings:Postgres"] = connectionString;
         Merge(all, settings);
-        return new TallyApp(all, null);
+        return new TallyApp(all, null, services);
     }
 
     private static Dictionary<string, string?> Defaults() => new()
@@ -76,9 +73,9 @@ public sealed class TallyApp : WebApplicationFactory<Program>
         {
             builder.UseSetting(key, value);
         }
-        if (ExtraServices is { } extra)
+        if (ConfigureTestServices is not null)
         {
-            builder.ConfigureTestServices(extra);
+            builder.ConfigureServices(ConfigureTestServices);
         }
     }
 

@@ -35,10 +35,10 @@ public sealed record SyncAccountsView(long RunId, IReadOnlyList<Guid> UpdatedIds
 public static class StoreEndpoints
 {
     public const int MaxBatch = 10_000;
-    internal const int MaxStatusLength = 64;
-    internal const int MaxProductTypeLength = 128;
-    internal const int MaxMetadataLength = 16_384;
-    internal const int MaxReportedItems = 50;
+    private const int MaxStatusLength = 64;
+    private const int MaxProductTypeLength = 128;
+    private const int MaxMetadataLength = 16_384;
+    private const int MaxReportedItems = 50;
 
     public static WebApplication MapStoreIntegrity(this WebApplication app)
     {

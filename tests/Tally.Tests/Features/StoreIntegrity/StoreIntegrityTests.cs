@@ -10,8 +10,8 @@ namespace Tally.Tests.Features.StoreIntegrity;
 
 public class StoreIntegrityTests
 {
-    internal const string Managed = "managed_subscription";
-    internal const string ManagedAnnual = "managed_subscription_annual";
+    private const string Managed = "managed_subscription";
+    private const string ManagedAnnual = "managed_subscription_annual";
 
     // The schedule stays off so a 5-minute boundary during a test cannot repair before the manual run does.
     private static Dictionary<string, string?> ManualOnly => new() { [$"Jobs:{RepairHasOrders.Name}:Enabled"] = "false" };
@@ -23,9 +23,8 @@ public class StoreIntegrityTests
     [InlineData("postgres")]
     public async Task SyncAccounts_RepairsOnlyActiveUnflaggedAccountsWithActiveManagedOrders(string storage)
     {
-        await using var app = await Apps.CreateAsync(storage, ManualOnly);
         var logs = new CapturedLogs();
-        app.ExtraServices = logs.Register;
+        await using var app = await Apps.CreateAsync(storage, ManualOnly, logs.Register);
         var admin = app.Admin();
 
         var seller = Guid.NewGuid();        // active, unflagged, sells a managed subscription (and buys one too)
@@ -89,9 +88,8 @@ public class StoreIntegrityTests
     [InlineData("postgres")]
     public async Task SyncAccounts_StatementFails_LogsInitiatorAndRecordsFailedRun(string storage)
     {
-        await using var app = await Apps.CreateAsync(storage, ManualOnly);
         var logs = new CapturedLogs();
-        app.ExtraServices = logs.Register;
+        await using var app = await Apps.CreateAsync(storage, ManualOnly, logs.Register);
         var admin = app.Admin();
         await using (var db = app.Db())
         {

@@ -1,0 +1,211 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Tally.Data;
+using Tally.Features.Ledger;
+using Tally.Features.Users;
+using Tally.Hosting;
+
+namespace Tally.Features.Allowances;
+
+public sealed record ScheduleView(
+    Guid Id, Guid GuardianId, Guid JuniorId, decimal Amount, string Currency, string Frequency, int Interval,
+    string[]? ByDay, int? ByMonthDay, string TimeZone, DateTime StartAt, string Status,
+    DateTime? NextRunAt, DateTime? LastRunAt, DateTime CreatedAt, DateTime UpdatedAt)
+{
+    public static ScheduleView Of(AllowanceSchedule s) => new(
+        s.Id, s.GuardianId, s.JuniorId, Currencies.FromMinor(s.AmountMinor, s.Currency), s.Currency, s.Frequency, s.Interval,
+        s.ByDay is null ? null : Weekdays.ToCodes(Weekdays.Parse(s.ByDay)), s.ByMonthDay, s.TimeZone, s.StartAt, s.Status,
+        s.Status == ScheduleStatus.On ? s.NextRunAt : null, s.LastRunAt, s.CreatedAt, s.UpdatedAt);
+}
+
+public sealed record CreditView(Guid Id, DateTime RunAt, decimal Amount, string Currency, string Outcome, Guid? TransactionId, string? Reason, DateTime CreditedAt)
+{
+    public static CreditView Of(AllowanceCredit c) =>
+        new(c.Id, c.RunAt, Currencies.FromMinor(c.AmountMinor, c.Currency), c.Currency, c.Outcome, c.TransactionId, c.Reason, c.CreditedAt);
+}
+
+public sealed record UpcomingView(DateTime RunAt, DateTimeOffset LocalTime);
+
+/// <summary>A guardian's allowance schedules: <c>/api/guardians/me/allowances</c>.</summary>
+public static class AllowanceEndpoints
+{
+    private const string NotLinked = "ALLOWANCE.JUNIOR_NOT_FOUND";
+    private const string NoSchedule = "ALLOWANCE.NOT_FOUND";
+
+    public static WebApplication MapAllowances(this WebApplication app)
+    {
+        var me = app.MapGroup("/api/guardians/me/allowances").WithTags("Guardian: allowances").RequireAuthorization(Roles.Guardian);
+        me.MapPost("/{juniorId:guid}", CreateAsync);
+        me.MapGet("/", ListAsync);
+        me.MapGet("/{juniorId:guid}", ReadAsync);
+        me.MapPatch("/{juniorId:guid}", ChangeAsync);
+        me.MapDelete("/{juniorId:guid}", DeleteAsync);
+        me.MapGet("/{juniorId:guid}/credits", CreditsAsync);
+        me.MapGet("/{juniorId:guid}/upcoming", UpcomingAsync);
+        return app;
+    }
+
+    internal static async Task<Results<Created<ScheduleView>, ValidationProblem, ProblemHttpResult>> CreateAsync(
+        Guid juniorId, AllowanceRequest body, HttpContext http, TallyDb db, IOptions<TallyOptions> tally, TimeProvider clock, CancellationToken ct)
+    {
+        var guardianId = http.User.UserId();
+        var now = clock.GetUtcNow().UtcDateTime;
+        // Same answer whether the junior does not exist or belongs to someone else.
+        if (!await db.GuardianJuniors.LinkedTo(guardianId, juniorId).AnyAsync(ct))
+        {
+            return Problems.NotFound(NotLinked, "No junior with this id is linked to you.");
+        }
+        var (terms, errors) = AllowanceTerms.ForCreate(body, tally.Value.DefaultCurrency, now);
+        if (terms is null)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        if (await db.AllowanceSchedules.OfGuardian(guardianId).AnyAsync(s => s.JuniorId == juniorId, ct))
+        {
+            return AlreadyExists();
+        }
+        var schedule = new AllowanceSchedule
+        {
+            Id = Guid.CreateVersion7(),
+            GuardianId = guardianId,
+            JuniorId = juniorId,
+            Currency = terms.Currency,
+            Frequency = terms.Frequency,
+            Status = terms.Status,
+            TimeZone = terms.TimeZone,
+            ActiveFrom = terms.StartAtUtc,
+            CreatedAt = now,
+        };
+        Apply(schedule, terms, now);
+        // Missed occurrences since a start in the past are due at once: that is the catch-up.
+        schedule.NextRunAt = schedule.FirstPayableOnOrAfter(schedule.StartAt);
+        db.AllowanceSchedules.Add(schedule);
+        try
+        {
+            await db.SaveChangesAsync(ct);
+        }
+        catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
+        {
+            return AlreadyExists();
+        }
+        return TypedResults.Created($"/api/guardians/me/allowances/{juniorId}", ScheduleView.Of(schedule));
+    }
+
+    internal static async Task<Ok<List<ScheduleView>>> ListAsync(HttpContext http, TallyDb db, CancellationToken ct)
+    {
+        var schedules = await db.AllowanceSchedules.AsNoTracking().OfGuardian(http.User.UserId()).OrderBy(s => s.CreatedAt).ToListAsync(ct);
+        return TypedResults.Ok(schedules.Select(ScheduleView.Of).ToList());
+    }
+
+    internal static async Task<Results<Ok<ScheduleView>, ProblemHttpResult>> ReadAsync(Guid juniorId, HttpContext http, TallyDb db, CancellationToken ct) =>
+        await FindAsync(db, http, juniorId, ct) is { } s ? TypedResults.Ok(ScheduleView.Of(s)) : Missing();
+
+    internal static async Task<Results<Ok<ScheduleView>, ValidationProblem, ProblemHttpResult>> ChangeAsync(
+        Guid juniorId, AllowanceRequest body, HttpContext http, TallyDb db, TimeProvider clock, CancellationToken ct)
+    {
+        var schedule = await FindAsync(db, http, juniorId, ct, tracked: true);
+        if (schedule is null)
+        {
+            return Missing();
+        }
+        var now = clock.GetUtcNow().UtcDateTime;
+        var (terms, errors) = AllowanceTerms.ForChange(schedule, body, now);
+        if (terms is null)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        var ruleChanged = terms.Frequency != schedule.Frequency || terms.Interval != schedule.Interval || terms.ByDay != schedule.ByDay
+            || terms.ByMonthDay != schedule.ByMonthDay || terms.TimeZone != schedule.TimeZone || terms.StartAtUtc != schedule.StartAt
+            || terms.Currency != schedule.Currency;
+        var turnedOn = terms.Status == ScheduleStatus.On && schedule.Status == ScheduleStatus.Off;
+        Apply(schedule, terms, now);
+        if (ruleChanged || turnedOn)
+        {
+            // Nothing before now is paid under new terms, nor for the time a schedule was OFF.
+            schedule.ActiveFrom = now;
+            schedule.NextRunAt = schedule.FirstPayableOnOrAfter(now);
+            schedule.EnqueuedThrough = null;
+            schedule.EnqueuedAt = null;
+        }
+        await db.SaveChangesAsync(ct);
+        return TypedResults.Ok(ScheduleView.Of(schedule));
+    }
+
+    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(Guid juniorId, HttpContext http, TallyDb db, TimeProvider clock, CancellationToken ct)
+    {
+        var schedule = await FindAsync(db, http, juniorId, ct, tracked: true);
+        if (schedule is null)
+        {
+            return Missing();
+        }
+        // Kept, not erased: its credits are the payment history.
+        schedule.DeletedAt = clock.GetUtcNow().UtcDateTime;
+        schedule.Status = ScheduleStatus.Off;
+        await db.SaveChangesAsync(ct);
+        return TypedResults.NoContent();
+    }
+
+    internal static async Task<Results<Ok<List<CreditView>>, ValidationProblem, ProblemHttpResult>> CreditsAsync(
+        Guid juniorId, HttpContext http, TallyDb db, CancellationToken ct, int? limit = null)
+    {
+        var take = limit ?? 100;
+        if (take is < 1 or > 1000)
+        {
+            return Problems.Invalid("limit", "must be between 1 and 1000");
+        }
+        var schedule = await FindAsync(db, http, juniorId, ct);
+        if (schedule is null)
+        {
+            return Missing();
+        }
+        var credits = await db.AllowanceCredits.AsNoTracking().Where(c => c.ScheduleId == schedule.Id)
+            .OrderByDescending(c => c.RunAt).Take(take).ToListAsync(ct);
+        return TypedResults.Ok(credits.Select(CreditView.Of).ToList());
+    }
+
+    internal static async Task<Results<Ok<List<UpcomingView>>, ValidationProblem, ProblemHttpResult>> UpcomingAsync(
+        Guid juniorId, HttpContext http, TallyDb db, TimeProvider clock, CancellationToken ct, int? count = null)
+    {
+        var take = count ?? 5;
+        if (take is < 1 or > 100)
+        {
+            return Problems.Invalid("count", "must be between 1 and 100");
+        }
+        var schedule = await FindAsync(db, http, juniorId, ct);
+        if (schedule is null)
+        {
+            return Missing();
+        }
+        var rule = schedule.Rule();
+        var from = schedule.Status == ScheduleStatus.On && schedule.NextRunAt is { } next ? next : clock.GetUtcNow().UtcDateTime;
+        var occurrences = Recurrence.Occurrences(rule, from).Take(take)
+            .Select(t => new UpcomingView(t, new DateTimeOffset(t).ToOffset(rule.Zone.GetUtcOffset(t)))).ToList();
+        return TypedResults.Ok(occurrences);
+    }
+
+    private static void Apply(AllowanceSchedule schedule, AllowanceTerms terms, DateTime now)
+    {
+        schedule.AmountMinor = terms.AmountMinor;
+        schedule.Currency = terms.Currency;
+        schedule.Frequency = terms.Frequency;
+        schedule.Interval = terms.Interval;
+        schedule.ByDay = terms.ByDay;
+        schedule.ByMonthDay = terms.ByMonthDay;
+        schedule.TimeZone = terms.TimeZone;
+        schedule.StartAt = terms.StartAtUtc;
+        schedule.Status = terms.Status;
+        schedule.UpdatedAt = now;
+    }
+
+    private static async Task<AllowanceSchedule?> FindAsync(TallyDb db, HttpContext http, Guid juniorId, CancellationToken ct, bool tracked = false)
+    {
+        var query = db.AllowanceSchedules.OfGuardian(http.User.UserId()).Where(s => s.JuniorId == juniorId);
+        return await (tracked ? query : query.AsNoTracking()).FirstOrDefaultAsync(ct);
+    }
+
+    private static ProblemHttpResult Missing() => Problems.NotFound(NoSchedule, "You have no allowance schedule for this junior.");
+
+    private static ProblemHttpResult AlreadyExists() =>
+        Problems.Conflict("ALLOWANCE.ALREADY_EXISTS", "An allowance schedule for this junior already exists.");
+}

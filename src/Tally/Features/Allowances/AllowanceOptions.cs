@@ -1,0 +1,40 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace Tally.Features.Allowances;
+
+/// <summary>
+/// The <c>Allowances</c> section. The seed's variables are aliases: <c>ALLOWANCE_QUEUE_NAME</c>,
+/// <c>ALLOWANCE_MAX_RETRIES</c>, <c>ALLOWANCE_RETRY_DELAY_MS</c>.
+/// </summary>
+public sealed class AllowanceOptions
+{
+    public const string Section = "Allowances";
+
+    [Required(ErrorMessage = "Allowances:QueueName is required.")]
+    public string QueueName { get; set; } = "allowance.schedule";
+
+    [Range(0, 100, ErrorMessage = "Allowances:MaxRetries must be between 0 and 100.")]
+    public int MaxRetries { get; set; } = 5;
+
+    [Range(1, 86_400_000, ErrorMessage = "Allowances:RetryDelayMs must be between 1 and 86400000.")]
+    public int RetryDelayMs { get; set; } = 600_000;
+
+    /// <summary>Schedules read per page by the producer's keyset scan.</summary>
+    [Range(1, 100_000, ErrorMessage = "Allowances:BatchSize must be between 1 and 100000.")]
+    public int BatchSize { get; set; } = 100;
+
+    /// <summary>At most this many missed occurrences of one schedule are paid after downtime; older ones are recorded as skipped.</summary>
+    [Range(1, 10_000, ErrorMessage = "Allowances:MaxCatchUp must be between 1 and 10000.")]
+    public int MaxCatchUp { get; set; } = 31;
+
+    /// <summary>An occurrence enqueued this long ago and still unsettled is enqueued again (the queue may have lost it).</summary>
+    public TimeSpan RequeueAfter { get; set; } = TimeSpan.FromHours(2);
+
+    [Range(1, 10_000, ErrorMessage = "Allowances:Prefetch must be between 1 and 10000.")]
+    public int Prefetch { get; set; } = 64;
+
+    [Range(1, 256, ErrorMessage = "Allowances:Concurrency must be between 1 and 256.")]
+    public int Concurrency { get; set; } = 8;
+
+    public TimeSpan RetryDelay => TimeSpan.FromMilliseconds(RetryDelayMs);
+}

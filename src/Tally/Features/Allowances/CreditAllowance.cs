@@ -1,0 +1,160 @@
+using Microsoft.EntityFrameworkCore;
+using Tally.Data;
+using Tally.Features.Ledger;
+using Tally.Jobs;
+using Tally.Jobs.Outbox;
+using Tally.Jobs.Queues;
+
+namespace Tally.Features.Allowances;
+
+/// <summary>
+/// The worker on the allowance queue: pays one occurrence. In ONE transaction it moves the money
+/// guardian -> junior through the ledger, records the credit, advances the schedule and stages the
+/// event. Exactly once: the credit's unique (schedule_id, run_at) and the transfer's idempotency key
+/// make a repeated delivery a no-op, so the queue may deliver as often as it likes.
+/// </summary>
+public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILogger<CreditAllowance> logger) : IQueueHandler
+{
+    public const string CreditedEvent = "AllowanceCredited";
+    public const string FailedEvent = "AllowanceCreditFailed";
+
+    public async Task<JobOutcome> HandleAsync(QueueMessage message, CancellationToken ct)
+    {
+        if (OccurrenceMessage.TryParse(message) is not { } occurrence)
+        {
+            return JobOutcome.GiveUp("malformed allowance message");
+        }
+        var now = clock.GetUtcNow().UtcDateTime;
+        if (occurrence.RunAt > now)
+        {
+            return JobOutcome.RetryLater("occurrence not due yet");
+        }
+
+        // Fast path for duplicate deliveries: a settled occurrence is acked without a write transaction.
+        if (await db.AllowanceCredits.AnyAsync(c => c.ScheduleId == occurrence.ScheduleId && c.RunAt == occurrence.RunAt && c.Outcome != CreditOutcome.Failed, ct))
+        {
+            return JobOutcome.Done;
+        }
+
+        var schedule = await db.AllowanceSchedules.AsNoTracking().FirstOrDefaultAsync(s => s.Id == occurrence.ScheduleId, ct);
+        if (schedule is null || schedule.DeletedAt is not null || schedule.Status != ScheduleStatus.On
+            || occurrence.RunAt < schedule.ActiveFrom || !Recurrence.IsOccurrence(schedule.Rule(), occurrence.RunAt))
+        {
+            // Deleted, paused, or changed since the occurrence was enqueued: nothing is owed for it.
+            LogNotOwed(logger, occurrence.ScheduleId, occurrence.RunAt);
+            return JobOutcome.Done;
+        }
+
+        var accounts = await db.LedgerAccounts.AsNoTracking()
+            .Where(a => (a.OwnerId == schedule.GuardianId || a.OwnerId == schedule.JuniorId) && a.Currency == schedule.Currency)
+            .Select(a => new { a.Id, a.OwnerId })
+            .ToListAsync(ct);
+        var from = accounts.Find(a => a.OwnerId == schedule.GuardianId)?.Id;
+        var to = accounts.Find(a => a.OwnerId == schedule.JuniorId)?.Id;
+        if (from is null || to is null)
+        {
+            return JobOutcome.RetryLater(from is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account");
+        }
+
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        var transfer = await Ledger.Ledger.TransferAsync(db,
+            new TransferRequest(from.Value, to.Value, schedule.AmountMinor, schedule.Currency, "ALLOWANCE", IdempotencyKey(occurrence)), now, ct);
+        if (transfer is not TransferResult.Transferred { TransferId: var transferId })
+        {
+            // Every path out of here rolls the transaction back.
+            return transfer switch
+            {
+                TransferResult.AlreadyDone => JobOutcome.Done, // paid by an earlier delivery that committed
+                TransferResult.InsufficientFunds => JobOutcome.RetryLater("insufficient funds"),
+                _ => JobOutcome.RetryLater($"ledger refused the transfer: {transfer.GetType().Name}"),
+            };
+        }
+
+        // The claim: insert the credit, or turn an earlier FAILED record into PAID (a replayed dead letter).
+        var claimed = await db.Database.ExecuteSqlAsync(
+            $"""
+            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
+            VALUES ({Guid.CreateVersion7()}, {schedule.Id}, {occurrence.RunAt}, {schedule.AmountMinor}, {schedule.Currency}, {CreditOutcome.Paid}, {transferId}, {null as string}, {now})
+            ON CONFLICT (schedule_id, run_at) DO UPDATE
+                SET outcome = excluded.outcome, transaction_id = excluded.transaction_id, amount_minor = excluded.amount_minor,
+                    reason = NULL, credited_at = excluded.credited_at
+                WHERE allowance_credits.outcome = 'FAILED'
+            """, ct);
+        if (claimed == 0)
+        {
+            return JobOutcome.Done; // settled as PAID or SKIPPED already; the rollback undoes this transfer
+        }
+        await AdvanceAsync(db, schedule, occurrence.RunAt, now, ct);
+        Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), new AllowanceCredited(schedule.Id, schedule.GuardianId, schedule.JuniorId,
+            occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, transferId), now);
+        await db.SaveChangesAsync(ct);
+        try
+        {
+            await tx.CommitAsync(ct);
+        }
+        catch (Exception e) when (DbErrors.IsUniqueViolation(e))
+        {
+            return JobOutcome.Done; // a concurrent delivery committed the same occurrence first
+        }
+        LogPaid(logger, schedule.Id, occurrence.RunAt, schedule.AmountMinor, schedule.Currency);
+        return JobOutcome.Done;
+    }
+
+    /// <summary>
+    /// The occurrence used up its retries: record it FAILED with the reason, and let the schedule
+    /// move on to its next occurrence. Runs in the dead-letter row's transaction.
+    /// </summary>
+    public async Task OnDeadLetteredAsync(TallyDb deadLetterDb, QueueMessage message, string reason, CancellationToken ct)
+    {
+        if (OccurrenceMessage.TryParse(message) is not { } occurrence)
+        {
+            return;
+        }
+        var schedule = await deadLetterDb.AllowanceSchedules.AsNoTracking().FirstOrDefaultAsync(s => s.Id == occurrence.ScheduleId, ct);
+        if (schedule is null)
+        {
+            return;
+        }
+        var now = clock.GetUtcNow().UtcDateTime;
+        var recorded = await deadLetterDb.Database.ExecuteSqlAsync(
+            $"""
+            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
+            VALUES ({Guid.CreateVersion7()}, {schedule.Id}, {occurrence.RunAt}, {schedule.AmountMinor}, {schedule.Currency}, {CreditOutcome.Failed}, {null as Guid?}, {reason}, {now})
+            ON CONFLICT (schedule_id, run_at) DO UPDATE SET reason = excluded.reason, credited_at = excluded.credited_at
+                WHERE allowance_credits.outcome = 'FAILED'
+            """, ct);
+        if (recorded == 0)
+        {
+            return; // paid after all
+        }
+        await AdvanceAsync(deadLetterDb, schedule, occurrence.RunAt, now, ct);
+        Outbox.Add(deadLetterDb, FailedEvent, schedule.Id.ToString(), new AllowanceCreditFailed(schedule.Id, schedule.GuardianId, schedule.JuniorId,
+            occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, reason), now);
+        LogFailed(logger, schedule.Id, occurrence.RunAt, reason);
+    }
+
+    public static string IdempotencyKey(OccurrenceMessage occurrence) => occurrence.MessageId;
+
+    /// <summary>Moves <c>last_run_at</c> and <c>next_run_at</c> forward past <paramref name="runAt"/>, never back.</summary>
+    private static async Task AdvanceAsync(TallyDb db, AllowanceSchedule schedule, DateTime runAt, DateTime now, CancellationToken ct)
+    {
+        var next = Recurrence.NextAfter(schedule.Rule(), runAt);
+        await db.Database.ExecuteSqlAsync(
+            $"""
+            UPDATE allowance_schedules
+            SET last_run_at = CASE WHEN last_run_at IS NULL OR last_run_at < {runAt} THEN {runAt} ELSE last_run_at END,
+                next_run_at = CASE WHEN next_run_at IS NOT NULL AND next_run_at <= {runAt} THEN {next} ELSE next_run_at END,
+                updated_at = {now}
+            WHERE id = {schedule.Id}
+            """, ct);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Allowance {ScheduleId} paid for {RunAt:O}: {AmountMinor} minor units {Currency}")]
+    private static partial void LogPaid(ILogger logger, Guid scheduleId, DateTime runAt, long amountMinor, string currency);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Allowance {ScheduleId} occurrence {RunAt:O} is no longer owed (schedule off, deleted or changed)")]
+    private static partial void LogNotOwed(ILogger logger, Guid scheduleId, DateTime runAt);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Allowance {ScheduleId} occurrence {RunAt:O} failed for good: {Reason}")]
+    private static partial void LogFailed(ILogger logger, Guid scheduleId, DateTime runAt, string reason);
+}

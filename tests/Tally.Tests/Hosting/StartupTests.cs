@@ -1,0 +1,51 @@
+using Tally.Tests.Harness;
+
+namespace Tally.Tests.Hosting;
+
+public class StartupTests
+{
+    [Theory]
+    [InlineData("Auth:SigningKey", "short", "Auth:SigningKey")]
+    [InlineData("Tally:Roles:0", "cook", "Tally:Roles")]
+    [InlineData("Tally:DefaultCurrency", "dollars", "Tally:DefaultCurrency")]
+    [InlineData("Allowances:MaxRetries", "-1", "Allowances:MaxRetries")]
+    [InlineData("Jobs:allowances.enqueue-due:Cron", "every tuesday", "Jobs:allowances.enqueue-due:Cron")]
+    [InlineData("Jobs:Lock", "zookeeper", "Jobs:Lock")]
+    [InlineData("StoreIntegrity:ManagedSubscriptionTypes:0", " ", "StoreIntegrity:ManagedSubscriptionTypes")]
+    [InlineData("Jobs:store.sync-accounts:Cron", "every five minutes", "Jobs:store.sync-accounts:Cron")]
+    public async Task BadSetting_StopsStartUpNamingTheSetting(string key, string value, string named)
+    {
+        await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { [key] = value });
+        var error = Assert.ThrowsAny<Exception>(() => app.Server);
+        var messages = string.Join(" | ", Flatten(error).Select(e => e.Message));
+        Assert.Contains(named, messages);
+    }
+
+    private static IEnumerable<Exception> Flatten(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            yield return x;
+            if (x is AggregateException agg)
+            {
+                foreach (var inner in agg.InnerExceptions.SelectMany(Flatten))
+                {
+                    yield return inner;
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public async Task Health_And_OpenApi_AreServed()
+    {
+        await using var app = TallyApp.Sqlite();
+        var client = app.CreateClient();
+        Assert.Equal("Healthy", await client.GetStringAsync("/healthz"));
+        Assert.Equal("Healthy", await client.GetStringAsync("/readyz"));
+        var openApi = await client.GetStringAsync("/openapi/v1.json");
+        Assert.Contains("/api/guardians/me/allowances/{juniorId}", openApi);
+        await client.GetAsync("/api/admin/jobs"); // one request, so the HTTP metrics have a sample
+        Assert.Contains("http_server_request_duration", await client.GetStringAsync("/metrics"));
+    }
+}
