@@ -30,13 +30,23 @@ public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILog
             return JobOutcome.RetryLater("occurrence not due yet");
         }
 
-        // Fast path for duplicate deliveries: a settled occurrence is acked without a write transaction.
-        if (await db.AllowanceCredits.AnyAsync(c => c.ScheduleId == occurrence.ScheduleId && c.RunAt == occurrence.RunAt && c.Outcome != CreditOutcome.Failed, ct))
+        // One read tells everything the decision needs; for a duplicate delivery it is the only
+        // statement: a settled occurrence is acked without a write transaction.
+        var facts = await db.AllowanceSchedules.AsNoTracking()
+            .Where(s => s.Id == occurrence.ScheduleId)
+            .Select(s => new
+            {
+                Schedule = s,
+                Settled = db.AllowanceCredits.Any(c => c.ScheduleId == s.Id && c.RunAt == occurrence.RunAt && c.Outcome != CreditOutcome.Failed),
+                From = db.LedgerAccounts.Where(a => a.OwnerId == s.GuardianId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
+                To = db.LedgerAccounts.Where(a => a.OwnerId == s.JuniorId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
+            })
+            .FirstOrDefaultAsync(ct);
+        if (facts is { Settled: true })
         {
             return JobOutcome.Done;
         }
-
-        var schedule = await db.AllowanceSchedules.AsNoTracking().FirstOrDefaultAsync(s => s.Id == occurrence.ScheduleId, ct);
+        var schedule = facts?.Schedule;
         if (schedule is null || schedule.DeletedAt is not null || schedule.Status != ScheduleStatus.On
             || occurrence.RunAt < schedule.ActiveFrom || !Recurrence.IsOccurrence(schedule.Rule(), occurrence.RunAt))
         {
@@ -44,21 +54,14 @@ public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILog
             LogNotOwed(logger, occurrence.ScheduleId, occurrence.RunAt);
             return JobOutcome.Done;
         }
-
-        var accounts = await db.LedgerAccounts.AsNoTracking()
-            .Where(a => (a.OwnerId == schedule.GuardianId || a.OwnerId == schedule.JuniorId) && a.Currency == schedule.Currency)
-            .Select(a => new { a.Id, a.OwnerId })
-            .ToListAsync(ct);
-        var from = accounts.Find(a => a.OwnerId == schedule.GuardianId)?.Id;
-        var to = accounts.Find(a => a.OwnerId == schedule.JuniorId)?.Id;
-        if (from is null || to is null)
+        if (facts!.From is not { } from || facts.To is not { } to)
         {
-            return JobOutcome.RetryLater(from is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account");
+            return JobOutcome.RetryLater(facts.From is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account");
         }
 
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         var transfer = await Ledger.Ledger.TransferAsync(db,
-            new TransferRequest(from.Value, to.Value, schedule.AmountMinor, schedule.Currency, "ALLOWANCE", IdempotencyKey(occurrence)), now, ct);
+            new TransferRequest(from, to, schedule.AmountMinor, schedule.Currency, "ALLOWANCE", IdempotencyKey(occurrence)), now, ct);
         if (transfer is not TransferResult.Transferred { TransferId: var transferId })
         {
             // Every path out of here rolls the transaction back.
