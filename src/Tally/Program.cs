@@ -1,6 +1,7 @@
 using Tally.Data;
 using Tally.Features.Allowances;
 using Tally.Features.Ledger;
+using Tally.Features.StoreIntegrity;
 using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
@@ -20,6 +21,7 @@ builder.AddConfigAliases()
     .AddJobRuntime()
     .AddObservability()
     .AddAllowances()
+    .AddStoreIntegrity()
     .AddDemoData();
 
 var app = builder.Build();
@@ -32,7 +34,8 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
     app.MapOperator()
         .MapUsers()
         .MapLedger()
-        .MapAllowances();
+        .MapAllowances()
+        .MapStoreIntegrity();
 }
 app.Run();
 return 0;
