@@ -18,8 +18,10 @@ public static class BenchMain
         {
             case ["store", .. var rest]:
                 return await StoreBench.RunAsync(rest, cancel.Token);
+            case ["allowances", .. var rest]:
+                return await AllowanceBench.RunAsync(rest, cancel.Token);
             default:
-                await Console.Error.WriteLineAsync("Usage: Tally.Bench store --postgres CONNECTION_STRING [options]  (see bench/README.md)");
+                await Console.Error.WriteLineAsync("Usage: Tally.Bench store|allowances [options]  (see bench/README.md)");
                 return 2;
         }
     }
