@@ -28,10 +28,10 @@ public static class AllowanceBench
         var options = Options.Parse(args);
         if (options is null)
         {
-            await Console.Error.WriteLineAsync("Usage: allowances --postgres CONN --rabbitmq URL [--schedules 100000] [--workers 2] [--concurrency 16] [--clients 8]");
+            await Console.Error.WriteLineAsync("Usage: allowances --postgres CONN --rabbitmq URL [--schedules 100000] [--workers 2] [--concurrency 16] [--clients 8] [--batch]");
             return 2;
         }
-        Console.WriteLine($"allowances: {options.Schedules:N0} due schedules, {options.Workers} worker process(es) x {options.Concurrency}, pgbench {options.Clients} clients");
+        Console.WriteLine($"allowances: {options.Schedules:N0} due schedules, {options.Workers} worker process(es) x {options.Concurrency}, pgbench {options.Clients} clients, {(options.Batch ? "group commit" : "one transaction per credit")}");
 
         var tallyDb = await CreateDatabaseAsync(options.Postgres, "bench_allowances_tally", ct);
         var referenceDb = await CreateDatabaseAsync(options.Postgres, "bench_allowances_pgbench", ct);
@@ -56,6 +56,7 @@ public static class AllowanceBench
             ["ASPNETCORE_ENVIRONMENT"] = "Production",
             ["Logging__LogLevel__Default"] = "Warning",
             ["Jobs__allowances.enqueue-due__Enabled"] = "false",
+            ["Allowances__BatchCommits"] = options.Batch ? "true" : "false",
         };
         var processes = new List<Process>();
         try
@@ -266,7 +267,7 @@ public static class AllowanceBench
     private static Guid MdUuid(string text) =>
         Guid.ParseExact(Convert.ToHexString(System.Security.Cryptography.MD5.HashData(System.Text.Encoding.UTF8.GetBytes(text))), "N");
 
-    private sealed record Options(string Postgres, string RabbitMq, int Schedules, int Workers, int Concurrency, int Clients)
+    private sealed record Options(string Postgres, string RabbitMq, int Schedules, int Workers, int Concurrency, int Clients, bool Batch)
     {
         public static Options? Parse(string[] args)
         {
@@ -280,7 +281,7 @@ public static class AllowanceBench
             var rabbit = Value("--rabbitmq") ?? Environment.GetEnvironmentVariable("TALLY_TEST_RABBITMQ");
             return postgres is null || rabbit is null
                 ? null
-                : new Options(postgres, rabbit, Int("--schedules", 100_000), Int("--workers", 2), Int("--concurrency", 16), Int("--clients", 8));
+                : new Options(postgres, rabbit, Int("--schedules", 100_000), Int("--workers", 2), Int("--concurrency", 16), Int("--clients", 8), args.Contains("--batch"));
         }
     }
 }
