@@ -2,6 +2,7 @@ using Tally.Data;
 using Tally.Features.Allowances;
 using Tally.Features.Connections;
 using Tally.Features.Ledger;
+using Tally.Features.StoreIntegrity;
 using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
@@ -22,6 +23,7 @@ builder.AddConfigAliases()
     .AddJobRuntime()
     .AddObservability()
     .AddAllowances()
+    .AddStoreIntegrity()
     .AddConnections()
     .AddSimpleFinSandbox()
     .AddDemoData();
@@ -37,6 +39,7 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
         .MapUsers()
         .MapLedger()
         .MapAllowances()
+        .MapStoreIntegrity()
         .MapConnections();
 }
 app.MapSimpleFinSandbox();

@@ -11,12 +11,20 @@ public static class DbErrors
     private const int SqliteConstraintUnique = 2067;
     private const int SqliteConstraintPrimaryKey = 1555;
     private const int SqliteConstraintCheck = 275;
+    private const int SqliteConstraintForeignKey = 787;
 
     public static bool IsUniqueViolation(Exception exception) => Find(exception) switch
     {
         PostgresException pg => pg.SqlState == PostgresErrorCodes.UniqueViolation,
         SqliteException lite => lite.SqliteErrorCode == SqliteConstraint
             && lite.SqliteExtendedErrorCode is SqliteConstraintUnique or SqliteConstraintPrimaryKey,
+        _ => false,
+    };
+
+    public static bool IsForeignKeyViolation(Exception exception) => Find(exception) switch
+    {
+        PostgresException pg => pg.SqlState == PostgresErrorCodes.ForeignKeyViolation,
+        SqliteException lite => lite.SqliteErrorCode == SqliteConstraint && lite.SqliteExtendedErrorCode == SqliteConstraintForeignKey,
         _ => false,
     };
 

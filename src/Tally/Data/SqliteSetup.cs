@@ -32,18 +32,26 @@ public static class SqliteSetup
     {
         private const string Pragmas = "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=60000;";
 
+        // EF's CanConnect (the /readyz database check) opens the file read-only, and switching a file
+        // that is not yet in WAL mode is a write: it failed there, so /readyz answered 503 until some
+        // writer had opened the file. WAL is a property of the file; the first writer sets it.
+        private const string ReadOnlyPragmas = "PRAGMA busy_timeout=60000;";
+
         public override void ConnectionOpened(DbConnection connection, ConnectionEndEventData eventData)
         {
             using var command = connection.CreateCommand();
-            command.CommandText = Pragmas;
+            command.CommandText = PragmasFor(connection);
             command.ExecuteNonQuery();
         }
 
         public override async Task ConnectionOpenedAsync(DbConnection connection, ConnectionEndEventData eventData, CancellationToken cancellationToken = default)
         {
             await using var command = connection.CreateCommand();
-            command.CommandText = Pragmas;
+            command.CommandText = PragmasFor(connection);
             await command.ExecuteNonQueryAsync(cancellationToken);
         }
+
+        private static string PragmasFor(DbConnection connection) =>
+            new SqliteConnectionStringBuilder(connection.ConnectionString).Mode == SqliteOpenMode.ReadOnly ? ReadOnlyPragmas : Pragmas;
     }
 }

@@ -5,6 +5,7 @@ using OpenTelemetry.Metrics;
 using Scalar.AspNetCore;
 using StackExchange.Redis;
 using Tally.Data;
+using Tally.Jobs.Queues;
 
 namespace Tally.Hosting;
 
@@ -18,6 +19,10 @@ public static class Observability
         if (!string.IsNullOrWhiteSpace(builder.Configuration["Redis:Url"]))
         {
             checks.AddCheck<RedisCheck>("redis", tags: ["ready"]);
+        }
+        if (builder.Configuration.Read<RabbitMqOptions>(RabbitMqOptions.Section).IsConfigured)
+        {
+            checks.AddCheck<BrokerCheck>("broker", tags: ["ready"]);
         }
         builder.Services.AddOpenTelemetry().WithMetrics(m => m
             .AddAspNetCoreInstrumentation()
@@ -61,6 +66,24 @@ public static class Observability
             catch (RedisException e)
             {
                 return HealthCheckResult.Unhealthy("redis unreachable", e);
+            }
+        }
+    }
+
+    private sealed class BrokerCheck(RabbitMqConnection broker) : IHealthCheck
+    {
+        public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(5));
+            try
+            {
+                var connection = await broker.GetConnectionAsync(timeout.Token);
+                return connection.IsOpen ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("broker connection closed");
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                return HealthCheckResult.Unhealthy("broker unreachable", e);
             }
         }
     }

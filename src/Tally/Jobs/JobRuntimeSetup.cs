@@ -55,8 +55,19 @@ public static class JobRuntimeSetup
                 break;
         }
 
-        services.AddSingleton<IQueueTransport, InProcessTransport>();
-        services.AddSingleton<IEventPublisher, TableOnlyEventPublisher>();
+        services.AddValidatedOptions<RabbitMqOptions>(RabbitMqOptions.Section)
+            .Validate(o => RabbitMqOptions.IsValidUrl(o.Url), "RabbitMq:Url must be an amqp:// or amqps:// URL.");
+        if (configuration.Read<RabbitMqOptions>(RabbitMqOptions.Section).IsConfigured)
+        {
+            services.AddSingleton<RabbitMqConnection>();
+            services.AddSingleton<IQueueTransport, RabbitMqTransport>();
+            services.AddSingleton<IEventPublisher, RabbitMqEventPublisher>();
+        }
+        else
+        {
+            services.AddSingleton<IQueueTransport, InProcessTransport>();
+            services.AddSingleton<IEventPublisher, TableOnlyEventPublisher>();
+        }
 
         services.AddSingleton<JobRegistry>();
         services.AddSingleton<JobRunner>();

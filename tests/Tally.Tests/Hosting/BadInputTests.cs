@@ -37,6 +37,15 @@ public class BadInputTests
         { "GET", "/api/admin/events?after=x", null, 400, "BAD_REQUEST" },
         { "GET", "/api/me/ledger/transfers?limit=100000", null, 400, "VALIDATION_FAILED" },
         { "DELETE", "/api/admin/ledger/totals", null, 405, "METHOD_NOT_ALLOWED" },
+        { "POST", "/api/admin/store/accounts", "[]", 400, "VALIDATION_FAILED" },
+        { "POST", "/api/admin/store/accounts", """[{"active":true}]""", 400, "VALIDATION_FAILED" },
+        { "POST", "/api/admin/store/accounts", """[{"active":"yes","hasOrders":false}]""", 400, "BAD_REQUEST" },
+        { "POST", "/api/admin/store/accounts", """{"active":true,"hasOrders":false}""", 400, "BAD_REQUEST" },
+        { "POST", "/api/admin/store/accounts", null, 400, "BAD_REQUEST" },
+        { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active"}]""", 400, "VALIDATION_FAILED" },
+        { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","buyerAccount":"5b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active","productType":"managed_subscription"}]""", 404, "STORE.ACCOUNT_NOT_FOUND" },
+        { "GET", "/api/admin/store/accounts/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ACCOUNT_NOT_FOUND" },
+        { "GET", "/api/admin/store/orders/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ORDER_NOT_FOUND" },
     };
 
     [Theory]

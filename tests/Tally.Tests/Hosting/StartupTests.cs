@@ -11,6 +11,8 @@ public class StartupTests
     [InlineData("Allowances:MaxRetries", "-1", "Allowances:MaxRetries")]
     [InlineData("Jobs:allowances.enqueue-due:Cron", "every tuesday", "Jobs:allowances.enqueue-due:Cron")]
     [InlineData("Jobs:Lock", "zookeeper", "Jobs:Lock")]
+    [InlineData("StoreIntegrity:ManagedSubscriptionTypes:0", " ", "StoreIntegrity:ManagedSubscriptionTypes")]
+    [InlineData("Jobs:store.sync-accounts:Cron", "every five minutes", "Jobs:store.sync-accounts:Cron")]
     public async Task BadSetting_StopsStartUpNamingTheSetting(string key, string value, string named)
     {
         await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { [key] = value });

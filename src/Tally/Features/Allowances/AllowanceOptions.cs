@@ -36,5 +36,15 @@ public sealed class AllowanceOptions
     [Range(1, 256, ErrorMessage = "Allowances:Concurrency must be between 1 and 256.")]
     public int Concurrency { get; set; } = 8;
 
+    /// <summary>Group commit: pay the credits of concurrent deliveries in one transaction (see <see cref="CreditBatcher"/>).</summary>
+    public bool BatchCommits { get; set; }
+
+    [Range(1, 10_000, ErrorMessage = "Allowances:CommitBatchSize must be between 1 and 10000.")]
+    public int CommitBatchSize { get; set; } = 100;
+
+    /// <summary>Batches committing at once, each on its own connection.</summary>
+    [Range(1, 64, ErrorMessage = "Allowances:CommitBatchers must be between 1 and 64.")]
+    public int CommitBatchers { get; set; } = 2;
+
     public TimeSpan RetryDelay => TimeSpan.FromMilliseconds(RetryDelayMs);
 }

@@ -10,6 +10,7 @@ public static class AllowancesSetup
     public static WebApplicationBuilder AddAllowances(this WebApplicationBuilder builder)
     {
         builder.Services.AddValidatedOptions<AllowanceOptions>(AllowanceOptions.Section);
+        builder.Services.AddSingleton<CreditBatcher>();
         builder.Services.AddQueueHandler<CreditAllowance>(sp =>
         {
             var o = sp.GetRequiredService<IOptions<AllowanceOptions>>().Value;

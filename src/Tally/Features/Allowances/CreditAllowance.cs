@@ -13,10 +13,15 @@ namespace Tally.Features.Allowances;
 /// event. Exactly once: the credit's unique (schedule_id, run_at) and the transfer's idempotency key
 /// make a repeated delivery a no-op, so the queue may deliver as often as it likes.
 /// </summary>
-public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILogger<CreditAllowance> logger) : IQueueHandler
+public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, TimeProvider clock, ILogger<CreditAllowance> logger) : IQueueHandler
 {
     public const string CreditedEvent = "AllowanceCredited";
     public const string FailedEvent = "AllowanceCreditFailed";
+
+    /// <summary>An occurrence that is owed and has both accounts: ready to pay.</summary>
+    public sealed record Payable(OccurrenceMessage Occurrence, AllowanceSchedule Schedule, Guid From, Guid To);
+
+    public sealed record PayResult(JobOutcome Outcome, bool Paid);
 
     public async Task<JobOutcome> HandleAsync(QueueMessage message, CancellationToken ct)
     {
@@ -30,13 +35,23 @@ public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILog
             return JobOutcome.RetryLater("occurrence not due yet");
         }
 
-        // Fast path for duplicate deliveries: a settled occurrence is acked without a write transaction.
-        if (await db.AllowanceCredits.AnyAsync(c => c.ScheduleId == occurrence.ScheduleId && c.RunAt == occurrence.RunAt && c.Outcome != CreditOutcome.Failed, ct))
+        // One read tells everything the decision needs; for a duplicate delivery it is the only
+        // statement: a settled occurrence is acked without a write transaction.
+        var facts = await db.AllowanceSchedules.AsNoTracking()
+            .Where(s => s.Id == occurrence.ScheduleId)
+            .Select(s => new
+            {
+                Schedule = s,
+                Settled = db.AllowanceCredits.Any(c => c.ScheduleId == s.Id && c.RunAt == occurrence.RunAt && c.Outcome != CreditOutcome.Failed),
+                From = db.LedgerAccounts.Where(a => a.OwnerId == s.GuardianId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
+                To = db.LedgerAccounts.Where(a => a.OwnerId == s.JuniorId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
+            })
+            .FirstOrDefaultAsync(ct);
+        if (facts is { Settled: true })
         {
             return JobOutcome.Done;
         }
-
-        var schedule = await db.AllowanceSchedules.AsNoTracking().FirstOrDefaultAsync(s => s.Id == occurrence.ScheduleId, ct);
+        var schedule = facts?.Schedule;
         if (schedule is null || schedule.DeletedAt is not null || schedule.Status != ScheduleStatus.On
             || occurrence.RunAt < schedule.ActiveFrom || !Recurrence.IsOccurrence(schedule.Rule(), occurrence.RunAt))
         {
@@ -44,30 +59,52 @@ public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILog
             LogNotOwed(logger, occurrence.ScheduleId, occurrence.RunAt);
             return JobOutcome.Done;
         }
-
-        var accounts = await db.LedgerAccounts.AsNoTracking()
-            .Where(a => (a.OwnerId == schedule.GuardianId || a.OwnerId == schedule.JuniorId) && a.Currency == schedule.Currency)
-            .Select(a => new { a.Id, a.OwnerId })
-            .ToListAsync(ct);
-        var from = accounts.Find(a => a.OwnerId == schedule.GuardianId)?.Id;
-        var to = accounts.Find(a => a.OwnerId == schedule.JuniorId)?.Id;
-        if (from is null || to is null)
+        if (facts!.From is not { } from || facts.To is not { } to)
         {
-            return JobOutcome.RetryLater(from is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account");
+            return JobOutcome.RetryLater(facts.From is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account");
+        }
+        var payable = new Payable(occurrence, schedule, from, to);
+        if (batcher.Enabled)
+        {
+            return await batcher.PayAsync(payable, ct);
         }
 
         await using var tx = await db.Database.BeginTransactionAsync(ct);
+        var result = await PayInTransactionAsync(db, payable, now, ct);
+        if (!result.Paid)
+        {
+            return result.Outcome; // disposing the transaction rolls it back
+        }
+        try
+        {
+            await tx.CommitAsync(ct);
+        }
+        catch (Exception e) when (DbErrors.IsUniqueViolation(e))
+        {
+            return JobOutcome.Done; // a concurrent delivery committed the same occurrence first
+        }
+        LogPaid(logger, schedule.Id, occurrence.RunAt, schedule.AmountMinor, schedule.Currency);
+        return JobOutcome.Done;
+    }
+
+    /// <summary>
+    /// The money movement of one occurrence inside the caller's transaction: the ledger transfer, the
+    /// credit claim, the schedule's advance and the event. <see cref="PayResult.Paid"/> false means
+    /// nothing must be kept: the caller rolls back (or back to its savepoint).
+    /// </summary>
+    internal static async Task<PayResult> PayInTransactionAsync(TallyDb db, Payable payable, DateTime now, CancellationToken ct)
+    {
+        var (occurrence, schedule, from, to) = payable;
         var transfer = await Ledger.Ledger.TransferAsync(db,
-            new TransferRequest(from.Value, to.Value, schedule.AmountMinor, schedule.Currency, "ALLOWANCE", IdempotencyKey(occurrence)), now, ct);
+            new TransferRequest(from, to, schedule.AmountMinor, schedule.Currency, "ALLOWANCE", IdempotencyKey(occurrence)), now, ct);
         if (transfer is not TransferResult.Transferred { TransferId: var transferId })
         {
-            // Every path out of here rolls the transaction back.
-            return transfer switch
+            return new PayResult(transfer switch
             {
                 TransferResult.AlreadyDone => JobOutcome.Done, // paid by an earlier delivery that committed
                 TransferResult.InsufficientFunds => JobOutcome.RetryLater("insufficient funds"),
                 _ => JobOutcome.RetryLater($"ledger refused the transfer: {transfer.GetType().Name}"),
-            };
+            }, Paid: false);
         }
 
         // The claim: insert the credit, or turn an earlier FAILED record into PAID (a replayed dead letter).
@@ -82,22 +119,13 @@ public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILog
             """, ct);
         if (claimed == 0)
         {
-            return JobOutcome.Done; // settled as PAID or SKIPPED already; the rollback undoes this transfer
+            return new PayResult(JobOutcome.Done, Paid: false); // settled as PAID or SKIPPED already; the rollback undoes this transfer
         }
         await AdvanceAsync(db, schedule, occurrence.RunAt, now, ct);
         Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), new AllowanceCredited(schedule.Id, schedule.GuardianId, schedule.JuniorId,
             occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, transferId), now);
         await db.SaveChangesAsync(ct);
-        try
-        {
-            await tx.CommitAsync(ct);
-        }
-        catch (Exception e) when (DbErrors.IsUniqueViolation(e))
-        {
-            return JobOutcome.Done; // a concurrent delivery committed the same occurrence first
-        }
-        LogPaid(logger, schedule.Id, occurrence.RunAt, schedule.AmountMinor, schedule.Currency);
-        return JobOutcome.Done;
+        return new PayResult(JobOutcome.Done, Paid: true);
     }
 
     /// <summary>
@@ -149,7 +177,7 @@ public sealed partial class CreditAllowance(TallyDb db, TimeProvider clock, ILog
             """, ct);
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Allowance {ScheduleId} paid for {RunAt:O}: {AmountMinor} minor units {Currency}")]
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Allowance {ScheduleId} paid for {RunAt:O}: {AmountMinor} minor units {Currency}")]
     private static partial void LogPaid(ILogger logger, Guid scheduleId, DateTime runAt, long amountMinor, string currency);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Allowance {ScheduleId} occurrence {RunAt:O} is no longer owed (schedule off, deleted or changed)")]

@@ -127,6 +127,19 @@ public sealed partial class EnqueueDueAllowances(
         {
             return;
         }
+        if (db.Database.IsNpgsql())
+        {
+            // One statement per page on PostgreSQL: a million schedules must fit in one cron window.
+            var ids = marks.Select(m => m.Id).ToArray();
+            var throughs = marks.Select(m => m.Through).ToArray();
+            await db.Database.ExecuteSqlAsync(
+                $"""
+                UPDATE allowance_schedules s SET enqueued_through = v.through, enqueued_at = {now}
+                FROM unnest({ids}, {throughs}) AS v(id, through)
+                WHERE s.id = v.id
+                """, ct);
+            return;
+        }
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         foreach (var (id, through) in marks)
         {

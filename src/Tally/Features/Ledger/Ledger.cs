@@ -50,7 +50,11 @@ public static class Ledger
             ct);
     }
 
-    /// <summary>Moves money inside the current transaction. The caller commits, or rolls back on any other result.</summary>
+    /// <summary>
+    /// Moves money inside the current transaction: one insert and two conditional updates on the
+    /// happy path, with the reasons for a refusal looked up only when one of them refuses.
+    /// The caller commits on <see cref="TransferResult.Transferred"/>, and rolls back on anything else.
+    /// </summary>
     public static async Task<TransferResult> TransferAsync(TallyDb db, TransferRequest request, DateTime now, CancellationToken ct)
     {
         if (db.Database.CurrentTransaction is null)
@@ -58,7 +62,70 @@ public static class Ledger
             throw new InvalidOperationException("A ledger transfer must run inside a transaction.");
         }
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.AmountMinor);
+        if (request.DebitAccountId == request.CreditAccountId)
+        {
+            return new TransferResult.CurrencyMismatch();
+        }
 
+        var transferId = Guid.CreateVersion7();
+        int inserted;
+        try
+        {
+            inserted = await db.Database.ExecuteSqlAsync(
+                $"""
+                INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at)
+                VALUES ({transferId}, {request.DebitAccountId}, {request.CreditAccountId}, {request.AmountMinor}, {request.Currency}, {request.Kind}, {request.IdempotencyKey}, {now})
+                ON CONFLICT (idempotency_key) DO NOTHING
+                """,
+                ct);
+        }
+        catch (Exception e) when (DbErrors.IsForeignKeyViolation(e))
+        {
+            return await WhyRefusedAsync(db, request, transactionAborted: true, ct);
+        }
+        if (inserted == 0)
+        {
+            return new TransferResult.AlreadyDone();
+        }
+
+        // Touch the two rows in id order so two opposite transfers cannot deadlock.
+        var debitFirst = request.DebitAccountId.CompareTo(request.CreditAccountId) < 0;
+        if (debitFirst && !await DebitAsync(db, request, ct))
+        {
+            return await WhyRefusedAsync(db, request, transactionAborted: false, ct);
+        }
+        var credited = await db.Database.ExecuteSqlAsync(
+            $"UPDATE ledger_accounts SET balance_minor = balance_minor + {request.AmountMinor} WHERE id = {request.CreditAccountId} AND currency = {request.Currency}", ct);
+        if (credited != 1 || (!debitFirst && !await DebitAsync(db, request, ct)))
+        {
+            return await WhyRefusedAsync(db, request, transactionAborted: false, ct);
+        }
+        return new TransferResult.Transferred(transferId);
+    }
+
+    private static async Task<bool> DebitAsync(TallyDb db, TransferRequest request, CancellationToken ct) =>
+        await db.Database.ExecuteSqlAsync(
+            $"""
+            UPDATE ledger_accounts SET balance_minor = balance_minor - {request.AmountMinor}
+            WHERE id = {request.DebitAccountId} AND currency = {request.Currency}
+              AND (kind = {AccountKinds.Funding} OR balance_minor >= {request.AmountMinor})
+            """,
+            ct) == 1;
+
+    /// <summary>The slow path: why an update refused. Missing account, other currency, or not enough money.</summary>
+    private static async Task<TransferResult> WhyRefusedAsync(TallyDb db, TransferRequest request, bool transactionAborted, CancellationToken ct)
+    {
+        if (transactionAborted && db.Database.IsNpgsql())
+        {
+            // A failed statement aborts a PostgreSQL transaction; read the reason outside it.
+            await using var diagnose = new TallyDb(new DbContextOptionsBuilder<TallyDb>().UseNpgsql(db.Database.GetConnectionString()).Options);
+            return await DiagnoseAsync(diagnose, request, ct);
+        }
+        return await DiagnoseAsync(db, request, ct);
+    }
+
+    private static async Task<TransferResult> DiagnoseAsync(TallyDb db, TransferRequest request, CancellationToken ct)
+    {
         var accounts = await db.LedgerAccounts.AsNoTracking()
             .Where(a => a.Id == request.DebitAccountId || a.Id == request.CreditAccountId)
             .Select(a => new { a.Id, a.Currency })
@@ -75,42 +142,8 @@ public static class Ledger
                 return new TransferResult.CurrencyMismatch();
             }
         }
-
-        var transferId = Guid.CreateVersion7();
-        var inserted = await db.Database.ExecuteSqlAsync(
-            $"""
-            INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at)
-            VALUES ({transferId}, {request.DebitAccountId}, {request.CreditAccountId}, {request.AmountMinor}, {request.Currency}, {request.Kind}, {request.IdempotencyKey}, {now})
-            ON CONFLICT (idempotency_key) DO NOTHING
-            """,
-            ct);
-        if (inserted == 0)
-        {
-            return new TransferResult.AlreadyDone();
-        }
-
-        // Touch the two rows in id order so two opposite transfers cannot deadlock.
-        var debitFirst = request.DebitAccountId.CompareTo(request.CreditAccountId) < 0;
-        if (debitFirst && !await DebitAsync(db, request, ct))
-        {
-            return new TransferResult.InsufficientFunds();
-        }
-        await db.Database.ExecuteSqlAsync(
-            $"UPDATE ledger_accounts SET balance_minor = balance_minor + {request.AmountMinor} WHERE id = {request.CreditAccountId}", ct);
-        if (!debitFirst && !await DebitAsync(db, request, ct))
-        {
-            return new TransferResult.InsufficientFunds();
-        }
-        return new TransferResult.Transferred(transferId);
+        return new TransferResult.InsufficientFunds();
     }
-
-    private static async Task<bool> DebitAsync(TallyDb db, TransferRequest request, CancellationToken ct) =>
-        await db.Database.ExecuteSqlAsync(
-            $"""
-            UPDATE ledger_accounts SET balance_minor = balance_minor - {request.AmountMinor}
-            WHERE id = {request.DebitAccountId} AND (kind = {AccountKinds.Funding} OR balance_minor >= {request.AmountMinor})
-            """,
-            ct) == 1;
 
     public static IQueryable<LedgerAccount> OwnedBy(this IQueryable<LedgerAccount> accounts, Guid ownerId) =>
         accounts.Where(a => a.OwnerId == ownerId);

@@ -71,14 +71,15 @@ namespace Tally.Jobs.Queues
         public async Task<bool> ReplayAsync(Guid id, CancellationToken ct)
         {
             await using var db = await dbs.CreateDbContextAsync(ct);
-            var row = await db.DeadLetters.FirstOrDefaultAsync(d => d.Id == id, ct);
+            var row = await db.DeadLetters.AsNoTracking().FirstOrDefaultAsync(d => d.Id == id, ct);
             if (row is null)
             {
                 return false;
             }
             await transport.PublishAsync(row.Queue, [new QueueMessage(row.MessageId, row.Body)], ct);
-            db.DeadLetters.Remove(row);
-            await db.SaveChangesAsync(ct);
+            // Delete only the row as it was read: a replay that failed again at once (give-up) has
+            // already written this row anew by now, and that dead letter must stay.
+            await db.DeadLetters.Where(d => d.Id == id && d.DeadLetteredAt == row.DeadLetteredAt).ExecuteDeleteAsync(ct);
             return true;
         }
 

@@ -1,0 +1,104 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Tally.Data;
+using Tally.Jobs.Scheduling;
+
+namespace Tally.Features.StoreIntegrity;
+
+/// <summary>What a run of <see cref="RepairHasOrders"/> changed: the accounts whose flag it set, in id order.</summary>
+public sealed record SyncAccountsResult(IReadOnlyList<Guid> UpdatedIds);
+
+/// <summary>
+/// <c>store.sync-accounts</c> (the seed's Sync Accounts processor): active store accounts flagged
+/// <c>has_orders = false</c> that are seller or buyer on at least one active order of a managed
+/// subscription type get <c>has_orders = true</c>. Idempotent: a second run finds nothing. The
+/// runtime's lock keeps two instances from running it at once, and a failure is logged here with the
+/// seed's initiator, then rethrown for the runtime to record as a FAILED run.
+/// </summary>
+public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreIntegrityOptions> options, ILogger<RepairHasOrders> logger) : IScheduledJob
+{
+    public const string Name = "store.sync-accounts";
+    public const string DefaultCron = "*/5 * * * *";
+    public const string Initiator = "store/sync-accounts";
+
+    // Raw SQL on purpose: the repair is one set-based statement per database, shaped for the partial
+    // indexes of 0003_store_integrity.sql, that updates and returns the ids in a single round trip.
+    // It is driven by the few candidate accounts (ix_store_accounts_unflagged) and asks each one
+    // "any active order of these types?" once per role, so each EXISTS is an index probe on
+    // ix_store_orders_{seller|buyer}_active; one EXISTS with "seller = id OR buyer = id" could use
+    // neither index directly. The NOT has_orders term makes a concurrent or repeated run a no-op.
+    // {0} is the managed product types: a text[] on PostgreSQL, a JSON array on SQLite.
+    public const string PostgresStatement = """
+        UPDATE store_accounts AS a
+        SET has_orders = true
+        WHERE a.active AND NOT a.has_orders
+          AND (EXISTS (SELECT 1 FROM store_orders AS o
+                       WHERE o.seller_account = a.id AND o.status = 'active' AND o.product_type = ANY ({0}))
+            OR EXISTS (SELECT 1 FROM store_orders AS o
+                       WHERE o.buyer_account = a.id AND o.status = 'active' AND o.product_type = ANY ({0})))
+        RETURNING a.id
+        """;
+
+    public const string SqliteStatement = """
+        UPDATE store_accounts AS a
+        SET has_orders = 1
+        WHERE a.active AND NOT a.has_orders
+          AND (EXISTS (SELECT 1 FROM store_orders AS o
+                       WHERE o.seller_account = a.id AND o.status = 'active' AND o.product_type IN (SELECT value FROM json_each({0})))
+            OR EXISTS (SELECT 1 FROM store_orders AS o
+                       WHERE o.buyer_account = a.id AND o.status = 'active' AND o.product_type IN (SELECT value FROM json_each({0}))))
+        RETURNING id
+        """;
+
+    public async Task<JobResult> RunAsync(CancellationToken ct)
+    {
+        try
+        {
+            var updated = await RepairAsync(db, options.CurrentValue.Types, ct);
+            if (updated.Count == 0)
+            {
+                LogInSync(logger);
+            }
+            else
+            {
+                LogOutOfSync(logger, updated.Count);
+                LogRepaired(logger, updated);
+            }
+            return new JobResult(updated.Count, new SyncAccountsResult(updated));
+        }
+        catch (Exception e) when (!(e is OperationCanceledException && ct.IsCancellationRequested))
+        {
+            LogFailed(logger, e, Initiator);
+            throw;
+        }
+    }
+
+    /// <summary>Sets the flag where it is missing, in one statement, and answers the ids it set (sorted).</summary>
+    public static async Task<List<Guid>> RepairAsync(TallyDb db, IReadOnlyList<string> managedTypes, CancellationToken ct)
+    {
+        if (managedTypes.Count == 0)
+        {
+            throw new ArgumentException("At least one managed subscription type is needed.", nameof(managedTypes));
+        }
+        var statement = db.Database.IsNpgsql()
+            ? FormattableStringFactory.Create(PostgresStatement, [managedTypes.ToArray()])
+            : FormattableStringFactory.Create(SqliteStatement, [JsonSerializer.Serialize(managedTypes)]);
+        var ids = await db.Database.SqlQuery<Guid>(statement).ToListAsync(ct);
+        ids.Sort();
+        return ids;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "No accounts out of sync")]
+    private static partial void LogInSync(ILogger logger);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Found {Count} accounts out of sync")]
+    private static partial void LogOutOfSync(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Set has_orders on {AccountIds}")]
+    private static partial void LogRepaired(ILogger logger, IReadOnlyList<Guid> accountIds);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Syncing store accounts failed ({Initiator})")]
+    private static partial void LogFailed(ILogger logger, Exception e, string initiator);
+}

@@ -1,0 +1,62 @@
+using Microsoft.EntityFrameworkCore;
+using Microsoft.EntityFrameworkCore.Metadata.Builders;
+
+namespace Tally.Data
+{
+    public sealed partial class TallyDb
+    {
+        public DbSet<Features.StoreIntegrity.StoreAccount> StoreAccounts => Set<Features.StoreIntegrity.StoreAccount>();
+        public DbSet<Features.StoreIntegrity.StoreOrder> StoreOrders => Set<Features.StoreIntegrity.StoreOrder>();
+    }
+}
+
+namespace Tally.Features.StoreIntegrity
+{
+    /// <summary>
+    /// A store account as the store reports it. <see cref="HasOrders"/> is derived data: the store
+    /// sets it when an order is placed, and <see cref="RepairHasOrders"/> fixes it where it was missed.
+    /// </summary>
+    public sealed class StoreAccount
+    {
+        public Guid Id { get; set; }
+        public bool Active { get; set; }
+        public bool HasOrders { get; set; }
+        public DateTime CreatedAt { get; set; }
+    }
+
+    /// <summary>An order between two store accounts. Only <see cref="StoreOrderStatuses.Active"/> orders count for the repair.</summary>
+    public sealed class StoreOrder
+    {
+        public Guid Id { get; set; }
+        public Guid SellerAccount { get; set; }
+        public Guid BuyerAccount { get; set; }
+        public required string Status { get; set; }
+        public required string ProductType { get; set; }
+
+        /// <summary>The store's metadata object as compact JSON text, or null.</summary>
+        public string? Metadata { get; set; }
+
+        public DateTime CreatedAt { get; set; }
+    }
+
+    public static class StoreOrderStatuses
+    {
+        /// <summary>The one status that counts, compared exactly (as the store writes it). Also the partial indexes' predicate.</summary>
+        public const string Active = "active";
+    }
+
+    internal sealed class StoreAccountMap : IEntityTypeConfiguration<StoreAccount>
+    {
+        public void Configure(EntityTypeBuilder<StoreAccount> e) => e.ToTable("store_accounts");
+    }
+
+    internal sealed class StoreOrderMap : IEntityTypeConfiguration<StoreOrder>
+    {
+        public void Configure(EntityTypeBuilder<StoreOrder> e)
+        {
+            e.ToTable("store_orders");
+            e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.SellerAccount).OnDelete(DeleteBehavior.Restrict);
+            e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.BuyerAccount).OnDelete(DeleteBehavior.Restrict);
+        }
+    }
+}

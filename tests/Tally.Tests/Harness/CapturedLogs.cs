@@ -1,0 +1,52 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Tally.Tests.Harness;
+
+/// <summary>
+/// An in-memory logger provider: pass <c>logs.Register</c> as an app's test services, then assert on
+/// <see cref="Entries"/>. Captures Tally's own categories from Information up, whatever the
+/// app's configured levels, with each entry's structured fields.
+/// </summary>
+public sealed class CapturedLogs : ILoggerProvider
+{
+    private readonly ConcurrentQueue<Entry> _entries = new();
+
+    public sealed record Entry(string Category, LogLevel Level, string Message, IReadOnlyDictionary<string, object?> Fields, Exception? Exception);
+
+    public IReadOnlyList<Entry> Entries => [.. _entries];
+
+    public IEnumerable<string> Messages(string categoryPrefix) =>
+        Entries.Where(e => e.Category.StartsWith(categoryPrefix, StringComparison.Ordinal)).Select(e => e.Message);
+
+    public void Register(IServiceCollection services)
+    {
+        services.AddSingleton<ILoggerProvider>(this);
+        services.Configure<LoggerFilterOptions>(o => o
+            .AddFilter<CapturedLogs>(null, LogLevel.Warning)
+            .AddFilter<CapturedLogs>("Tally", LogLevel.Information));
+    }
+
+    public ILogger CreateLogger(string categoryName) => new Logger(categoryName, _entries);
+
+    public void Dispose()
+    {
+    }
+
+    private sealed class Logger(string category, ConcurrentQueue<Entry> entries) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => logLevel != LogLevel.None;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            var fields = state is IEnumerable<KeyValuePair<string, object?>> pairs
+                ? pairs.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal)
+                : new Dictionary<string, object?>(StringComparer.Ordinal);
+            entries.Enqueue(new Entry(category, logLevel, formatter(state, exception), fields, exception));
+        }
+    }
+}

@@ -1,0 +1,164 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using Tally.Jobs;
+using Tally.Jobs.Queues;
+using Tally.Tests.Harness;
+
+namespace Tally.Tests.Jobs;
+
+/// <summary>
+/// The delivery contract both transports keep: outcomes become ack / retry after the delay / dead
+/// letter, dead letters reach the admin API and can be replayed. The same scenarios run in-process
+/// (SQLite) and on RabbitMQ (PostgreSQL).
+/// </summary>
+public class QueueSemanticsTests
+{
+    private static readonly TimeSpan RetryDelay = TimeSpan.FromMilliseconds(300);
+
+    // .NET timers run on the coarse monotonic clock (a few ms per tick on Linux), so a 300 ms
+    // Task.Delay may end a tick early measured by the Stopwatch; a missing delay would show ~0 ms.
+    private static readonly TimeSpan TimerResolution = TimeSpan.FromMilliseconds(10);
+
+    [Theory]
+    [InlineData("inprocess")]
+    [InlineData("rabbitmq")]
+    public async Task RetryLater_Always_RetriesAfterTheDelayThenDeadLettersAndReplays(string transport)
+    {
+        await using var queue = new ScriptedQueue(_ => JobOutcome.RetryLater("boom"));
+        await using var app = await queue.StartAppAsync(transport);
+        var admin = app.Admin();
+        var id = $"m-{Guid.NewGuid():N}";
+        await PublishAsync(app, transport, queue, id);
+
+        var dead = await SingleDeadLetterAsync(admin, queue);
+        Assert.Equal([0, 1, 2, 3], queue.Deliveries.Select(d => d.Message.Attempt));
+        Assert.All(queue.Deliveries, d => Assert.Equal((id, Body(id)), (d.Message.Id, d.Message.Body)));
+        AssertGapsAtLeastRetryDelay(queue.Deliveries.ToList());
+        Assert.Equal(id, dead.GetProperty("messageId").GetString());
+        Assert.Equal(Body(id), dead.GetProperty("body").GetString());
+        Assert.Equal(4, dead.GetProperty("attempts").GetInt32());
+        Assert.Equal("max retries (3) reached: boom", dead.GetProperty("reason").GetString());
+
+        await admin.PostAsync($"/api/admin/dead-letters/{dead.GetProperty("id").GetGuid()}/replay", null).ExpectAsync(HttpStatusCode.Accepted);
+
+        // The replay starts again at attempt 0 with fresh retries, and dead-letters again.
+        await Eventually.TrueAsync(() => Task.FromResult(queue.Deliveries.Count >= 8), "the replayed message to use up its retries");
+        var again = await SingleDeadLetterAsync(admin, queue);
+        Assert.Equal([0, 1, 2, 3, 0, 1, 2, 3], queue.Deliveries.Select(d => d.Message.Attempt));
+        AssertGapsAtLeastRetryDelay(queue.Deliveries.Skip(4).ToList());
+        Assert.Equal(4, again.GetProperty("attempts").GetInt32());
+        Assert.Equal(id, again.GetProperty("messageId").GetString());
+    }
+
+    [Theory]
+    [InlineData("inprocess")]
+    [InlineData("rabbitmq")]
+    public async Task Done_IsAckedOnce_AndNeverRedelivered(string transport)
+    {
+        await using var queue = new ScriptedQueue(_ => JobOutcome.Done);
+        var app = await queue.StartAppAsync(transport);
+        try
+        {
+            var admin = app.Admin();
+            var transportUnderTest = app.Get<IQueueTransport>();
+            await PublishAsync(app, transport, queue, "done-1");
+
+            await Eventually.TrueAsync(() => Task.FromResult(queue.Deliveries.Count == 1), "the message to be delivered");
+            await Eventually.TrueAsync(
+                async () => await transportUnderTest.GetDepthAsync(queue.Definition, TestContext.Current.CancellationToken) is { Ready: 0, Retrying: 0, InFlight: 0 },
+                "the message to be settled");
+            // Longer than a retry would take to come back: nothing does.
+            await Task.Delay(RetryDelay * 4, TestContext.Current.CancellationToken);
+            Assert.Single(queue.Deliveries);
+            Assert.Equal(0, queue.Deliveries.Single().Message.Attempt);
+            Assert.Empty(await DeadLettersAsync(admin, queue));
+        }
+        finally
+        {
+            await app.DisposeAsync();
+        }
+
+        if (transport == "rabbitmq")
+        {
+            // Closing the app's channels would have returned an unacked message to the queue.
+            await using var broker = await TestBroker.ConnectAsync();
+            Assert.Equal(0u, await broker.CountAsync(queue.Name));
+            Assert.Equal(0u, await broker.CountAsync(queue.Definition.RetryQueue));
+            Assert.Equal(0u, await broker.CountAsync(queue.Definition.DeadLetterQueue));
+        }
+    }
+
+    [Theory]
+    [InlineData("inprocess")]
+    [InlineData("rabbitmq")]
+    public async Task Throwing_Handler_IsRetriedLikeRetryLater(string transport)
+    {
+        await using var queue = new ScriptedQueue(_ => throw new InvalidOperationException("kaboom"));
+        await using var app = await queue.StartAppAsync(transport);
+        var admin = app.Admin();
+        await PublishAsync(app, transport, queue, "throws-1");
+
+        var dead = await SingleDeadLetterAsync(admin, queue);
+        Assert.Equal([0, 1, 2, 3], queue.Deliveries.Select(d => d.Message.Attempt));
+        AssertGapsAtLeastRetryDelay(queue.Deliveries.ToList());
+        Assert.Equal(4, dead.GetProperty("attempts").GetInt32());
+        Assert.Equal("max retries (3) reached: InvalidOperationException: kaboom", dead.GetProperty("reason").GetString());
+    }
+
+    [Theory]
+    [InlineData("inprocess")]
+    [InlineData("rabbitmq")]
+    public async Task GiveUp_GoesStraightToDeadLetters(string transport)
+    {
+        await using var queue = new ScriptedQueue(_ => JobOutcome.GiveUp("not worth retrying"));
+        await using var app = await queue.StartAppAsync(transport);
+        var admin = app.Admin();
+        await PublishAsync(app, transport, queue, "give-up-1");
+
+        var dead = await SingleDeadLetterAsync(admin, queue);
+        var delivery = Assert.Single(queue.Deliveries);
+        Assert.Equal(0, delivery.Message.Attempt);
+        Assert.Equal(1, dead.GetProperty("attempts").GetInt32());
+        Assert.Equal("not worth retrying", dead.GetProperty("reason").GetString());
+        Assert.Equal("give-up-1", dead.GetProperty("messageId").GetString());
+
+        // Replayed, it gives up again at once: the new dead letter must survive the replay's own clean-up.
+        await admin.PostAsync($"/api/admin/dead-letters/{dead.GetProperty("id").GetGuid()}/replay", null).ExpectAsync(HttpStatusCode.Accepted);
+        await Eventually.TrueAsync(() => Task.FromResult(queue.Deliveries.Count == 2), "the replayed message to be delivered");
+        var again = await SingleDeadLetterAsync(admin, queue);
+        Assert.Equal(1, again.GetProperty("attempts").GetInt32());
+        Assert.Equal([0, 0], queue.Deliveries.Select(d => d.Message.Attempt));
+    }
+
+    private static string Body(string id) => $$"""{"id":"{{id}}","note":"ünïcode €"}""";
+
+    private static async Task PublishAsync(TallyApp app, string transport, ScriptedQueue queue, string id)
+    {
+        var queues = app.Get<IQueueTransport>();
+        Assert.Equal(transport == "rabbitmq" ? "rabbitmq" : "in-process", queues.Name);
+        await queues.PublishAsync(queue.Name, [new QueueMessage(id, Body(id))], TestContext.Current.CancellationToken);
+    }
+
+    private static async Task<List<JsonElement>> DeadLettersAsync(HttpClient admin, ScriptedQueue queue)
+    {
+        var body = await admin.GetAsync($"/api/admin/dead-letters?queue={queue.Name}").ExpectAsync(HttpStatusCode.OK);
+        return body.EnumerateArray().ToList();
+    }
+
+    private static async Task<JsonElement> SingleDeadLetterAsync(HttpClient admin, ScriptedQueue queue)
+    {
+        List<JsonElement> rows = [];
+        await Eventually.TrueAsync(async () => (rows = await DeadLettersAsync(admin, queue)).Count > 0, $"a dead letter on {queue.Name}");
+        return Assert.Single(rows);
+    }
+
+    private static void AssertGapsAtLeastRetryDelay(List<ScriptedQueue.Seen> deliveries)
+    {
+        for (var i = 1; i < deliveries.Count; i++)
+        {
+            var gap = Stopwatch.GetElapsedTime(deliveries[i - 1].Timestamp, deliveries[i].Timestamp);
+            Assert.True(gap >= RetryDelay - TimerResolution, $"Delivery {i} came {gap.TotalMilliseconds:0} ms after the previous one, before the retry delay of {RetryDelay.TotalMilliseconds} ms.");
+        }
+    }
+}
