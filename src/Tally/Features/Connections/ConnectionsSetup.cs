@@ -15,7 +15,7 @@ public static class ConnectionsSetup
         services.AddSingleton<IValidateOptions<ConnectionsOptions>, ValidateConnections>();
         services.AddValidatedOptions<SimpleFinOptions>(SimpleFinOptions.Section)
             .Validate(o => o.Timeout > TimeSpan.Zero, "SimpleFin:Timeout must be positive.");
-        CredentialProtector.AddCredentialProtection(services);
+        CredentialProtector.AddCredentialProtection(services, builder.Configuration);
 
         // No redirects (a redirect could lead a secret to a host SimpleFin:AllowedHosts does not list)
         // and no request logging (a claim URL carries its token).

@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.DataProtection.EntityFrameworkCore;
@@ -62,13 +63,54 @@ namespace Tally.Features.Connections
             }
         }
 
-        public static IServiceCollection AddCredentialProtection(IServiceCollection services)
+        public static IServiceCollection AddCredentialProtection(IServiceCollection services, IConfiguration configuration)
         {
-            services.AddDataProtection()
+            var dataProtection = services.AddDataProtection()
                 .SetApplicationName("Tally")
                 .PersistKeysToDbContext<TallyDb>();
+            if (KeyRingOptions.Certificate(configuration) is { } certificate)
+            {
+                dataProtection.ProtectKeysWithCertificate(certificate);
+            }
             services.AddSingleton<CredentialProtector>();
             return services;
+        }
+    }
+
+    /// <summary>
+    /// The <c>DataProtection</c> section: how the key ring itself is kept. With a certificate, every
+    /// key in <c>data_protection_keys</c> is encrypted with it (XML encryption), so a copy of the
+    /// database alone does not give the credentials away. Without one (embedded mode), the keys are
+    /// stored as Data Protection writes them, and it says so in a warning when it creates one.
+    /// </summary>
+    public sealed class KeyRingOptions
+    {
+        public const string Section = "DataProtection";
+
+        /// <summary>A PKCS #12 (.pfx) file with the certificate and its private key.</summary>
+        public string? CertificatePath { get; set; }
+
+        public string? CertificatePassword { get; set; }
+
+        internal static X509Certificate2? Certificate(IConfiguration configuration)
+        {
+            var options = configuration.GetSection(Section).Get<KeyRingOptions>();
+            if (string.IsNullOrWhiteSpace(options?.CertificatePath))
+            {
+                return null;
+            }
+            X509Certificate2 certificate;
+            try
+            {
+                certificate = X509CertificateLoader.LoadPkcs12FromFile(options.CertificatePath, options.CertificatePassword);
+            }
+            catch (Exception e) when (e is CryptographicException or IOException or UnauthorizedAccessException)
+            {
+                throw new InvalidOperationException($"DataProtection:CertificatePath cannot be read as a PKCS #12 certificate with DataProtection:CertificatePassword ({e.GetType().Name}).", e);
+            }
+            return certificate.HasPrivateKey
+                ? certificate
+                : throw new InvalidOperationException("DataProtection:CertificatePath must hold the certificate's private key.");
         }
     }
 }
