@@ -29,10 +29,12 @@ public class ConnectionApiTests
         Assert.Equal(0, (await t.User.GetAsync("/api/connections").ExpectAsync(HttpStatusCode.OK)).GetArrayLength());
     }
 
-    [Fact]
-    public async Task Accounts_PageByCursor()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Accounts_PageByCursor(string storage)
     {
-        await using var t = await ConnectionApp.CreateAsync("sqlite");
+        await using var t = await ConnectionApp.CreateAsync(storage);
         var id = await t.User.CreateSandboxConnectionAsync(new { login = "pager", accounts = 7 });
         await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
         var first = await t.User.GetAsync($"/api/connections/{id}/accounts?limit=5").ExpectAsync(HttpStatusCode.OK);

@@ -57,10 +57,12 @@ public class SyncScheduleTests
         Assert.Equal(slot, SyncSchedule.LatestSlot(id, slot, period));
     }
 
-    [Fact]
-    public async Task SyncAllJob_SyncsActiveDueConnections_ThenNoneUntilTheirNextSlot()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task SyncAllJob_SyncsActiveDueConnections_ThenNoneUntilTheirNextSlot(string storage)
     {
-        await using var t = await ConnectionApp.CreateAsync("sqlite", new Dictionary<string, string?>
+        await using var t = await ConnectionApp.CreateAsync(storage, new Dictionary<string, string?>
         {
             ["Connections:Providers:sandbox:SchedulePeriod"] = "00:30:00",
         });
