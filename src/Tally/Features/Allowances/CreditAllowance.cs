@@ -23,6 +23,19 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
 
     public sealed record PayResult(JobOutcome Outcome, bool Paid);
 
+    public sealed record Facts(AllowanceSchedule Schedule, bool Settled, Guid? From, Guid? To);
+
+    /// <summary>Compiled once: this read runs for every delivery, duplicates included.</summary>
+    private static readonly Func<TallyDb, Guid, DateTime, Task<Facts?>> ReadFacts = EF.CompileAsyncQuery(
+        (TallyDb ctx, Guid scheduleId, DateTime runAt) => ctx.AllowanceSchedules.AsNoTracking()
+            .Where(s => s.Id == scheduleId)
+            .Select(s => new Facts(
+                s,
+                ctx.AllowanceCredits.Any(c => c.ScheduleId == s.Id && c.RunAt == runAt && c.Outcome != CreditOutcome.Failed),
+                ctx.LedgerAccounts.Where(a => a.OwnerId == s.GuardianId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
+                ctx.LedgerAccounts.Where(a => a.OwnerId == s.JuniorId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault()))
+            .FirstOrDefault());
+
     public async Task<JobOutcome> HandleAsync(QueueMessage message, CancellationToken ct)
     {
         if (OccurrenceMessage.TryParse(message) is not { } occurrence)
@@ -37,16 +50,7 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
 
         // One read tells everything the decision needs; for a duplicate delivery it is the only
         // statement: a settled occurrence is acked without a write transaction.
-        var facts = await db.AllowanceSchedules.AsNoTracking()
-            .Where(s => s.Id == occurrence.ScheduleId)
-            .Select(s => new
-            {
-                Schedule = s,
-                Settled = db.AllowanceCredits.Any(c => c.ScheduleId == s.Id && c.RunAt == occurrence.RunAt && c.Outcome != CreditOutcome.Failed),
-                From = db.LedgerAccounts.Where(a => a.OwnerId == s.GuardianId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
-                To = db.LedgerAccounts.Where(a => a.OwnerId == s.JuniorId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
-            })
-            .FirstOrDefaultAsync(ct);
+        var facts = await ReadFacts(db, occurrence.ScheduleId, occurrence.RunAt);
         if (facts is { Settled: true })
         {
             return JobOutcome.Done;
@@ -95,6 +99,9 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
     internal static async Task<PayResult> PayInTransactionAsync(TallyDb db, Payable payable, DateTime now, CancellationToken ct)
     {
         var (occurrence, schedule, from, to) = payable;
+        // The caller's transaction (or savepoint) already bounds this work; EF's own savepoint around
+        // SaveChanges would only add two round trips per credit.
+        db.Database.AutoSavepointsEnabled = false;
         var transfer = await Ledger.Ledger.TransferAsync(db,
             new TransferRequest(from, to, schedule.AmountMinor, schedule.Currency, "ALLOWANCE", IdempotencyKey(occurrence)), now, ct);
         if (transfer is not TransferResult.Transferred { TransferId: var transferId })
