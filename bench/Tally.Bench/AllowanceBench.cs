@@ -66,7 +66,7 @@ public static class AllowanceBench
             {
                 processes.Add(StartTally(settings, "worker", "http://127.0.0.1:0"));
             }
-            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}") };
+            using var http = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = Timeout.InfiniteTimeSpan };
             http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer",
                 Auth.CreateToken(SigningKey, Guid.Empty, [Roles.Admin], TimeSpan.FromHours(2)));
             await WaitHealthyAsync(http, ct);
