@@ -27,6 +27,8 @@ public static class JobRuntimeSetup
         services.AddValidatedOptions<JobsOptions>(JobsOptions.Section)
             .Validate(o => o.LockTtl >= TimeSpan.FromSeconds(1), "Jobs:LockTtl must be at least one second.")
             .Validate(o => o.Lock is null or "inprocess" or "redis" or "postgres", "Jobs:Lock must be inprocess, redis or postgres.");
+        // Every job's cron and time zone are checked with the other settings, before anything starts.
+        services.AddSingleton<Microsoft.Extensions.Options.IValidateOptions<JobsOptions>, JobScheduleValidation>();
         services.AddSingleton(TimeProvider.System);
 
         if (!string.IsNullOrWhiteSpace(redisUrl))
@@ -108,4 +110,22 @@ public sealed class HeartbeatJob : IScheduledJob
     public const string Name = "runtime.heartbeat";
 
     public Task<JobResult> RunAsync(CancellationToken ct) => Task.FromResult(new JobResult(0));
+}
+
+/// <summary>Fails start-up, naming the setting, when a job's cron expression or time zone is invalid.</summary>
+internal sealed class JobScheduleValidation(IEnumerable<JobRegistration> registrations, IConfiguration configuration)
+    : Microsoft.Extensions.Options.IValidateOptions<JobsOptions>
+{
+    public Microsoft.Extensions.Options.ValidateOptionsResult Validate(string? name, JobsOptions options)
+    {
+        try
+        {
+            _ = new JobRegistry(registrations, configuration);
+            return Microsoft.Extensions.Options.ValidateOptionsResult.Success;
+        }
+        catch (InvalidOperationException e)
+        {
+            return Microsoft.Extensions.Options.ValidateOptionsResult.Fail(e.Message);
+        }
+    }
 }
