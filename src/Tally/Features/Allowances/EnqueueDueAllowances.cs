@@ -132,13 +132,25 @@ public sealed partial class EnqueueDueAllowances(
             // One statement per page on PostgreSQL: a million schedules must fit in one cron window.
             var ids = marks.Select(m => m.Id).ToArray();
             var throughs = marks.Select(m => m.Through).ToArray();
-            await db.Database.ExecuteSqlAsync(
-                $"""
-                UPDATE allowance_schedules s SET enqueued_through = v.through, enqueued_at = {now}
-                FROM unnest({ids}, {throughs}) AS v(id, through)
-                WHERE s.id = v.id
-                """, ct);
-            return;
+            for (var attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    await db.Database.ExecuteSqlAsync(
+                        $"""
+                        UPDATE allowance_schedules s SET enqueued_through = v.through, enqueued_at = {now}
+                        FROM unnest({ids}, {throughs}) AS v(id, through)
+                        WHERE s.id = v.id
+                        """, ct);
+                    return;
+                }
+                catch (Exception e) when (attempt < 5 && DbErrors.IsTransient(e))
+                {
+                    // A deadlock with workers advancing the same schedules: the statement is idempotent, run it again.
+                    LogMarkRetried(logger, attempt);
+                    await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt), ct);
+                }
+            }
         }
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         foreach (var (id, through) in marks)
@@ -151,6 +163,9 @@ public sealed partial class EnqueueDueAllowances(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Enqueued {Count} allowance occurrences for {Schedules} schedules")]
     private static partial void LogEnqueued(ILogger logger, int count, int schedules);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Marking enqueued schedules lost a deadlock (attempt {Attempt}); trying again")]
+    private static partial void LogMarkRetried(ILogger logger, int attempt);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Recorded {Count} missed occurrences as skipped (beyond the catch-up cap of {Cap})")]
     private static partial void LogSkipped(ILogger logger, int count, int cap);
