@@ -79,8 +79,8 @@ public sealed partial class CreditBatcher(
 
     private async Task RunBatchAsync(List<Request> batch)
     {
-        // Guardians' accounts in one order in every batch, so two batches wait for each other rather than deadlock.
-        batch.Sort((a, b) => a.Payable.From.CompareTo(b.Payable.From));
+        // Schedules in id order in every batch, as the producer locks them, so they wait for each other rather than deadlock.
+        batch.Sort((a, b) => a.Payable.Schedule.Id.CompareTo(b.Payable.Schedule.Id));
         for (var attempt = 1; ; attempt++)
         {
             try

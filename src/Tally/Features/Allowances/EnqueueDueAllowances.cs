@@ -138,15 +138,17 @@ public sealed partial class EnqueueDueAllowances(
                 {
                     await db.Database.ExecuteSqlAsync(
                         $"""
+                        WITH locked AS (
+                            SELECT id FROM allowance_schedules WHERE id = ANY({ids}) ORDER BY id FOR UPDATE)
                         UPDATE allowance_schedules s SET enqueued_through = v.through, enqueued_at = {now}
-                        FROM unnest({ids}, {throughs}) AS v(id, through)
-                        WHERE s.id = v.id
+                        FROM unnest({ids}, {throughs}) AS v(id, through), locked
+                        WHERE s.id = v.id AND locked.id = v.id
                         """, ct);
                     return;
                 }
                 catch (Exception e) when (attempt < 5 && DbErrors.IsTransient(e))
                 {
-                    // A deadlock with workers advancing the same schedules: the statement is idempotent, run it again.
+                    // Rows are locked in id order, as group commit takes them; should a deadlock still happen, the statement is idempotent.
                     LogMarkRetried(logger, attempt);
                     await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt), ct);
                 }
