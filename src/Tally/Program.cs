@@ -4,6 +4,7 @@ using Tally.Features.Ledger;
 using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
+using Tally.Sandbox;
 
 // `dotnet run --project src/Tally -- token --role admin` prints a development token and exits.
 if (args is ["token", ..])
@@ -20,6 +21,7 @@ builder.AddConfigAliases()
     .AddJobRuntime()
     .AddObservability()
     .AddAllowances()
+    .AddSandbox()
     .AddDemoData();
 
 var app = builder.Build();
@@ -27,6 +29,7 @@ app.UseTallyProblems();
 app.UseAuthentication();
 app.UseAuthorization();
 app.MapObservability();
+app.MapSandbox();
 if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
 {
     app.MapOperator()
