@@ -1,5 +1,6 @@
 using Tally.Data;
 using Tally.Features.Allowances;
+using Tally.Features.BalanceSync;
 using Tally.Features.Ledger;
 using Tally.Features.Users;
 using Tally.Hosting;
@@ -21,6 +22,7 @@ builder.AddConfigAliases()
     .AddJobRuntime()
     .AddObservability()
     .AddAllowances()
+    .AddBalanceSync()
     .AddSandbox()
     .AddDemoData();
 
@@ -35,7 +37,8 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
     app.MapOperator()
         .MapUsers()
         .MapLedger()
-        .MapAllowances();
+        .MapAllowances()
+        .MapBalanceSync();
 }
 app.Run();
 return 0;

@@ -1,4 +1,12 @@
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Logging;
+using Tally.Data;
+using Tally.Features.BalanceSync;
+using Tally.Hosting;
+using Tally.Jobs;
 using Tally.Jobs.Scheduling;
+using Tally.Tests.Harness;
 
 namespace Tally.Tests.Jobs;
 
@@ -27,6 +35,52 @@ public class IntervalScheduleTests
     [InlineData("ten minutes")]
     [InlineData("-5s")]
     public void BadInterval_IsRefused(string interval) => Assert.Throws<FormatException>(() => Every(interval));
+
+    [Theory]
+    [InlineData("BALANCE_SYNC_INTERVAL", "soon", "BalanceSync:IntervalMs")]
+    [InlineData("BalanceSync:IntervalMs", "10", "BalanceSync:IntervalMs")]
+    [InlineData("AUTH_SYNC_TIMEOUT", "0", "BalanceSync:AuthSyncTimeoutMs")]
+    [InlineData("BalanceSync:PriorityReserve", "1", "BalanceSync:PriorityReserve")]
+    [InlineData("BalanceSync:Lanes", "postgres", "BalanceSync:Lanes")]
+    [InlineData("T24:BaseUrl", "ftp://core", "T24:BaseUrl")]
+    [InlineData("Jobs:balance-sync.enqueue-all:Cron", "@every never", "Jobs:balance-sync.enqueue-all:Cron")]
+    public async Task BadBalanceSyncSetting_StopsStartUpNamingTheSetting(string key, string value, string named)
+    {
+        // A plain host rather than TallyApp: the test host's deferred start can report a failed start-up
+        // as a disposed service provider, hiding the message this test reads.
+        var error = await Assert.ThrowsAnyAsync<Exception>(async () =>
+        {
+            var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Testing" });
+            builder.Configuration.AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["Auth:SigningKey"] = TallyApp.SigningKey,
+                ["ConnectionStrings:Sqlite"] = $"Data Source={Path.Combine(Path.GetTempPath(), $"tally-setting-{Guid.NewGuid():N}.db")}",
+                [key] = value,
+            });
+            builder.Logging.ClearProviders();
+            builder.AddConfigAliases().AddTallyOptions().AddTallyData().AddJobRuntime().AddBalanceSync();
+            await using var app = builder.Build();
+            await app.StartAsync(TestContext.Current.CancellationToken);
+            await app.StopAsync(TestContext.Current.CancellationToken);
+        });
+        var messages = string.Join(" | ", Flatten(error).Select(e => e.Message));
+        Assert.Contains(named, messages);
+    }
+
+    private static IEnumerable<Exception> Flatten(Exception e)
+    {
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            yield return x;
+            if (x is AggregateException agg)
+            {
+                foreach (var inner in agg.InnerExceptions.SelectMany(Flatten))
+                {
+                    yield return inner;
+                }
+            }
+        }
+    }
 
     private sealed class HeartbeatJobStub : IScheduledJob
     {
