@@ -31,7 +31,7 @@ public sealed class CoreCallGate : IDisposable
     private readonly int _permits;
     private readonly long _window;
     private readonly long _spacing;
-    private readonly Queue<long> _starts = new();
+    private readonly Queue<Start> _starts = new();
     private readonly List<Waiter> _waiters = [];
     private readonly ITimer _timer;
     private long _timerDue = long.MaxValue;
@@ -122,6 +122,23 @@ public sealed class CoreCallGate : IDisposable
 
     public void Dispose() => _timer.Dispose();
 
+    /// <summary>
+    /// The call really starts now: count it from now, not from the grant. Under load the granted caller
+    /// may resume late; counting from the grant would let the next calls follow too closely.
+    /// </summary>
+    private void MarkStarted(Lease lease)
+    {
+        lock (_lock)
+        {
+            var now = Now();
+            lease.Started.At = Math.Max(lease.Started.At, now);
+            if (lease.Lane == SyncLane.Background)
+            {
+                _lastBackgroundStart = Math.Max(_lastBackgroundStart, now);
+            }
+        }
+    }
+
     private void Release(Lease lease)
     {
         lock (_lock)
@@ -159,7 +176,7 @@ public sealed class CoreCallGate : IDisposable
     private void Pump()
     {
         var now = Now();
-        while (_starts.Count > 0 && _starts.Peek() <= now - _window)
+        while (_starts.Count > 0 && _starts.Peek().At <= now - _window)
         {
             _starts.Dequeue();
         }
@@ -190,8 +207,9 @@ public sealed class CoreCallGate : IDisposable
                 _inFlightBackground++;
                 _lastBackgroundStart = now;
             }
-            _starts.Enqueue(now);
-            waiter.Granted.TrySetResult(new Lease(this, lane));
+            var start = new Start { At = now };
+            _starts.Enqueue(start);
+            waiter.Granted.TrySetResult(new Lease(this, lane, start));
         }
     }
 
@@ -208,7 +226,7 @@ public sealed class CoreCallGate : IDisposable
         if (_starts.Count >= limit)
         {
             // The window frees a permit when its (count - limit + 1)th oldest start leaves it.
-            retryAt = _starts.ElementAt(_starts.Count - limit) + _window;
+            retryAt = _starts.ElementAt(_starts.Count - limit).At + _window;
             return false;
         }
         if (background && _lastBackgroundStart != long.MinValue && now < _lastBackgroundStart + _spacing)
@@ -239,19 +257,31 @@ public sealed class CoreCallGate : IDisposable
         public TaskCompletionSource<Lease> Granted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
+    /// <summary>A call's start in the rate window; moved to the real start by <see cref="Lease.Starting"/>.</summary>
+    internal sealed class Start
+    {
+        public long At { get; set; }
+    }
+
     /// <summary>The right to one call in flight. Disposing it frees the slot (the rate window keeps its start).</summary>
     public sealed class Lease : IDisposable
     {
         private readonly CoreCallGate _gate;
         private int _released;
 
-        internal Lease(CoreCallGate gate, SyncLane lane)
+        internal Lease(CoreCallGate gate, SyncLane lane, Start started)
         {
             _gate = gate;
             Lane = lane;
+            Started = started;
         }
 
         public SyncLane Lane { get; }
+
+        internal Start Started { get; }
+
+        /// <summary>Call right before sending: the rate window counts the call from this moment.</summary>
+        public void Starting() => _gate.MarkStarted(this);
 
         public void Dispose()
         {

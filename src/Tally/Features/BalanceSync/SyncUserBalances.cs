@@ -55,8 +55,9 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
         foreach (var account in accounts)
         {
             T24Result result;
-            using (await gate.EnterAsync(lane, ct))
+            using (var lease = await gate.EnterAsync(lane, ct))
             {
+                lease.Starting();
                 result = await t24.GetBalanceAsync(account.AccountNumber, ct);
             }
             CoreCalls.Add(1, new KeyValuePair<string, object?>("outcome", result.Failure?.Code ?? "OK"));

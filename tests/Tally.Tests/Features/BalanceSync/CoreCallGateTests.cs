@@ -74,6 +74,24 @@ public class CoreCallGateTests
     }
 
     [Fact]
+    public async Task LateStart_IsCountedFromWhenTheCallReallyStarted()
+    {
+        var clock = new ManualClock();
+        using var gate = new CoreCallGate(2, 0, new CoreRate(2, TimeSpan.FromSeconds(1)), clock);
+        var first = await gate.EnterAsync(Lane(SyncLane.Priority), None);
+        clock.Advance(TimeSpan.FromMilliseconds(400)); // the caller resumed late
+        first.Starting();
+        first.Dispose();
+        (await gate.EnterAsync(Lane(SyncLane.Priority), None)).Dispose();
+        var third = gate.EnterAsync(Lane(SyncLane.Priority), None);
+        clock.Advance(TimeSpan.FromMilliseconds(700)); // 1.1 s after the grant, 0.7 s after the real start
+        Assert.False(third.IsCompleted);
+        clock.Advance(TimeSpan.FromMilliseconds(300));
+        Assert.True(third.IsCompleted);
+        (await third).Dispose();
+    }
+
+    [Fact]
     public async Task Reserve_KeepsASlotAndAPermitFreeForALogin()
     {
         var clock = new ManualClock();

@@ -35,16 +35,20 @@ public class ScaleOutTests
             Assert.Contains(await banking.QueueAsync(user, on: b), new[] { "ALREADY_QUEUED", "IN_FLIGHT" });
         }
 
-        // Each instance's two background workers claim a user each and hang on the core (one call slot
-        // per instance); the rest wait. Both instances report the same table.
-        await Eventually.TrueAsync(async () => (await banking.StatusAsync(a)).GetProperty("inFlight").GetInt64() == 4
-            && banking.Sandbox.T24.Stats().Concurrent == 2, "both instances to be calling");
-        var fromA = await banking.StatusAsync(a);
-        var fromB = await banking.StatusAsync(b);
-        Assert.Equal(fromA.ToString(), fromB.ToString());
-        Assert.Equal(12, fromA.GetProperty("background").GetInt64() + fromA.GetProperty("inFlight").GetInt64());
-        Assert.True(fromA.GetProperty("processing").GetBoolean());
-        Assert.Equal("postgres", fromA.GetProperty("lanes").GetString());
+        // Each instance's background workers claim a few users and hang on the core (one call slot per
+        // instance); the rest wait. Once the claims settle, both instances report the same table.
+        string fromA = "", fromB = "";
+        await Eventually.TrueAsync(async () =>
+        {
+            fromA = (await banking.StatusAsync(a)).ToString();
+            fromB = (await banking.StatusAsync(b)).ToString();
+            return banking.Sandbox.T24.Stats().Concurrent == 2 && fromA == fromB && fromA == (await banking.StatusAsync(a)).ToString();
+        }, "both instances calling and reporting the same depths");
+        var status = System.Text.Json.JsonDocument.Parse(fromA).RootElement;
+        Assert.Equal(12, status.GetProperty("background").GetInt64() + status.GetProperty("inFlight").GetInt64());
+        Assert.True(status.GetProperty("inFlight").GetInt64() >= 2);
+        Assert.True(status.GetProperty("processing").GetBoolean());
+        Assert.Equal("postgres", status.GetProperty("lanes").GetString());
 
         // A login on B for a user waiting (or running) on the shared lanes is answered once the core answers.
         var login = banking.LoginSyncAsync(users[^1], HttpStatusCode.OK, on: b);
