@@ -96,9 +96,9 @@ public sealed class SyncCompletions
 /// background workers only background ones, and every core call of both goes through the one
 /// <see cref="CoreCallGate"/>, which serves priority first. So a login never queues behind background
 /// work: its entry is claimed at once by an idle priority worker and its calls jump every background
-/// call waiting at the gate. There are twice as many background workers as background call slots, plus
-/// one: while some read and write the database, others wait at the gate, so a free slot never waits for
-/// the database.
+/// call waiting at the gate. By default there are twice as many background workers as background call
+/// slots, plus one (<see cref="BalanceSyncOptions.BackgroundWorkers"/>): while some read and write the
+/// database, others wait at the gate, so a free slot does not wait for the database.
 /// Delivery: a claimed entry is settled (removed), retried with backoff, or, after
 /// <see cref="BalanceSyncOptions.MaxRetries"/>, given up until the next period; each iteration has its
 /// own error boundary, and one user's failures never hold up another's sync.
@@ -138,7 +138,7 @@ public sealed partial class BalanceSyncDispatcher(
         }
         var o = options.Value;
         var priorityWorkers = o.MaxConcurrentCalls + 1;
-        var backgroundWorkers = (2 * (o.MaxConcurrentCalls - o.PriorityReserve)) + 1;
+        var backgroundWorkers = o.BackgroundWorkers > 0 ? o.BackgroundWorkers : (2 * (o.MaxConcurrentCalls - o.PriorityReserve)) + 1;
         await Task.WhenAll(
             Enumerable.Range(0, priorityWorkers).Select(_ => WorkAsync(SyncLane.Priority, stoppingToken))
                 .Concat(Enumerable.Range(0, backgroundWorkers).Select(_ => WorkAsync(SyncLane.Background, stoppingToken))));

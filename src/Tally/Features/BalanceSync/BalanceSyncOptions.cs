@@ -33,6 +33,14 @@ public sealed class BalanceSyncOptions
     [Range(0, 255, ErrorMessage = "BalanceSync:PriorityReserve must be between 0 and 255.")]
     public int PriorityReserve { get; set; }
 
+    /// <summary>
+    /// Workers taking users from the background lane (0: twice the background call slots, plus one).
+    /// Each claims one user at a time; more than the call slots keep the slots busy while others read
+    /// and write the database. Raise it when the database is slow relative to the rate limit.
+    /// </summary>
+    [Range(0, 1024, ErrorMessage = "BalanceSync:BackgroundWorkers must be between 0 and 1024.")]
+    public int BackgroundWorkers { get; set; }
+
     /// <summary>Retries of a user's sync after transient core failures, before giving up until the next period.</summary>
     [Range(0, 50, ErrorMessage = "BalanceSync:MaxRetries must be between 0 and 50.")]
     public int MaxRetries { get; set; } = 5;

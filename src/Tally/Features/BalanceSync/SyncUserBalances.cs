@@ -37,14 +37,10 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
 
     public async Task<UserSyncResult> RunAsync(SyncEntry entry, Func<SyncLane> lane, CancellationToken ct)
     {
-        var user = await db.Users.AsNoTracking().Where(u => u.Id == entry.UserId)
-            .Select(u => new { u.Context, u.IsActive }).FirstOrDefaultAsync(ct);
-        if (user is null || !IsEligible(user.Context, user.IsActive))
-        {
-            LogIneligible(logger, entry.UserId);
-            return UserSyncResult.Done;
-        }
-        var accounts = await db.CoreAccounts.OfUser(entry.UserId).Where(a => a.IsActive).OrderBy(a => a.AccountNumber).ToListAsync(ct);
+        // One read: the user's active accounts, only if the user is an active MOBILE_BANKING user.
+        var accounts = await db.CoreAccounts.OfUser(entry.UserId).Where(a => a.IsActive)
+            .Where(a => db.Users.Any(u => u.Id == a.UserId && u.IsActive && u.Context == UserContexts.MobileBanking))
+            .OrderBy(a => a.AccountNumber).ToListAsync(ct);
         if (entry.Attempt > 0)
         {
             accounts = accounts.Where(a => a.LastSyncedAt is null || a.LastSyncedAt < entry.EnqueuedAt).ToList();
@@ -118,9 +114,6 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Core account {AccountId} of user {UserId}: sync failed with {Reason}")]
     private static partial void LogFailed(ILogger logger, Guid accountId, Guid userId, string reason);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "User {UserId} is not an active mobile-banking user: not sent to the core")]
-    private static partial void LogIneligible(ILogger logger, Guid userId);
 }
 
 /// <summary>When to try a user's sync again.</summary>
