@@ -14,7 +14,8 @@ public enum SyncLane
 /// <c>maxCalls - reserve</c>;</item>
 /// <item>at most <see cref="CoreRate.Permits"/> call starts in any <see cref="CoreRate.Window"/>
 /// (a sliding log, so no timer drift lets one more through), of which the background lane may use
-/// only <c>permits - reserve</c>, evenly spaced so the core sees a steady trickle, not bursts;</item>
+/// only <c>permits - reserve</c>, on an even schedule so the core sees a steady trickle, not bursts (a
+/// start that came late may be followed at once by the next one, so the schedule catches up by one);</item>
 /// <item>a pause until the time a 429's <c>Retry-After</c> named, for every lane;</item>
 /// <item>strict precedence: a waiting priority call always goes before any waiting background call,
 /// and a background waiter whose user logs in meanwhile is promoted in place.</item>
@@ -37,7 +38,7 @@ public sealed class CoreCallGate : IDisposable
     private long _timerDue = long.MaxValue;
     private int _inFlight;
     private int _inFlightBackground;
-    private long _lastBackgroundStart = long.MinValue;
+    private long _nextBackgroundStart = long.MinValue;
     private long _pausedUntil = long.MinValue;
 
     public CoreCallGate(int maxCalls, int reserve, CoreRate rate, TimeProvider clock)
@@ -130,12 +131,7 @@ public sealed class CoreCallGate : IDisposable
     {
         lock (_lock)
         {
-            var now = Now();
-            lease.Started.At = Math.Max(lease.Started.At, now);
-            if (lease.Lane == SyncLane.Background)
-            {
-                _lastBackgroundStart = Math.Max(_lastBackgroundStart, now);
-            }
+            lease.Started.At = Math.Max(lease.Started.At, Now());
         }
     }
 
@@ -205,7 +201,8 @@ public sealed class CoreCallGate : IDisposable
             if (lane == SyncLane.Background)
             {
                 _inFlightBackground++;
-                _lastBackgroundStart = now;
+                // The background schedule: one start per spacing; a late start may catch up by one.
+                _nextBackgroundStart = Math.Max(_nextBackgroundStart, now) + _spacing;
             }
             var start = new Start { At = now };
             _starts.Enqueue(start);
@@ -229,9 +226,9 @@ public sealed class CoreCallGate : IDisposable
             retryAt = _starts.ElementAt(_starts.Count - limit).At + _window;
             return false;
         }
-        if (background && _lastBackgroundStart != long.MinValue && now < _lastBackgroundStart + _spacing)
+        if (background && _nextBackgroundStart != long.MinValue && now < _nextBackgroundStart - _spacing)
         {
-            retryAt = _lastBackgroundStart + _spacing;
+            retryAt = _nextBackgroundStart - _spacing;
             return false;
         }
         return true;
