@@ -21,6 +21,9 @@ public class RateLimitTests
             {
                 ["RateLimits:t24:PermitsPerSecond"] = Rate.ToString(),
                 ["BalanceSync:MaxConcurrentCalls"] = MaxCalls.ToString(),
+                // The guard absorbs the delay between a call leaving Tally and the core counting it. Here
+                // both share one busy test process, whose pauses can bunch arrivals far more than a network.
+                ["BalanceSync:RateWindowGuardMs"] = "100",
             },
             // The core refuses (429) anything above its rate, and is slow enough for calls to overlap.
             new Dictionary<string, string?> { ["Sandbox:T24:RateLimitPerSecond"] = Rate.ToString(), ["Sandbox:T24:LatencyMs"] = "40" });
