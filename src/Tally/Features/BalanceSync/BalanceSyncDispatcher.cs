@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.Options;
 
 namespace Tally.Features.BalanceSync;
@@ -109,11 +110,15 @@ public sealed partial class BalanceSyncDispatcher(
     SyncCompletions completions,
     IServiceScopeFactory scopes,
     IHostApplicationLifetime lifetime,
+    IMeterFactory meters,
     IOptions<BalanceSyncOptions> options,
     TimeProvider clock,
     ILogger<BalanceSyncDispatcher> logger) : BackgroundService
 {
     private readonly ConcurrentDictionary<Guid, Running> _running = new();
+    private readonly Meter _meter = meters.Create("Tally.BalanceSync.Lanes");
+    private Counter<long>? _outcomes;
+    private LaneCounts _counts = new(0, 0, 0, 0);
 
     /// <summary>A login joined <paramref name="userId"/>'s entry: if it is running here, its remaining calls go as priority.</summary>
     public void Promote(Guid userId)
@@ -137,11 +142,36 @@ public sealed partial class BalanceSyncDispatcher(
             return;
         }
         var o = options.Value;
+        // Lane depths for /metrics, refreshed in the background: a scrape never waits for the database.
+        _outcomes = _meter.CreateCounter<long>("tally_balance_sync_users", description: "Users' sync attempts by outcome: settled, retry, gave_up");
+        _meter.CreateObservableGauge("tally_balance_sync_lane_depth", () => new[]
+        {
+            new Measurement<long>(Volatile.Read(ref _counts).Priority, new KeyValuePair<string, object?>("lane", "priority")),
+            new Measurement<long>(Volatile.Read(ref _counts).Background, new KeyValuePair<string, object?>("lane", "background")),
+            new Measurement<long>(Volatile.Read(ref _counts).InFlight, new KeyValuePair<string, object?>("lane", "in_flight")),
+        }, description: "Users waiting per lane, and running, across the instances sharing the lanes");
         var priorityWorkers = o.MaxConcurrentCalls + 1;
         var backgroundWorkers = o.BackgroundWorkers > 0 ? o.BackgroundWorkers : (2 * (o.MaxConcurrentCalls - o.PriorityReserve)) + 1;
         await Task.WhenAll(
             Enumerable.Range(0, priorityWorkers).Select(_ => WorkAsync(SyncLane.Priority, stoppingToken))
-                .Concat(Enumerable.Range(0, backgroundWorkers).Select(_ => WorkAsync(SyncLane.Background, stoppingToken))));
+                .Concat(Enumerable.Range(0, backgroundWorkers).Select(_ => WorkAsync(SyncLane.Background, stoppingToken)))
+                .Append(CountAsync(stoppingToken)));
+    }
+
+    private async Task CountAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                Volatile.Write(ref _counts, await lanes.CountAsync(stoppingToken));
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                LogWorkerFailed(logger, e, "count");
+            }
+            await Task.Delay(TimeSpan.FromSeconds(5), clock, stoppingToken).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        }
     }
 
     private async Task WorkAsync(SyncLane lane, CancellationToken stoppingToken)
@@ -199,6 +229,7 @@ public sealed partial class BalanceSyncDispatcher(
                 {
                     LogGaveUp(logger, entry.UserId, entry.Attempt + 1, result.RetryBecause?.Code ?? "UNKNOWN");
                 }
+                _outcomes?.Add(1, new KeyValuePair<string, object?>("outcome", result.Settled ? "settled" : "gave_up"));
                 await lanes.CompleteAsync(entry, stoppingToken);
                 completions.Settled(entry.UserId);
                 return;
@@ -207,6 +238,7 @@ public sealed partial class BalanceSyncDispatcher(
             // A retry stays on the priority lane only while a login here still waits for it.
             var retryLane = running.Lane == SyncLane.Priority && completions.IsAwaited(entry.UserId) ? SyncLane.Priority : SyncLane.Background;
             await lanes.RetryAsync(entry, retryLane, entry.Attempt + 1, clock.GetUtcNow().UtcDateTime + delay, stoppingToken);
+            _outcomes?.Add(1, new KeyValuePair<string, object?>("outcome", "retry"));
             LogRetrying(logger, entry.UserId, entry.Attempt + 1, delay.TotalMilliseconds, result.RetryBecause?.Code ?? "UNKNOWN");
         }
         finally

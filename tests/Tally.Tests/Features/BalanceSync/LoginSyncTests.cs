@@ -37,6 +37,12 @@ public class LoginSyncTests
         var payload = Assert.Single(events.EnumerateArray()).GetProperty("payload");
         Assert.Equal(JsonValueKind.Null, payload.GetProperty("previous").ValueKind);
         Assert.Equal(working, payload.GetProperty("new").GetDecimal());
+
+        // Monitoring: calls by outcome, login answer times and lane depths on /metrics.
+        var metrics = await banking.App.CreateClient().GetStringAsync("/metrics", TestContext.Current.CancellationToken);
+        Assert.Contains("tally_balance_sync_core_calls", metrics);
+        Assert.Contains("tally_balance_sync_login_seconds", metrics);
+        Assert.Contains("tally_balance_sync_lane_depth", metrics);
     }
 
     [Theory]
