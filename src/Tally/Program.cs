@@ -1,11 +1,13 @@
 using Tally.Data;
 using Tally.Features.Allowances;
+using Tally.Features.BalanceSync;
 using Tally.Features.Connections;
 using Tally.Features.Ledger;
 using Tally.Features.StoreIntegrity;
 using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
+using Tally.Sandbox;
 using Tally.Sandbox.SimpleFin;
 
 // `dotnet run --project src/Tally -- token --role admin` prints a development token and exits.
@@ -25,6 +27,8 @@ builder.AddConfigAliases()
     .AddAllowances()
     .AddStoreIntegrity()
     .AddConnections()
+    .AddBalanceSync()
+    .AddSandbox()
     .AddSimpleFinSandbox()
     .AddDemoData();
 
@@ -33,6 +37,7 @@ app.UseTallyProblems();
 app.UseAuthentication();
 app.UseAuthorization();
 app.MapObservability();
+app.MapSandbox();
 if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
 {
     app.MapOperator()
@@ -40,7 +45,8 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
         .MapLedger()
         .MapAllowances()
         .MapStoreIntegrity()
-        .MapConnections();
+        .MapConnections()
+        .MapBalanceSync();
 }
 app.MapSimpleFinSandbox();
 app.Run();

@@ -1,5 +1,6 @@
 using Microsoft.EntityFrameworkCore;
 using Tally.Data;
+using Tally.Features.BalanceSync;
 using Tally.Features.Ledger;
 using Tally.Features.Users;
 
@@ -7,7 +8,8 @@ namespace Tally.Hosting;
 
 /// <summary>
 /// Embedded-mode demo data (<c>Tally:DemoData=true</c>): a guardian with a funded account and a
-/// linked junior, with fixed ids so the README's examples work. Inserted once; a restart leaves it be.
+/// linked junior, and core-bank accounts for the guardian and a second mobile-banking user, with
+/// fixed ids so the README's examples work. Inserted once; a restart leaves it be.
 /// </summary>
 public static partial class DemoData
 {
@@ -15,6 +17,7 @@ public static partial class DemoData
     public static readonly Guid JuniorId = Guid.Parse("22222222-2222-2222-2222-222222222222");
     public static readonly Guid GuardianAccountId = Guid.Parse("11111111-0000-0000-0000-000000000001");
     public static readonly Guid JuniorAccountId = Guid.Parse("22222222-0000-0000-0000-000000000001");
+    public static readonly Guid MobileUserId = Guid.Parse("33333333-3333-3333-3333-333333333333");
 
     public static WebApplicationBuilder AddDemoData(this WebApplicationBuilder builder)
     {
@@ -25,15 +28,23 @@ public static partial class DemoData
         return builder;
     }
 
-    private sealed partial class Seeder(IDbContextFactory<TallyDb> dbs, TimeProvider clock, ILogger<Seeder> logger) : IHostedService
+    private sealed partial class Seeder(IDbContextFactory<TallyDb> dbs, ISyncLanes lanes, TimeProvider clock, ILogger<Seeder> logger) : IHostedService
     {
         public async Task StartAsync(CancellationToken cancellationToken)
         {
             await using var db = await dbs.CreateDbContextAsync(cancellationToken);
-            if (await db.Users.AnyAsync(u => u.Id == GuardianId, cancellationToken))
+            if (!await db.Users.AnyAsync(u => u.Id == GuardianId, cancellationToken))
             {
-                return;
+                await SeedFamilyAsync(db, cancellationToken);
             }
+            if (!await db.Users.AnyAsync(u => u.Id == MobileUserId, cancellationToken))
+            {
+                await SeedCoreBankingAsync(db, cancellationToken);
+            }
+        }
+
+        private async Task SeedFamilyAsync(TallyDb db, CancellationToken cancellationToken)
+        {
             var now = clock.GetUtcNow().UtcDateTime;
             db.Users.AddRange(
                 new User { Id = GuardianId, Username = "demo-guardian", Context = UserContexts.MobileBanking, CustomerNumber = "100001", IsActive = true, CreatedAt = now },
@@ -52,9 +63,39 @@ public static partial class DemoData
             LogSeeded(logger);
         }
 
+        /// <summary>Two mobile-banking users with accounts at the (sandbox) core, queued for a first sync at once.</summary>
+        private async Task SeedCoreBankingAsync(TallyDb db, CancellationToken cancellationToken)
+        {
+            var now = clock.GetUtcNow().UtcDateTime;
+            db.Users.Add(new User { Id = MobileUserId, Username = "demo-mobile", Context = UserContexts.MobileBanking, CustomerNumber = "100002", IsActive = true, CreatedAt = now });
+            CoreAccount Account(string id, Guid userId, string number, string type, bool primary, string currency) => new()
+            {
+                Id = Guid.Parse(id),
+                UserId = userId,
+                AccountNumber = number,
+                AccountType = type,
+                IsPrimary = primary,
+                IsActive = true,
+                Currency = currency,
+                CreatedAt = now,
+                UpdatedAt = now,
+            };
+            db.CoreAccounts.AddRange(
+                Account("11111111-0000-0000-0000-00000000c001", GuardianId, "100001-001", "SAVINGS", true, "USD"),
+                Account("11111111-0000-0000-0000-00000000c002", GuardianId, "100001-002", "CURRENT", false, "USD"),
+                Account("33333333-0000-0000-0000-00000000c001", MobileUserId, "100002-001", "CURRENT", true, "USD"),
+                Account("33333333-0000-0000-0000-00000000c002", MobileUserId, "100002-002-EUR", "SAVINGS", false, "EUR"));
+            await db.SaveChangesAsync(cancellationToken);
+            await lanes.EnqueueBackgroundAsync([GuardianId, MobileUserId], cancellationToken);
+            LogCoreBankingSeeded(logger);
+        }
+
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Demo data loaded: a guardian with 500.00 USD and a linked junior")]
         private static partial void LogSeeded(ILogger logger);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Demo data loaded: two mobile-banking users with core accounts, queued for a first balance sync")]
+        private static partial void LogCoreBankingSeeded(ILogger logger);
     }
 }

@@ -11,28 +11,79 @@ public interface IScheduledJob
     Task<JobResult> RunAsync(CancellationToken ct);
 }
 
-/// <summary>A registered job with its effective schedule (configuration overrides the default).</summary>
+/// <summary>
+/// A registered job with its effective schedule (configuration overrides the default). The schedule
+/// is a cron expression (5 or 6 fields) or a fixed interval, <c>@every 300000ms</c> (also <c>s</c>,
+/// <c>m</c>, <c>h</c>), for settings given in milliseconds. Interval occurrences are aligned to the
+/// Unix epoch, so every instance computes the same occurrences and the scheduler's claim runs each once.
+/// </summary>
 public sealed class JobDefinition
 {
+    public const string EveryPrefix = "@every ";
+
     public JobDefinition(string name, string cron, string timeZone, Type jobType, bool enabled)
     {
         Name = name;
         Cron = cron;
         JobType = jobType;
         Enabled = enabled;
-        var fields = cron.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length;
-        Expression = CronExpression.Parse(cron, fields == 6 ? CronFormat.IncludeSeconds : CronFormat.Standard);
+        if (cron.StartsWith(EveryPrefix, StringComparison.Ordinal))
+        {
+            Interval = ParseInterval(cron[EveryPrefix.Length..].Trim());
+        }
+        else
+        {
+            var fields = cron.Split(' ', StringSplitOptions.RemoveEmptyEntries).Length;
+            Expression = CronExpression.Parse(cron, fields == 6 ? CronFormat.IncludeSeconds : CronFormat.Standard);
+        }
         TimeZone = TimeZoneInfo.FindSystemTimeZoneById(timeZone);
     }
 
     public string Name { get; }
     public string Cron { get; }
-    public CronExpression Expression { get; }
+
+    /// <summary>The cron expression, or null for an interval schedule.</summary>
+    public CronExpression? Expression { get; }
+
+    /// <summary>The fixed interval, or null for a cron schedule.</summary>
+    public TimeSpan? Interval { get; }
+
     public TimeZoneInfo TimeZone { get; }
     public Type JobType { get; }
     public bool Enabled { get; }
 
-    public DateTime? NextAfter(DateTime utc) => Expression.GetNextOccurrence(DateTime.SpecifyKind(utc, DateTimeKind.Utc), TimeZone);
+    public DateTime? NextAfter(DateTime utc)
+    {
+        utc = DateTime.SpecifyKind(utc, DateTimeKind.Utc);
+        if (Interval is not { } every)
+        {
+            return Expression!.GetNextOccurrence(utc, TimeZone);
+        }
+        var since = (utc - DateTime.UnixEpoch).Ticks;
+        return DateTime.UnixEpoch.AddTicks((since / every.Ticks + 1) * every.Ticks);
+    }
+
+    /// <summary><c>300000ms</c>, <c>30s</c>, <c>5m</c>, <c>1h</c>: at least one millisecond, at most a day.</summary>
+    public static TimeSpan ParseInterval(string text)
+    {
+        var unit = text.EndsWith("ms", StringComparison.Ordinal) ? "ms" : text.Length > 0 ? text[^1..] : "";
+        var number = text[..^Math.Min(unit.Length, text.Length)];
+        if (!long.TryParse(number, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var value))
+        {
+            throw new FormatException($"'{text}' is not an interval such as 300000ms, 30s, 5m or 1h.");
+        }
+        var interval = unit switch
+        {
+            "ms" => TimeSpan.FromMilliseconds(value),
+            "s" => TimeSpan.FromSeconds(value),
+            "m" => TimeSpan.FromMinutes(value),
+            "h" => TimeSpan.FromHours(value),
+            _ => throw new FormatException($"'{text}' has no unit; use ms, s, m or h."),
+        };
+        return interval >= TimeSpan.FromMilliseconds(1) && interval <= TimeSpan.FromDays(1)
+            ? interval
+            : throw new FormatException($"'{text}' must be between 1ms and 24h.");
+    }
 }
 
 public sealed record JobRegistration(string Name, string DefaultCron, Type JobType);
@@ -53,7 +104,7 @@ public sealed class JobRegistry
             {
                 _jobs[r.Name] = new JobDefinition(r.Name, cron, zone, r.JobType, section.GetValue("Enabled", true));
             }
-            catch (Exception e) when (e is CronFormatException or TimeZoneNotFoundException or InvalidTimeZoneException)
+            catch (Exception e) when (e is CronFormatException or FormatException or TimeZoneNotFoundException or InvalidTimeZoneException)
             {
                 throw new InvalidOperationException($"Jobs:{r.Name}:Cron or Jobs:{r.Name}:TimeZone is invalid ('{cron}', '{zone}'): {e.Message}", e);
             }

@@ -1,0 +1,76 @@
+using Microsoft.Extensions.Options;
+using Tally.Data;
+using Tally.Hosting;
+using Tally.Jobs.RateLimits;
+using Tally.Jobs.Scheduling;
+
+namespace Tally.Features.BalanceSync;
+
+public static class BalanceSyncSetup
+{
+    /// <summary>
+    /// Balance sync: the T24 client, the lanes (in memory when embedded, a shared PostgreSQL table
+    /// otherwise, or as <c>BalanceSync:Lanes</c> says), the gate to the core, the workers (role
+    /// <c>worker</c>) and the periodic job <c>balance-sync.enqueue-all</c> (role <c>scheduler</c>).
+    /// </summary>
+    public static WebApplicationBuilder AddBalanceSync(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        var configuration = builder.Configuration;
+        services.AddValidatedOptions<BalanceSyncOptions>(BalanceSyncOptions.Section)
+            .Validate(o => o.PriorityReserve < o.MaxConcurrentCalls,
+                "BalanceSync:PriorityReserve must be below BalanceSync:MaxConcurrentCalls.")
+            .Validate(o => o.Lanes is null or "inprocess" or "postgres",
+                "BalanceSync:Lanes must be inprocess or postgres.")
+            .Validate<IConfiguration>((o, c) => o.PriorityReserve < CoreRateOf(c, o).Permits,
+                "BalanceSync:PriorityReserve must be below RateLimits:t24:PermitsPerSecond.")
+            .Validate<IConfiguration>((_, c) => (c.GetSection($"RateLimits:{BalanceSyncOptions.Upstream}").Get<RateLimitOptions>() ?? new RateLimitOptions()).PermitsPerSecond > 0,
+                "RateLimits:t24:PermitsPerSecond must be above 0.");
+        services.AddValidatedOptions<T24Options>(T24Options.Section)
+            .Validate(o => string.IsNullOrEmpty(o.BaseUrl) || (Uri.TryCreate(o.BaseUrl, UriKind.Absolute, out var url) && url.Scheme is "http" or "https"),
+                "T24:BaseUrl must be an absolute http(s) URL.");
+
+        var options = configuration.Read<BalanceSyncOptions>(BalanceSyncOptions.Section);
+        var storage = StorageSettings.From(configuration);
+        var lanes = options.Lanes ?? (storage.Provider == StorageProvider.Postgres ? "postgres" : "inprocess");
+        if (lanes == "postgres" && storage.Provider != StorageProvider.Postgres)
+        {
+            throw new InvalidOperationException("BalanceSync:Lanes is postgres but ConnectionStrings:Postgres is not set.");
+        }
+        if (lanes == "postgres")
+        {
+            services.AddSingleton<ISyncLanes, PostgresSyncLanes>();
+        }
+        else
+        {
+            services.AddSingleton<ISyncLanes, InProcessSyncLanes>();
+        }
+
+        services.AddSingleton(sp =>
+        {
+            var o = sp.GetRequiredService<IOptions<BalanceSyncOptions>>().Value;
+            return new CoreCallGate(o.MaxConcurrentCalls, o.PriorityReserve, CoreRateOf(configuration, o), sp.GetRequiredService<TimeProvider>());
+        });
+        services.AddSingleton<T24Endpoint>();
+        services.AddHttpClient<T24Client>(http =>
+        {
+            // The client's own deadline (T24:TimeoutMs) applies per call, as a typed Timeout failure.
+            http.Timeout = Timeout.InfiniteTimeSpan;
+            http.MaxResponseContentBufferSize = 1 << 20;
+        }).RemoveAllLoggers();
+        services.AddScoped<SyncUserBalances>();
+        services.AddSingleton<SyncCompletions>();
+        services.AddSingleton<BalanceSyncDispatcher>();
+        if (configuration.Read<TallyOptions>(TallyOptions.Section).IsWorker)
+        {
+            services.AddHostedService(sp => sp.GetRequiredService<BalanceSyncDispatcher>());
+        }
+        services.AddScheduledJob<EnqueueAllBalances>(EnqueueAllBalances.Name, $"{JobDefinition.EveryPrefix}{options.IntervalMs}ms");
+        return builder;
+    }
+
+    private static CoreRate CoreRateOf(IConfiguration configuration, BalanceSyncOptions options) =>
+        CoreRate.From(
+            configuration.GetSection($"RateLimits:{BalanceSyncOptions.Upstream}").Get<RateLimitOptions>() ?? new RateLimitOptions(),
+            TimeSpan.FromMilliseconds(options.RateWindowGuardMs));
+}

@@ -1,0 +1,134 @@
+using System.Diagnostics.Metrics;
+using Microsoft.EntityFrameworkCore;
+using Tally.Data;
+using Tally.Features.Users;
+using Tally.Jobs.Outbox;
+
+namespace Tally.Features.BalanceSync;
+
+/// <summary>The event a changed mirror balance emits, through the outbox, in the same transaction as the change.</summary>
+public sealed record AccountBalanceUpdated(
+    Guid AccountId, Guid UserId, string AccountNumber, decimal? Previous, decimal New, decimal? Delta, string Currency,
+    decimal AvailableBalance, DateTime? BankAsOf, DateTime SyncedAt);
+
+/// <summary>How one attempt at a user's sync ended: settled (whatever each account's outcome), or worth another try.</summary>
+public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause)
+{
+    public static readonly UserSyncResult Done = new(true, null);
+
+    public static UserSyncResult Retry(T24Failure because) => new(false, because);
+}
+
+/// <summary>
+/// Syncs one user: asks the core for each active account's balance, each call through the
+/// <see cref="CoreCallGate"/>, then records every answer in ONE transaction: balances, the three
+/// times, the last error, and an <c>AccountBalanceUpdated</c> event for each balance that changed.
+/// A transient failure stops the user's remaining calls (the core is struggling: be gentle) and asks
+/// for a retry; a retry asks only for the accounts not synced since the user was queued.
+/// Users that are not active MOBILE_BANKING users are never sent to the core, however they got here.
+/// </summary>
+public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCallGate gate, TimeProvider clock, ILogger<SyncUserBalances> logger)
+{
+    public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
+    private const int MaxErrorLength = 500;
+
+    private static readonly Meter Meter = new("Tally.BalanceSync");
+    private static readonly Counter<long> CoreCalls = Meter.CreateCounter<long>("tally_balance_sync_core_calls", description: "Calls to the core by outcome");
+
+    public async Task<UserSyncResult> RunAsync(SyncEntry entry, Func<SyncLane> lane, CancellationToken ct)
+    {
+        // One read: the user's active accounts, only if the user is an active MOBILE_BANKING user.
+        var accounts = await db.CoreAccounts.OfUser(entry.UserId).Where(a => a.IsActive)
+            .Where(a => db.Users.Any(u => u.Id == a.UserId && u.IsActive && u.Context == UserContexts.MobileBanking))
+            .OrderBy(a => a.AccountNumber).ToListAsync(ct);
+        if (entry.Attempt > 0)
+        {
+            accounts = accounts.Where(a => a.LastSyncedAt is null || a.LastSyncedAt < entry.EnqueuedAt).ToList();
+        }
+
+        var answers = new List<(CoreAccount Account, T24Result Result)>(accounts.Count);
+        T24Failure? transient = null;
+        foreach (var account in accounts)
+        {
+            T24Result result;
+            using (var lease = await gate.EnterAsync(lane, ct))
+            {
+                lease.Starting();
+                result = await t24.GetBalanceAsync(account.AccountNumber, ct);
+            }
+            CoreCalls.Add(1, new KeyValuePair<string, object?>("outcome", result.Failure?.Code ?? "OK"));
+            if (result.Failure is T24Failure.RateLimited limited)
+            {
+                gate.PauseFor(limited.RetryAfter);
+            }
+            answers.Add((account, result));
+            if (result.Failure is { IsTransient: true } failure)
+            {
+                transient = failure;
+                break;
+            }
+        }
+
+        var now = clock.GetUtcNow().UtcDateTime;
+        foreach (var (account, result) in answers)
+        {
+            Record(account, result, now);
+        }
+        // One SaveChanges, one transaction: the balances and their events commit together or not at all.
+        await db.SaveChangesAsync(ct);
+        return transient is null ? UserSyncResult.Done : UserSyncResult.Retry(transient);
+    }
+
+    public static bool IsEligible(string context, bool isActive) => isActive && context == UserContexts.MobileBanking;
+
+    private void Record(CoreAccount account, T24Result result, DateTime now)
+    {
+        account.LastAttemptAt = now;
+        account.UpdatedAt = now;
+        var failure = result.Failure;
+        if (result.Balance is { } answer && answer.Currency != account.Currency)
+        {
+            failure = new T24Failure.ContractMismatch($"the core reports {answer.Currency}, the account is {account.Currency}");
+        }
+        if (failure is not null || result.Balance is null)
+        {
+            var reason = failure?.Describe() ?? "no answer";
+            account.LastError = reason.Length > MaxErrorLength ? reason[..MaxErrorLength] : reason;
+            LogFailed(logger, account.Id, account.UserId, failure?.Code ?? "UNKNOWN");
+            return;
+        }
+        var balance = result.Balance;
+        var previous = account.Balance;
+        account.Balance = balance.Balance;
+        account.AvailableBalance = balance.Available;
+        account.BankAsOf = balance.AsOf;
+        account.LastSyncedAt = now;
+        account.LastError = null;
+        if (previous != balance.Balance)
+        {
+            Outbox.Add(db, BalanceUpdatedEvent, account.Id.ToString(), new AccountBalanceUpdated(
+                account.Id, account.UserId, account.AccountNumber, previous, balance.Balance, balance.Balance - previous, account.Currency,
+                balance.Available, balance.AsOf, now), now);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Core account {AccountId} of user {UserId}: sync failed with {Reason}")]
+    private static partial void LogFailed(ILogger logger, Guid accountId, Guid userId, string reason);
+}
+
+/// <summary>When to try a user's sync again.</summary>
+public static class RetryPolicy
+{
+    /// <summary>
+    /// Exponential backoff with "equal jitter": attempt n waits between half and all of
+    /// base * 2^n (capped), so retries of many users spread out instead of arriving together. A 429's
+    /// Retry-After is a floor: the core said when it will listen again.
+    /// </summary>
+    public static TimeSpan Delay(int attempt, T24Failure? failure, TimeSpan baseDelay, TimeSpan maxDelay, double jitter)
+    {
+        var exponential = baseDelay.TotalMilliseconds * Math.Pow(2, Math.Clamp(attempt, 0, 30));
+        var capped = Math.Min(exponential, maxDelay.TotalMilliseconds);
+        var delay = TimeSpan.FromMilliseconds((capped / 2) + (capped / 2 * Math.Clamp(jitter, 0, 1)));
+        return failure is T24Failure.RateLimited { RetryAfter: var after } && after > delay ? after : delay;
+    }
+}

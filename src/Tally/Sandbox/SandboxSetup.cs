@@ -1,0 +1,56 @@
+using Tally.Data;
+
+namespace Tally.Sandbox;
+
+/// <summary>
+/// <c>Sandbox</c>: fake upstreams served by Tally itself over real HTTP, so embedded mode works with no
+/// outside service. On by default in Development and in embedded mode (SQLite); <c>Sandbox:Enabled</c>
+/// says otherwise.
+/// </summary>
+public sealed class SandboxOptions
+{
+    public const string Section = "Sandbox";
+
+    public bool? Enabled { get; set; }
+
+    public SandboxT24Settings T24 { get; set; } = new();
+}
+
+public static class SandboxSetup
+{
+    public static WebApplicationBuilder AddSandbox(this WebApplicationBuilder builder)
+    {
+        var enabled = builder.Configuration.GetValue<bool?>($"{SandboxOptions.Section}:Enabled")
+            ?? (builder.Environment.IsDevelopment() || StorageSettings.From(builder.Configuration).Provider == StorageProvider.Sqlite);
+        if (!enabled)
+        {
+            return builder;
+        }
+        builder.Services.AddOptions<SandboxOptions>().BindConfiguration(SandboxOptions.Section)
+            .Validate(o => o.T24.LatencyMs >= 0 && o.T24.JitterMs >= 0 && o.T24.SlowLatencyMs >= 0 && o.T24.DriftPeriodMs > 0 && o.T24.RateLimitPerSecond >= 0 && o.T24.RetryAfterSeconds >= 0,
+                "Sandbox:T24 latencies, DriftPeriodMs, RateLimitPerSecond and RetryAfterSeconds must not be negative (DriftPeriodMs above 0).")
+            .Validate(o => o.T24.SlowRate is >= 0 and <= 1 && o.T24.ErrorRate is >= 0 and <= 1 && o.T24.ThrottleRate is >= 0 and <= 1,
+                "Sandbox:T24 SlowRate, ErrorRate and ThrottleRate must be between 0 and 1.")
+            .ValidateOnStart();
+        builder.Services.AddSingleton<SandboxT24>();
+        return builder;
+    }
+
+    public static WebApplication MapSandbox(this WebApplication app)
+    {
+        if (app.Services.GetService<SandboxT24>() is null)
+        {
+            return app;
+        }
+        var t24 = app.MapGroup("/sandbox/t24").WithTags("Sandbox: T24").AllowAnonymous();
+        t24.MapGet("/holdings/accounts/{accountId}/balances", (string accountId, HttpContext http, SandboxT24 sandbox, CancellationToken ct) =>
+            sandbox.HandleAsync(accountId, http, ct));
+        t24.MapGet("/_stats", (SandboxT24 sandbox) => TypedResults.Ok(sandbox.Stats()));
+        t24.MapPost("/_reset", (SandboxT24 sandbox) =>
+        {
+            sandbox.ResetStats();
+            return TypedResults.NoContent();
+        });
+        return app;
+    }
+}

@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text.Json;
+using Tally.Tests.Harness;
+
+namespace Tally.Tests.Features.BalanceSync;
+
+/// <summary>The login sync (<c>POST /api/me/balances/sync</c>) against the sandbox core over HTTP, on both databases.</summary>
+[Collection(TimingCollection.Name)]
+public class LoginSyncTests
+{
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task LoginSync_FastCore_AnswersOkWithTheCoresBalance(string storage)
+    {
+        await using var banking = await CoreBanking.StartAsync(storage);
+        var user = await banking.UserAsync("ACC-FAST-1");
+
+        var body = await banking.LoginSyncAsync(user, HttpStatusCode.OK);
+
+        var (working, locked) = banking.Sandbox.T24.BalanceAt("ACC-FAST-1", DateTime.UtcNow);
+        Assert.True(body.GetProperty("ok").GetBoolean());
+        Assert.False(body.GetProperty("queued").GetBoolean());
+        Assert.Equal(working, body.GetProperty("balance").GetDecimal());
+        Assert.Equal(working - locked, body.GetProperty("availableBalance").GetDecimal());
+        Assert.Equal("USD", body.GetProperty("currency").GetString());
+        var account = body.GetProperty("accounts")[0];
+        Assert.Equal(working, account.GetProperty("balance").GetDecimal());
+        Assert.Equal(account.GetProperty("lastSyncedAt").GetDateTime(), account.GetProperty("lastAttemptAt").GetDateTime());
+        Assert.Equal(DateTime.UtcNow.Date, account.GetProperty("asOf").GetDateTime().ToUniversalTime().Date);
+        Assert.Equal(JsonValueKind.Null, account.GetProperty("lastError").ValueKind);
+        Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-FAST-1"));
+
+        // The first sync of an account is a change from nothing.
+        var events = await banking.Admin.GetAsync("/api/admin/events?type=AccountBalanceUpdated").ExpectAsync(HttpStatusCode.OK);
+        var payload = Assert.Single(events.EnumerateArray()).GetProperty("payload");
+        Assert.Equal(JsonValueKind.Null, payload.GetProperty("previous").ValueKind);
+        Assert.Equal(working, payload.GetProperty("new").GetDecimal());
+
+        // Monitoring: calls by outcome, login answer times and lane depths on /metrics.
+        var metrics = await banking.App.CreateClient().GetStringAsync("/metrics", TestContext.Current.CancellationToken);
+        Assert.Contains("tally_balance_sync_core_calls", metrics);
+        Assert.Contains("tally_balance_sync_login_seconds", metrics);
+        Assert.Contains("tally_balance_sync_lane_depth", metrics);
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task LoginSync_SlowCore_AnswersQueuedWithStoredBalancesWithinTimeout_ThenBackgroundFinishes(string storage)
+    {
+        // AUTH_SYNC_TIMEOUT is the seed's name for BalanceSync:AuthSyncTimeoutMs.
+        await using var banking = await CoreBanking.StartAsync(storage, new Dictionary<string, string?> { ["AUTH_SYNC_TIMEOUT"] = "1000" });
+        var user = await banking.UserAsync("ACC-LATER-1");
+        var first = await banking.LoginSyncAsync(user, HttpStatusCode.OK);
+        Assert.True(first.GetProperty("ok").GetBoolean());
+        var stored = first.GetProperty("accounts")[0];
+
+        // Now the core takes 2.5 s and the money moved: the login answers in time with what is stored.
+        banking.Sandbox.T24.Settings = banking.Sandbox.T24.Settings with { LatencyMs = 2500 };
+        banking.Sandbox.T24.Adjust("ACC-LATER-1", 25m);
+        var clock = Stopwatch.StartNew();
+        var body = await banking.LoginSyncAsync(user, HttpStatusCode.Accepted);
+        clock.Stop();
+
+        Assert.True(clock.Elapsed < TimeSpan.FromMilliseconds(1000 + 500), $"answered after {clock.ElapsedMilliseconds} ms");
+        Assert.False(body.GetProperty("ok").GetBoolean());
+        Assert.True(body.GetProperty("queued").GetBoolean());
+        Assert.Equal(stored.GetProperty("balance").GetDecimal(), body.GetProperty("balance").GetDecimal());
+        var account = body.GetProperty("accounts")[0];
+        Assert.Equal(stored.GetProperty("asOf").GetDateTime(), account.GetProperty("asOf").GetDateTime());
+        Assert.Equal(stored.GetProperty("lastSyncedAt").GetDateTime(), account.GetProperty("lastSyncedAt").GetDateTime());
+
+        // The sync carries on in the background and lands the new balance, with one more call to the core.
+        await Eventually.TrueAsync(async () => (await banking.AccountAsync(user)).GetProperty("balance").GetDecimal()
+            == stored.GetProperty("balance").GetDecimal() + 25m, "the background to finish the sync");
+        Assert.Equal(2, banking.Sandbox.T24.CallsTo("ACC-LATER-1"));
+        await banking.DrainedAsync();
+    }
+
+    [Fact]
+    public async Task LoginSync_UserWaitingInBackground_IsPromotedAheadOfTheBackgroundAndNeverQueuedTwice()
+    {
+        await using var banking = await CoreBanking.StartAsync("sqlite", new Dictionary<string, string?>
+        {
+            ["RateLimits:t24:PermitsPerSecond"] = "5",
+        });
+        var users = new List<Guid>();
+        for (var i = 0; i < 30; i++)
+        {
+            users.Add(await banking.UserAsync($"ACC-Q-{i}"));
+        }
+        // The core holds its calls while the lanes are looked at, so no sync settles meanwhile.
+        banking.Sandbox.T24.Hold();
+        var detail = await banking.RunEnqueueAllAsync();
+        Assert.Equal(30, detail.GetProperty("queued").GetInt32());
+
+        // Queued again while waiting or running: nothing more is queued, nobody twice.
+        Assert.Equal(0, (await banking.RunEnqueueAllAsync()).GetProperty("queued").GetInt32());
+        var target = users.MaxBy(id => id.ToString("D").ToUpperInvariant(), StringComparer.Ordinal); // last in the job's id order
+        Assert.Equal("ALREADY_QUEUED", await banking.QueueAsync(target));
+        var before = await banking.StatusAsync();
+        Assert.Equal(30, before.GetProperty("background").GetInt64() + before.GetProperty("inFlight").GetInt64());
+        banking.Sandbox.T24.Release();
+
+        // 30 users at 5 per second take six seconds; the login is answered well within its two.
+        var body = await banking.LoginSyncAsync(target, HttpStatusCode.OK);
+        Assert.True(body.GetProperty("ok").GetBoolean());
+        var status = await banking.StatusAsync();
+        Assert.True(status.GetProperty("background").GetInt64() >= 15, $"the login waited for the background: {status}");
+
+        await banking.DrainedAsync();
+        Assert.All(Enumerable.Range(0, 30), i => Assert.Equal(1, banking.Sandbox.T24.CallsTo($"ACC-Q-{i}")));
+    }
+}
