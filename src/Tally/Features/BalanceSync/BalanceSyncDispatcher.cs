@@ -230,8 +230,9 @@ public sealed partial class BalanceSyncDispatcher(
                     LogGaveUp(logger, entry.UserId, entry.Attempt + 1, result.RetryBecause?.Code ?? "UNKNOWN");
                 }
                 _outcomes?.Add(1, new KeyValuePair<string, object?>("outcome", result.Settled ? "settled" : "gave_up"));
-                await lanes.CompleteAsync(entry, stoppingToken);
+                // The balances are committed: the waiting login may answer while the entry leaves the lanes.
                 completions.Settled(entry.UserId);
+                await lanes.CompleteAsync(entry, stoppingToken);
                 return;
             }
             var delay = RetryPolicy.Delay(entry.Attempt, result.RetryBecause, o.RetryBaseDelay, o.RetryMaxDelay, Random.Shared.NextDouble());

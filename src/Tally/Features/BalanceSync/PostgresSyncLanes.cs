@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using Npgsql;
 using NpgsqlTypes;
+using Tally.Data;
 using Tally.Hosting;
 
 namespace Tally.Features.BalanceSync;
@@ -12,7 +13,10 @@ namespace Tally.Features.BalanceSync;
 /// FIFO lanes (claims with <c>FOR UPDATE SKIP LOCKED</c>, so two workers never take the same user),
 /// and true status counts (a count over the table). It survives restarts, and a claim whose instance
 /// died is released after <see cref="BalanceSyncOptions.ClaimTimeout"/>. Raw SQL on purpose: this is
-/// the hot path of every worker.
+/// the hot path of every worker. Queue rows commit asynchronously (<c>synchronous_commit = off</c> on
+/// this class's own connections): a PostgreSQL crash may forget the last moments of queue changes,
+/// which costs at most a repeated sync (the periodic job re-derives every user), while a login's
+/// sync is spared two disk flushes. Balances and events always commit synchronously.
 /// </summary>
 /// <remarks>
 /// Why not RabbitMQ lanes: a broker queue cannot answer "is this user already queued?" or move a
@@ -22,14 +26,19 @@ namespace Tally.Features.BalanceSync;
 /// once and answers the login); other instances take it only once it is older than
 /// <see cref="StealAfter"/>, in case the asking instance runs no worker.
 /// </remarks>
-public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<BalanceSyncOptions> options, IOptions<TallyOptions> tally, TimeProvider clock) : ISyncLanes
+public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceSyncOptions> options, IOptions<TallyOptions> tally, TimeProvider clock)
+    : ISyncLanes, IAsyncDisposable
 {
     public static readonly TimeSpan StealAfter = TimeSpan.FromMilliseconds(500);
 
     private readonly string _instance = tally.Value.ResolvedInstanceId;
     private readonly WorkSignal _prioritySignal = new();
     private readonly WorkSignal _backgroundSignal = new();
+    private readonly NpgsqlDataSource _dataSource = NpgsqlDataSource.Create(
+        new NpgsqlConnectionStringBuilder(storage.ConnectionString) { Options = "-c synchronous_commit=off" }.ConnectionString);
     private DateTime _lastReap = DateTime.MinValue;
+
+    public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
 
     public string Name => "postgres";
 
@@ -47,7 +56,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
             """;
         for (var attempt = 0; ; attempt++)
         {
-            await using (var upsert = dataSource.CreateCommand(Upsert))
+            await using (var upsert = _dataSource.CreateCommand(Upsert))
             {
                 upsert.Parameters.Add(new NpgsqlParameter { Value = userId });
                 upsert.Parameters.Add(new NpgsqlParameter { Value = LaneName(lane) });
@@ -63,7 +72,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
                     return new EnqueueResult(outcome, ticket);
                 }
             }
-            await using (var existing = dataSource.CreateCommand("SELECT ticket, claimed_by IS NOT NULL FROM balance_sync_queue WHERE user_id = $1"))
+            await using (var existing = _dataSource.CreateCommand("SELECT ticket, claimed_by IS NOT NULL FROM balance_sync_queue WHERE user_id = $1"))
             {
                 existing.Parameters.Add(new NpgsqlParameter { Value = userId });
                 await using var reader = await existing.ExecuteReaderAsync(ct);
@@ -86,7 +95,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
         {
             return 0;
         }
-        await using var command = dataSource.CreateCommand("""
+        await using var command = _dataSource.CreateCommand("""
             INSERT INTO balance_sync_queue (user_id, lane, ticket, attempt, enqueued_at, not_before)
             SELECT u, 'BACKGROUND', gen_random_uuid(), 0, $2, $2 FROM unnest($1::uuid[]) WITH ORDINALITY AS t(u, n) ORDER BY n
             ON CONFLICT (user_id) DO NOTHING
@@ -105,7 +114,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
     {
         var now = Now();
         await ReapAsync(now, ct);
-        await using var command = dataSource.CreateCommand("""
+        await using var command = _dataSource.CreateCommand("""
             UPDATE balance_sync_queue q SET claimed_by = $2, claimed_at = $3
             FROM (SELECT user_id FROM balance_sync_queue
                   WHERE lane = $1 AND claimed_by IS NULL AND not_before <= $3
@@ -136,7 +145,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
             return;
         }
         _lastReap = now;
-        await using var command = dataSource.CreateCommand(
+        await using var command = _dataSource.CreateCommand(
             "UPDATE balance_sync_queue SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by IS NOT NULL AND claimed_at < $1");
         command.Parameters.Add(new NpgsqlParameter { Value = now - options.Value.ClaimTimeout, NpgsqlDbType = NpgsqlDbType.TimestampTz });
         await command.ExecuteNonQueryAsync(ct);
@@ -144,7 +153,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
 
     public async Task CompleteAsync(SyncEntry entry, CancellationToken ct)
     {
-        await using var command = dataSource.CreateCommand("DELETE FROM balance_sync_queue WHERE user_id = $1 AND ticket = $2");
+        await using var command = _dataSource.CreateCommand("DELETE FROM balance_sync_queue WHERE user_id = $1 AND ticket = $2");
         command.Parameters.Add(new NpgsqlParameter { Value = entry.UserId });
         command.Parameters.Add(new NpgsqlParameter { Value = entry.Ticket });
         await command.ExecuteNonQueryAsync(ct);
@@ -153,7 +162,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
     public async Task RetryAsync(SyncEntry entry, SyncLane lane, int attempt, DateTime notBefore, CancellationToken ct)
     {
         // A login that joined the running sync made the row PRIORITY; keep that.
-        await using var command = dataSource.CreateCommand("""
+        await using var command = _dataSource.CreateCommand("""
             UPDATE balance_sync_queue
             SET claimed_by = NULL, claimed_at = NULL, attempt = $3, not_before = $4,
                 lane = CASE WHEN lane = 'PRIORITY' THEN 'PRIORITY' ELSE $5 END
@@ -169,7 +178,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
 
     public async Task DemoteAsync(Guid userId, Guid ticket, CancellationToken ct)
     {
-        await using var command = dataSource.CreateCommand("""
+        await using var command = _dataSource.CreateCommand("""
             UPDATE balance_sync_queue SET lane = 'BACKGROUND', requested_by = NULL
             WHERE user_id = $1 AND ticket = $2 AND lane = 'PRIORITY' AND claimed_by IS NULL
             """);
@@ -180,7 +189,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
 
     public async Task<bool> IsPendingAsync(Guid userId, Guid ticket, CancellationToken ct)
     {
-        await using var command = dataSource.CreateCommand("SELECT EXISTS (SELECT 1 FROM balance_sync_queue WHERE user_id = $1 AND ticket = $2)");
+        await using var command = _dataSource.CreateCommand("SELECT EXISTS (SELECT 1 FROM balance_sync_queue WHERE user_id = $1 AND ticket = $2)");
         command.Parameters.Add(new NpgsqlParameter { Value = userId });
         command.Parameters.Add(new NpgsqlParameter { Value = ticket });
         return await command.ExecuteScalarAsync(ct) is true;
@@ -188,7 +197,7 @@ public sealed class PostgresSyncLanes(NpgsqlDataSource dataSource, IOptions<Bala
 
     public async Task<LaneCounts> CountAsync(CancellationToken ct)
     {
-        await using var command = dataSource.CreateCommand("""
+        await using var command = _dataSource.CreateCommand("""
             SELECT count(*) FILTER (WHERE claimed_by IS NULL AND lane = 'PRIORITY'),
                    count(*) FILTER (WHERE claimed_by IS NULL AND lane = 'BACKGROUND'),
                    count(*) FILTER (WHERE claimed_by IS NOT NULL),
