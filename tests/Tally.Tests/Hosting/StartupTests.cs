@@ -17,23 +17,8 @@ public class StartupTests
     {
         await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { [key] = value });
         var error = Assert.ThrowsAny<Exception>(() => app.Server);
-        var messages = string.Join(" | ", Flatten(error).Select(e => e.Message));
+        var messages = Errors.AllMessages(error);
         Assert.Contains(named, messages);
-    }
-
-    private static IEnumerable<Exception> Flatten(Exception e)
-    {
-        for (Exception? x = e; x is not null; x = x.InnerException)
-        {
-            yield return x;
-            if (x is AggregateException agg)
-            {
-                foreach (var inner in agg.InnerExceptions.SelectMany(Flatten))
-                {
-                    yield return inner;
-                }
-            }
-        }
     }
 
     [Fact]

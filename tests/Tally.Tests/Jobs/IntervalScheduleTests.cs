@@ -63,23 +63,8 @@ public class IntervalScheduleTests
             await app.StartAsync(TestContext.Current.CancellationToken);
             await app.StopAsync(TestContext.Current.CancellationToken);
         });
-        var messages = string.Join(" | ", Flatten(error).Select(e => e.Message));
+        var messages = Errors.AllMessages(error);
         Assert.Contains(named, messages);
-    }
-
-    private static IEnumerable<Exception> Flatten(Exception e)
-    {
-        for (Exception? x = e; x is not null; x = x.InnerException)
-        {
-            yield return x;
-            if (x is AggregateException agg)
-            {
-                foreach (var inner in agg.InnerExceptions.SelectMany(Flatten))
-                {
-                    yield return inner;
-                }
-            }
-        }
     }
 
     private sealed class HeartbeatJobStub : IScheduledJob
