@@ -14,8 +14,9 @@ public enum SyncLane
 /// <c>maxCalls - reserve</c>;</item>
 /// <item>at most <see cref="CoreRate.Permits"/> call starts in any <see cref="CoreRate.Window"/>
 /// (a sliding log, so no timer drift lets one more through), of which the background lane may use
-/// only <c>permits - reserve</c>, on an even schedule so the core sees a steady trickle, not bursts (a
-/// start that came late may be followed at once by the next one, so the schedule catches up by one);</item>
+/// only <c>permits - reserve</c>, on an even schedule shared with the priority lane (a login takes the
+/// background's next turn), so the core sees a steady trickle, not bursts, and a waiting login finds a
+/// free permit within about one spacing (a late start may catch up by one);</item>
 /// <item>a pause until the time a 429's <c>Retry-After</c> named, for every lane;</item>
 /// <item>strict precedence: a waiting priority call always goes before any waiting background call,
 /// and a background waiter whose user logs in meanwhile is promoted in place.</item>
@@ -38,7 +39,7 @@ public sealed class CoreCallGate : IDisposable
     private long _timerDue = long.MaxValue;
     private int _inFlight;
     private int _inFlightBackground;
-    private long _nextBackgroundStart = long.MinValue;
+    private long _nextScheduledStart = long.MinValue;
     private long _pausedUntil = long.MinValue;
 
     public CoreCallGate(int maxCalls, int reserve, CoreRate rate, TimeProvider clock)
@@ -201,9 +202,11 @@ public sealed class CoreCallGate : IDisposable
             if (lane == SyncLane.Background)
             {
                 _inFlightBackground++;
-                // The background schedule: one start per spacing; a late start may catch up by one.
-                _nextBackgroundStart = Math.Max(_nextBackgroundStart, now) + _spacing;
             }
+            // One schedule for both lanes: a start per spacing, which a late start may catch up by one.
+            // A priority call takes the background's next turn, so the two together stay even and a
+            // login finds a free permit within about one spacing.
+            _nextScheduledStart = Math.Max(_nextScheduledStart, now) + _spacing;
             var start = new Start { At = now };
             _starts.Enqueue(start);
             waiter.Granted.TrySetResult(new Lease(this, lane, start));
@@ -226,9 +229,9 @@ public sealed class CoreCallGate : IDisposable
             retryAt = _starts.ElementAt(_starts.Count - limit).At + _window;
             return false;
         }
-        if (background && _nextBackgroundStart != long.MinValue && now < _nextBackgroundStart - _spacing)
+        if (background && _nextScheduledStart != long.MinValue && now < _nextScheduledStart - _spacing)
         {
-            retryAt = _nextBackgroundStart - _spacing;
+            retryAt = _nextScheduledStart - _spacing;
             return false;
         }
         return true;

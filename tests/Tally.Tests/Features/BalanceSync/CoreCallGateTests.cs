@@ -120,6 +120,74 @@ public class CoreCallGateTests
         (await login2).Dispose();
     }
 
+    /// <summary>
+    /// The defaults under load: three background workers that always have work, calls of 21 ms, one
+    /// call at a time, 10 per (1 s + 25 ms), and logins arriving every 50-250 ms, for two simulated
+    /// minutes. A login waits for the call in flight and the next free permit: never more than two
+    /// spacings and a call. The core stays busy at its rate, logins included.
+    /// </summary>
+    [Fact]
+    public async Task Defaults_UnderLoad_ALoginWaitsAtMostTwoSpacingsAndACall_AndTheRateIsUsed()
+    {
+        var clock = new TimerClock();
+        var rate = new CoreRate(10, TimeSpan.FromMilliseconds(1025));
+        using var gate = new CoreCallGate(1, 0, rate, clock);
+        var call = TimeSpan.FromMilliseconds(21);
+        var workers = Enumerable.Range(0, 3).Select(_ => (Waiting: gate.EnterAsync(Lane(SyncLane.Background), None), Lease: (CoreCallGate.Lease?)null, Until: DateTimeOffset.MinValue)).ToArray();
+        (Task<CoreCallGate.Lease>? Waiting, CoreCallGate.Lease? Lease, DateTimeOffset Arrived, DateTimeOffset Until) login = (null, null, default, default);
+        var random = new Random(7);
+        var nextLogin = clock.GetUtcNow().AddMilliseconds(500);
+        var waits = new List<TimeSpan>();
+        var starts = new List<DateTimeOffset>();
+        var end = clock.GetUtcNow().AddMinutes(2);
+        while (clock.GetUtcNow() < end)
+        {
+            var now = clock.GetUtcNow();
+            for (var i = 0; i < workers.Length; i++)
+            {
+                if (workers[i].Lease is null && workers[i].Waiting.IsCompleted)
+                {
+                    workers[i] = (workers[i].Waiting, await workers[i].Waiting, now + call);
+                    workers[i].Lease!.Starting();
+                    starts.Add(now);
+                }
+                if (workers[i].Lease is { } lease && now >= workers[i].Until)
+                {
+                    lease.Dispose();
+                    workers[i] = (gate.EnterAsync(Lane(SyncLane.Background), None), null, DateTimeOffset.MinValue);
+                }
+            }
+            if (login.Waiting is null && now >= nextLogin)
+            {
+                login = (gate.EnterAsync(Lane(SyncLane.Priority), None), null, now, default);
+            }
+            if (login is { Waiting.IsCompleted: true, Lease: null })
+            {
+                login = (login.Waiting, await login.Waiting, login.Arrived, now + call);
+                login.Lease!.Starting();
+                waits.Add(now - login.Arrived);
+                starts.Add(now);
+            }
+            if (login.Lease is { } mine && now >= login.Until)
+            {
+                mine.Dispose();
+                login = (null, null, default, default);
+                nextLogin = now.AddMilliseconds(random.Next(50, 250));
+            }
+            clock.Advance(TimeSpan.FromMilliseconds(1));
+        }
+
+        var spacing = rate.Window / rate.Permits;
+        Assert.True(waits.Count > 400);
+        Assert.True(waits.Max() <= (2 * spacing) + call + TimeSpan.FromMilliseconds(2), $"a login waited {waits.Max().TotalMilliseconds} ms");
+        for (var i = 0; i + 10 < starts.Count; i++)
+        {
+            Assert.True(starts[i + 10] - starts[i] >= rate.Window);
+        }
+        var perSecond = starts.Count / 120.0;
+        Assert.True(perSecond >= 0.97 * rate.Permits / rate.Window.TotalSeconds, $"the core got {perSecond:0.00} calls a second");
+    }
+
     [Fact]
     public async Task Pause_HoldsEveryLaneUntilRetryAfter()
     {
