@@ -119,9 +119,6 @@ namespace Tally.Features.Allowances
 
     public static class AllowanceQueries
     {
-        public static IQueryable<AllowanceSchedule> Live(this IQueryable<AllowanceSchedule> schedules) =>
-            schedules.Where(s => s.DeletedAt == null);
-
         public static IQueryable<AllowanceSchedule> OfGuardian(this IQueryable<AllowanceSchedule> schedules, Guid guardianId) =>
             schedules.Where(s => s.GuardianId == guardianId && s.DeletedAt == null);
     }
