@@ -28,10 +28,10 @@ public static class AllowanceBench
         var options = Options.Parse(args);
         if (options is null)
         {
-            await Console.Error.WriteLineAsync("Usage: allowances --postgres CONN --rabbitmq URL [--schedules 100000] [--workers 2] [--concurrency 16] [--clients 8] [--batch]");
+            await Console.Error.WriteLineAsync("Usage: allowances --postgres CONN --rabbitmq URL [--schedules 100000] [--workers 2] [--concurrency N] [--clients 8] [--single]");
             return 2;
         }
-        Console.WriteLine($"allowances: {options.Schedules:N0} due schedules, {options.Workers} worker process(es) x {options.Concurrency}, pgbench {options.Clients} clients, {(options.Batch ? "group commit" : "one transaction per credit")}");
+        Console.WriteLine($"allowances: {options.Schedules:N0} due schedules, {options.Workers} worker process(es) x {options.Concurrency}, pgbench {options.Clients} clients, {(options.Single ? "one transaction per credit" : "batched (the default)")}");
 
         var tallyDb = await CreateDatabaseAsync(options.Postgres, "bench_allowances_tally", ct);
         var referenceDb = await CreateDatabaseAsync(options.Postgres, "bench_allowances_pgbench", ct);
@@ -50,14 +50,17 @@ public static class AllowanceBench
             ["RabbitMq__Url"] = options.RabbitMq,
             ["Allowances__QueueName"] = queue,
             ["Allowances__BatchSize"] = "1000",
-            ["Allowances__Concurrency"] = options.Concurrency.ToString(CultureInfo.InvariantCulture),
-            ["Allowances__Prefetch"] = (options.Concurrency * 4).ToString(CultureInfo.InvariantCulture),
             ["Auth__SigningKey"] = SigningKey,
             ["ASPNETCORE_ENVIRONMENT"] = "Production",
             ["Logging__LogLevel__Default"] = "Warning",
             ["Jobs__allowances.enqueue-due__Enabled"] = "false",
-            ["Allowances__BatchCommits"] = options.Batch ? "true" : "false",
+            ["Allowances__BatchCommits"] = options.Single ? "false" : "true",
         };
+        if (options.Concurrency is { } concurrency)
+        {
+            settings["Allowances__Concurrency"] = concurrency.ToString(CultureInfo.InvariantCulture);
+            settings["Allowances__Prefetch"] = (concurrency * 2).ToString(CultureInfo.InvariantCulture);
+        }
         var processes = new List<Process>();
         try
         {
@@ -267,7 +270,7 @@ public static class AllowanceBench
     private static Guid MdUuid(string text) =>
         Guid.ParseExact(Convert.ToHexString(System.Security.Cryptography.MD5.HashData(System.Text.Encoding.UTF8.GetBytes(text))), "N");
 
-    private sealed record Options(string Postgres, string RabbitMq, int Schedules, int Workers, int Concurrency, int Clients, bool Batch)
+    private sealed record Options(string Postgres, string RabbitMq, int Schedules, int Workers, int? Concurrency, int Clients, bool Single)
     {
         public static Options? Parse(string[] args)
         {
@@ -281,7 +284,8 @@ public static class AllowanceBench
             var rabbit = Value("--rabbitmq") ?? Environment.GetEnvironmentVariable("TALLY_TEST_RABBITMQ");
             return postgres is null || rabbit is null
                 ? null
-                : new Options(postgres, rabbit, Int("--schedules", 100_000), Int("--workers", 2), Int("--concurrency", 16), Int("--clients", 8), args.Contains("--batch"));
+                : new Options(postgres, rabbit, Int("--schedules", 100_000), Int("--workers", 2),
+                    int.TryParse(Value("--concurrency"), CultureInfo.InvariantCulture, out var c) ? c : null, Int("--clients", 8), args.Contains("--single"));
         }
     }
 }

@@ -31,13 +31,17 @@ public sealed class AllowanceOptions
     public TimeSpan RequeueAfter { get; set; } = TimeSpan.FromHours(2);
 
     [Range(1, 10_000, ErrorMessage = "Allowances:Prefetch must be between 1 and 10000.")]
-    public int Prefetch { get; set; } = 64;
+    public int Prefetch { get; set; } = 256;
 
-    [Range(1, 256, ErrorMessage = "Allowances:Concurrency must be between 1 and 256.")]
-    public int Concurrency { get; set; } = 8;
+    /// <summary>Deliveries handled at once per worker instance; with batching, the most one batch can hold.</summary>
+    [Range(1, 1024, ErrorMessage = "Allowances:Concurrency must be between 1 and 1024.")]
+    public int Concurrency { get; set; } = 128;
 
-    /// <summary>Group commit: pay the credits of concurrent deliveries in one transaction (see <see cref="CreditBatcher"/>).</summary>
-    public bool BatchCommits { get; set; }
+    /// <summary>
+    /// Batching: settle the deliveries in hand together, one read and one transaction per batch (see
+    /// <see cref="CreditBatcher"/>). Off: one read and one transaction per delivery.
+    /// </summary>
+    public bool BatchCommits { get; set; } = true;
 
     [Range(1, 10_000, ErrorMessage = "Allowances:CommitBatchSize must be between 1 and 10000.")]
     public int CommitBatchSize { get; set; } = 100;

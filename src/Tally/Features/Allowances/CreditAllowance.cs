@@ -47,30 +47,17 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
         {
             return JobOutcome.RetryLater("occurrence not due yet");
         }
+        if (batcher.Enabled)
+        {
+            return await batcher.SettleAsync(occurrence, ct);
+        }
 
         // One read tells everything the decision needs; for a duplicate delivery it is the only
         // statement: a settled occurrence is acked without a write transaction.
-        var facts = await ReadFacts(db, occurrence.ScheduleId, occurrence.RunAt);
-        if (facts is { Settled: true })
+        var decision = Decide(occurrence, await ReadFacts(db, occurrence.ScheduleId, occurrence.RunAt), logger);
+        if (decision.Payable is not { } payable)
         {
-            return JobOutcome.Done;
-        }
-        var schedule = facts?.Schedule;
-        if (schedule is null || schedule.DeletedAt is not null || schedule.Status != ScheduleStatus.On
-            || occurrence.RunAt < schedule.ActiveFrom || !Recurrence.IsOccurrence(schedule.Rule(), occurrence.RunAt))
-        {
-            // Deleted, paused, or changed since the occurrence was enqueued: nothing is owed for it.
-            LogNotOwed(logger, occurrence.ScheduleId, occurrence.RunAt);
-            return JobOutcome.Done;
-        }
-        if (facts!.From is not { } from || facts.To is not { } to)
-        {
-            return JobOutcome.RetryLater(facts.From is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account");
-        }
-        var payable = new Payable(occurrence, schedule, from, to);
-        if (batcher.Enabled)
-        {
-            return await batcher.PayAsync(payable, ct);
+            return decision.Outcome;
         }
 
         await using var tx = await db.Database.BeginTransactionAsync(ct);
@@ -87,8 +74,67 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
         {
             return JobOutcome.Done; // a concurrent delivery committed the same occurrence first
         }
-        LogPaid(logger, schedule.Id, occurrence.RunAt, schedule.AmountMinor, schedule.Currency);
+        LogPaid(logger, payable.Schedule.Id, occurrence.RunAt, payable.Schedule.AmountMinor, payable.Schedule.Currency);
         return JobOutcome.Done;
+    }
+
+    /// <summary>What a delivery comes to before any money moves: an outcome already, or a credit to pay.</summary>
+    public sealed record Decision(JobOutcome Outcome, Payable? Payable);
+
+    /// <summary>The one decision for both paths: settled, no longer owed, not payable yet, or payable.</summary>
+    internal static Decision Decide(OccurrenceMessage occurrence, Facts? facts, ILogger logger)
+    {
+        if (facts is { Settled: true })
+        {
+            return new Decision(JobOutcome.Done, null);
+        }
+        var schedule = facts?.Schedule;
+        if (schedule is null || schedule.DeletedAt is not null || schedule.Status != ScheduleStatus.On
+            || occurrence.RunAt < schedule.ActiveFrom || !Recurrence.IsOccurrence(schedule.Rule(), occurrence.RunAt))
+        {
+            // Deleted, paused, or changed since the occurrence was enqueued: nothing is owed for it.
+            LogNotOwed(logger, occurrence.ScheduleId, occurrence.RunAt);
+            return new Decision(JobOutcome.Done, null);
+        }
+        if (facts!.From is not { } from || facts.To is not { } to)
+        {
+            return new Decision(JobOutcome.RetryLater(facts.From is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account"), null);
+        }
+        return new Decision(JobOutcome.Done, new Payable(occurrence, schedule, from, to));
+    }
+
+    /// <summary>
+    /// The facts of many occurrences in two reads, whatever their number: their schedules with both
+    /// accounts, and which of them are settled already. Occurrences of unknown schedules are absent.
+    /// </summary>
+    internal static async Task<Dictionary<OccurrenceMessage, Facts>> ReadFactsAsync(TallyDb db, IReadOnlyCollection<OccurrenceMessage> occurrences, CancellationToken ct)
+    {
+        var scheduleIds = occurrences.Select(o => o.ScheduleId).Distinct().ToList();
+        var runAts = occurrences.Select(o => o.RunAt).Distinct().ToList();
+        var schedules = await db.AllowanceSchedules.AsNoTracking()
+            .Where(s => scheduleIds.Contains(s.Id))
+            .Select(s => new
+            {
+                Schedule = s,
+                From = db.LedgerAccounts.Where(a => a.OwnerId == s.GuardianId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
+                To = db.LedgerAccounts.Where(a => a.OwnerId == s.JuniorId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
+            })
+            .ToDictionaryAsync(s => s.Schedule.Id, ct);
+        var settled = (await db.AllowanceCredits.AsNoTracking()
+            .Where(c => scheduleIds.Contains(c.ScheduleId) && runAts.Contains(c.RunAt) && c.Outcome != CreditOutcome.Failed)
+            .Select(c => new { c.ScheduleId, c.RunAt })
+            .ToListAsync(ct))
+            .Select(c => new OccurrenceMessage(c.ScheduleId, c.RunAt))
+            .ToHashSet();
+        var facts = new Dictionary<OccurrenceMessage, Facts>();
+        foreach (var occurrence in occurrences)
+        {
+            if (schedules.TryGetValue(occurrence.ScheduleId, out var s))
+            {
+                facts[occurrence] = new Facts(s.Schedule, settled.Contains(occurrence), s.From, s.To);
+            }
+        }
+        return facts;
     }
 
     /// <summary>
@@ -98,12 +144,11 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
     /// </summary>
     internal static async Task<PayResult> PayInTransactionAsync(TallyDb db, Payable payable, DateTime now, CancellationToken ct)
     {
-        var (occurrence, schedule, from, to) = payable;
+        var (occurrence, schedule, _, _) = payable;
         // The caller's transaction (or savepoint) already bounds this work; EF's own savepoint around
         // SaveChanges would only add two round trips per credit.
         db.Database.AutoSavepointsEnabled = false;
-        var transfer = await Ledger.Ledger.TransferAsync(db,
-            new TransferRequest(from, to, schedule.AmountMinor, schedule.Currency, "ALLOWANCE", IdempotencyKey(occurrence)), now, ct);
+        var transfer = await Ledger.Ledger.TransferAsync(db, TransferFor(payable), now, ct);
         if (transfer is not TransferResult.Transferred { TransferId: var transferId })
         {
             return new PayResult(transfer switch
@@ -129,10 +174,83 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
             return new PayResult(JobOutcome.Done, Paid: false); // settled as PAID or SKIPPED already; the rollback undoes this transfer
         }
         await AdvanceAsync(db, schedule, occurrence.RunAt, now, ct);
-        Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), new AllowanceCredited(schedule.Id, schedule.GuardianId, schedule.JuniorId,
-            occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, transferId), now);
+        AddCreditedEvent(db, payable, transferId, now);
         await db.SaveChangesAsync(ct);
         return new PayResult(JobOutcome.Done, Paid: true);
+    }
+
+    /// <summary>
+    /// Pays many occurrences inside the caller's transaction with a fixed number of set-based
+    /// statements on PostgreSQL: the ledger's <see cref="Ledger.Ledger.TransferAllAsync"/>, one insert
+    /// of all credit claims, one advance of all schedules, the events. The same writes, with the same
+    /// conditions, as <see cref="PayInTransactionAsync"/> once per occurrence. All or nothing: false
+    /// means one of them would be refused (or is settled already), and the caller rolls back and pays
+    /// them one at a time to learn which. The occurrences must be distinct.
+    /// </summary>
+    internal static async Task<bool> PayAllInTransactionAsync(TallyDb db, IReadOnlyList<Payable> payables, DateTime now, CancellationToken ct)
+    {
+        if (!db.Database.IsNpgsql())
+        {
+            throw new NotSupportedException("Set-based credits need PostgreSQL; pay one at a time elsewhere.");
+        }
+        var transferIds = await Ledger.Ledger.TransferAllAsync(db, payables.Select(TransferFor).ToList(), now, ct);
+        if (transferIds is null)
+        {
+            return false;
+        }
+        var claimed = await db.Database.ExecuteSqlAsync(
+            $"""
+            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
+            SELECT v.id, v.schedule_id, v.run_at, v.amount, v.currency, {CreditOutcome.Paid}, v.transfer_id, NULL, {now}
+            FROM unnest({payables.Select(_ => Guid.CreateVersion7()).ToArray()}, {payables.Select(p => p.Schedule.Id).ToArray()},
+                        {payables.Select(p => p.Occurrence.RunAt).ToArray()}, {payables.Select(p => p.Schedule.AmountMinor).ToArray()},
+                        {payables.Select(p => p.Schedule.Currency).ToArray()}, {transferIds.ToArray()})
+                 AS v(id, schedule_id, run_at, amount, currency, transfer_id)
+            ON CONFLICT (schedule_id, run_at) DO UPDATE
+                SET outcome = excluded.outcome, transaction_id = excluded.transaction_id, amount_minor = excluded.amount_minor,
+                    reason = NULL, credited_at = excluded.credited_at
+                WHERE allowance_credits.outcome = 'FAILED'
+            """, ct);
+        if (claimed != payables.Count)
+        {
+            return false;
+        }
+
+        // One advance per schedule, to its latest occurrence paid here: the same end state as advancing once per occurrence.
+        var advances = payables.GroupBy(p => p.Schedule.Id)
+            .Select(g => g.MaxBy(p => p.Occurrence.RunAt)!)
+            .Select(p => (p.Schedule.Id, p.Occurrence.RunAt, Next: Recurrence.NextAfter(p.Schedule.Rule(), p.Occurrence.RunAt)))
+            .OrderBy(a => a.Id)
+            .ToList();
+        await db.Database.ExecuteSqlAsync(
+            $"""
+            WITH locked AS (
+                SELECT id FROM allowance_schedules WHERE id = ANY({advances.Select(a => a.Id).ToArray()}) ORDER BY id FOR UPDATE)
+            UPDATE allowance_schedules s
+            SET last_run_at = CASE WHEN s.last_run_at IS NULL OR s.last_run_at < v.run_at THEN v.run_at ELSE s.last_run_at END,
+                next_run_at = CASE WHEN s.next_run_at IS NOT NULL AND s.next_run_at <= v.run_at THEN v.next ELSE s.next_run_at END,
+                updated_at = {now}
+            FROM unnest({advances.Select(a => a.Id).ToArray()}, {advances.Select(a => a.RunAt).ToArray()}, {advances.Select(a => a.Next).ToArray()})
+                 AS v(id, run_at, next), locked
+            WHERE s.id = v.id AND locked.id = v.id
+            """, ct);
+
+        for (var i = 0; i < payables.Count; i++)
+        {
+            AddCreditedEvent(db, payables[i], transferIds[i], now);
+        }
+        await db.SaveChangesAsync(ct);
+        return true;
+    }
+
+    private static TransferRequest TransferFor(Payable payable) =>
+        new(payable.From, payable.To, payable.Schedule.AmountMinor, payable.Schedule.Currency, "ALLOWANCE", IdempotencyKey(payable.Occurrence));
+
+    private static void AddCreditedEvent(TallyDb db, Payable payable, Guid transferId, DateTime now)
+    {
+        var (occurrence, schedule, _, _) = payable;
+        Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), new AllowanceCredited(schedule.Id, schedule.GuardianId, schedule.JuniorId,
+            occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, transferId), now);
     }
 
     /// <summary>

@@ -7,13 +7,15 @@ using Tally.Jobs;
 namespace Tally.Features.Allowances;
 
 /// <summary>
-/// Group commit for allowance credits (<c>Allowances:BatchCommits</c>): the credits that concurrent
-/// deliveries want to pay are run one after another inside ONE transaction, each behind its own
-/// savepoint, and committed together, so a whole batch costs one commit (one fsync) instead of one
-/// each. The money logic is exactly the single path's (<see cref="CreditAllowance.PayInTransactionAsync"/>):
-/// a credit that is refused rolls back to its savepoint and leaves the others be. Nothing is acked
-/// before the batch commits; a batch that fails (a deadlock victim, the database gone) is tried again
-/// whole, then its deliveries are retried by the queue like any failure.
+/// Batched settling of allowance deliveries (<c>Allowances:BatchCommits</c>, on by default): the
+/// occurrences that concurrent deliveries bring are settled together. One read gives the facts of
+/// the whole batch (a batch of duplicates costs just that read); the payable ones are paid in ONE
+/// transaction: on PostgreSQL with a fixed number of set-based statements
+/// (<see cref="CreditAllowance.PayAllInTransactionAsync"/>), and should any of them be refused, or
+/// on SQLite, one after another behind a savepoint each with exactly the single path's money code
+/// (<see cref="CreditAllowance.PayInTransactionAsync"/>), so a refused credit leaves the others be.
+/// Nothing is acked before the batch commits; a batch that fails (a deadlock victim, the database
+/// gone) is tried again whole, then its deliveries are retried by the queue like any failure.
 /// </summary>
 public sealed partial class CreditBatcher(
     IDbContextFactory<TallyDb> dbs, IOptions<AllowanceOptions> options, TimeProvider clock, ILogger<CreditBatcher> logger) : IAsyncDisposable
@@ -25,10 +27,11 @@ public sealed partial class CreditBatcher(
 
     public bool Enabled => options.Value.BatchCommits;
 
-    public async Task<JobOutcome> PayAsync(CreditAllowance.Payable payable, CancellationToken ct)
+    /// <summary>Settles one due occurrence in the next batch, and answers what its delivery comes to.</summary>
+    public async Task<JobOutcome> SettleAsync(OccurrenceMessage occurrence, CancellationToken ct)
     {
         EnsureStarted();
-        var request = new Request(payable, new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var request = new Request(occurrence, new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously));
         await _requests.Writer.WriteAsync(request, ct);
         // Cancelling the wait does not cancel the batch: its outcome simply goes unobserved, and an
         // unacked message is delivered again, which the unique keys make harmless.
@@ -79,13 +82,11 @@ public sealed partial class CreditBatcher(
 
     private async Task RunBatchAsync(List<Request> batch)
     {
-        // Schedules in id order in every batch, as the producer locks them, so they wait for each other rather than deadlock.
-        batch.Sort((a, b) => a.Payable.Schedule.Id.CompareTo(b.Payable.Schedule.Id));
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                var outcomes = await PayBatchAsync(batch);
+                var outcomes = await SettleBatchAsync(batch);
                 for (var i = 0; i < batch.Count; i++)
                 {
                     batch[i].Outcome.TrySetResult(outcomes[i]);
@@ -108,17 +109,77 @@ public sealed partial class CreditBatcher(
         }
     }
 
-    private async Task<JobOutcome[]> PayBatchAsync(List<Request> batch)
+    private async Task<JobOutcome[]> SettleBatchAsync(List<Request> batch)
     {
         var ct = _stopping.Token;
         var now = clock.GetUtcNow().UtcDateTime;
-        var outcomes = new JobOutcome[batch.Count];
         await using var db = await dbs.CreateDbContextAsync(ct);
-        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        var facts = await CreditAllowance.ReadFactsAsync(db, batch.Select(r => r.Occurrence).ToHashSet(), ct);
+
+        // Decide each occurrence once; a second delivery of the same occurrence in this batch shares its outcome.
+        var outcomes = new JobOutcome[batch.Count];
+        var payables = new List<CreditAllowance.Payable>();
+        var shared = new Dictionary<OccurrenceMessage, int>();
         for (var i = 0; i < batch.Count; i++)
         {
+            var occurrence = batch[i].Occurrence;
+            if (shared.ContainsKey(occurrence))
+            {
+                continue;
+            }
+            shared[occurrence] = i;
+            var decision = CreditAllowance.Decide(occurrence, facts.GetValueOrDefault(occurrence), logger);
+            outcomes[i] = decision.Outcome;
+            if (decision.Payable is { } payable)
+            {
+                payables.Add(payable);
+            }
+        }
+        if (payables.Count > 0)
+        {
+            // Schedules in id order, as the producer locks them, and each schedule's occurrences oldest first.
+            payables.Sort((a, b) => a.Schedule.Id != b.Schedule.Id ? a.Schedule.Id.CompareTo(b.Schedule.Id) : a.Occurrence.RunAt.CompareTo(b.Occurrence.RunAt));
+            var paid = await PayAsync(db, payables, now, ct);
+            for (var p = 0; p < payables.Count; p++)
+            {
+                outcomes[shared[payables[p].Occurrence]] = paid[p];
+            }
+        }
+        for (var i = 0; i < batch.Count; i++)
+        {
+            outcomes[i] = outcomes[shared[batch[i].Occurrence]];
+        }
+        return outcomes;
+    }
+
+    private async Task<JobOutcome[]> PayAsync(TallyDb db, List<CreditAllowance.Payable> payables, DateTime now, CancellationToken ct)
+    {
+        if (db.Database.IsNpgsql())
+        {
+            await using (var tx = await db.Database.BeginTransactionAsync(ct))
+            {
+                if (await CreditAllowance.PayAllInTransactionAsync(db, payables, now, ct))
+                {
+                    await tx.CommitAsync(ct);
+                    LogBatchPaid(logger, payables.Count);
+                    return [.. payables.Select(_ => JobOutcome.Done)];
+                }
+            }
+            // Something in the batch was refused or settled meanwhile: rolled back; learn which, one by one.
+            db.ChangeTracker.Clear();
+            LogBatchSplit(logger, payables.Count);
+        }
+        return await PayOneByOneAsync(db, payables, now, ct);
+    }
+
+    private static async Task<JobOutcome[]> PayOneByOneAsync(TallyDb db, List<CreditAllowance.Payable> payables, DateTime now, CancellationToken ct)
+    {
+        var outcomes = new JobOutcome[payables.Count];
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        for (var i = 0; i < payables.Count; i++)
+        {
             await tx.CreateSavepointAsync("credit", ct);
-            var result = await CreditAllowance.PayInTransactionAsync(db, batch[i].Payable, now, ct);
+            var result = await CreditAllowance.PayInTransactionAsync(db, payables[i], now, ct);
             if (result.Paid)
             {
                 await tx.ReleaseSavepointAsync("credit", ct);
@@ -145,7 +206,13 @@ public sealed partial class CreditBatcher(
         _stopping.Dispose();
     }
 
-    private sealed record Request(CreditAllowance.Payable Payable, TaskCompletionSource<JobOutcome> Outcome);
+    private sealed record Request(OccurrenceMessage Occurrence, TaskCompletionSource<JobOutcome> Outcome);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Paid a batch of {Count} allowance credits")]
+    private static partial void LogBatchPaid(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "A batch of {Count} allowance credits had a refusal; paying them one by one")]
+    private static partial void LogBatchSplit(ILogger logger, int count);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Credit batch of {Count} failed transiently (attempt {Attempt}); trying it again")]
     private static partial void LogBatchRetried(ILogger logger, Exception e, int count, int attempt);

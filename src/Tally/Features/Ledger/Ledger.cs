@@ -103,6 +103,89 @@ public static class Ledger
         return new TransferResult.Transferred(transferId);
     }
 
+    /// <summary>
+    /// Moves money for many transfers at once inside the current transaction, all or nothing: on
+    /// PostgreSQL three set-based statements whatever the count (the accounts locked in id order,
+    /// the transfer rows, one balance update per account). Returns the transfer ids in request
+    /// order, or null when any one of them would be refused (a used idempotency key, a missing
+    /// account, another currency, not enough money); then the caller must roll back, and can find
+    /// out which one by moving them one at a time with <see cref="TransferAsync"/>.
+    /// A debit account must cover the sum of its debits in the set, whatever it is credited in the
+    /// same set, so every order of the same transfers one by one would have been accepted too.
+    /// </summary>
+    public static async Task<IReadOnlyList<Guid>?> TransferAllAsync(TallyDb db, IReadOnlyList<TransferRequest> requests, DateTime now, CancellationToken ct)
+    {
+        if (db.Database.CurrentTransaction is null)
+        {
+            throw new InvalidOperationException("A ledger transfer must run inside a transaction.");
+        }
+        foreach (var request in requests)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.AmountMinor);
+            if (request.DebitAccountId == request.CreditAccountId)
+            {
+                return null;
+            }
+        }
+        if (!db.Database.IsNpgsql())
+        {
+            var moved = new List<Guid>(requests.Count);
+            foreach (var request in requests)
+            {
+                if (await TransferAsync(db, request, now, ct) is not TransferResult.Transferred { TransferId: var id })
+                {
+                    return null;
+                }
+                moved.Add(id);
+            }
+            return moved;
+        }
+
+        var accountIds = requests.SelectMany(r => new[] { r.DebitAccountId, r.CreditAccountId }).Distinct().Order().ToArray();
+        var locked = await db.Database.SqlQuery<int>(
+            $"SELECT count(*)::int AS \"Value\" FROM (SELECT id FROM ledger_accounts WHERE id = ANY({accountIds}) ORDER BY id FOR UPDATE) l")
+            .SingleAsync(ct);
+        if (locked != accountIds.Length)
+        {
+            return null; // an account is missing
+        }
+
+        var transferIds = requests.Select(_ => Guid.CreateVersion7()).ToArray();
+        var inserted = await db.Database.ExecuteSqlAsync(
+            $"""
+            INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at)
+            SELECT t.id, t.debit, t.credit, t.amount, t.currency, t.kind, t.key, {now}
+            FROM unnest({transferIds}, {requests.Select(r => r.DebitAccountId).ToArray()}, {requests.Select(r => r.CreditAccountId).ToArray()},
+                        {requests.Select(r => r.AmountMinor).ToArray()}, {requests.Select(r => r.Currency).ToArray()},
+                        {requests.Select(r => r.Kind).ToArray()}, {requests.Select(r => r.IdempotencyKey).ToArray()})
+                 AS t(id, debit, credit, amount, currency, kind, key)
+            ON CONFLICT (idempotency_key) DO NOTHING
+            """, ct);
+        if (inserted != requests.Count)
+        {
+            return null; // an idempotency key was used before (or twice in this set)
+        }
+
+        // One row per (account, currency): what leaves it and what arrives.
+        var moves = requests.SelectMany(r => new[]
+            {
+                (Account: r.DebitAccountId, r.Currency, Debit: r.AmountMinor, Credit: 0L),
+                (Account: r.CreditAccountId, r.Currency, Debit: 0L, Credit: r.AmountMinor),
+            })
+            .GroupBy(m => (m.Account, m.Currency))
+            .Select(g => (g.Key.Account, g.Key.Currency, Debit: g.Sum(m => m.Debit), Credit: g.Sum(m => m.Credit)))
+            .ToList();
+        var updated = await db.Database.ExecuteSqlAsync(
+            $"""
+            UPDATE ledger_accounts a SET balance_minor = a.balance_minor - m.debit + m.credit
+            FROM unnest({moves.Select(m => m.Account).ToArray()}, {moves.Select(m => m.Currency).ToArray()},
+                        {moves.Select(m => m.Debit).ToArray()}, {moves.Select(m => m.Credit).ToArray()}) AS m(id, currency, debit, credit)
+            WHERE a.id = m.id AND a.currency = m.currency
+              AND (a.kind = {AccountKinds.Funding} OR a.balance_minor >= m.debit)
+            """, ct);
+        return updated == moves.Count ? transferIds : null;
+    }
+
     private static async Task<bool> DebitAsync(TallyDb db, TransferRequest request, CancellationToken ct) =>
         await db.Database.ExecuteSqlAsync(
             $"""

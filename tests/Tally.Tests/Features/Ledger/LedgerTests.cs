@@ -116,6 +116,126 @@ public class LedgerTests
         Assert.Equal(1m, await admin.BalanceAsync(account));
     }
 
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task TransferAll_MovesAllOrNothing(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage);
+        var admin = app.Admin();
+        var ct = TestContext.Current.CancellationToken;
+        var payer = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        var other = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        var payees = new List<Guid>();
+        for (var i = 0; i < 3; i++)
+        {
+            payees.Add(await admin.CreateAccountAsync(await admin.CreateUserAsync()));
+        }
+        await admin.DepositAsync(payer, 10m);
+        await admin.DepositAsync(other, 1m);
+
+        async Task<IReadOnlyList<Guid>?> MoveAsync(params TransferRequest[] requests)
+        {
+            await using var db = app.Db();
+            await using var tx = await db.Database.BeginTransactionAsync(ct);
+            var moved = await Tally.Features.Ledger.Ledger.TransferAllAsync(db, requests, DateTime.UtcNow, ct);
+            if (moved is not null)
+            {
+                await tx.CommitAsync(ct);
+            }
+            return moved;
+        }
+        TransferRequest Pay(Guid from, Guid to, long minor, string key, string currency = "USD") => new(from, to, minor, currency, "TEST", key);
+
+        // Each debit alone is covered (4.00 of 10.00), their sum (12.00) is not: nothing moves.
+        Assert.Null(await MoveAsync(Pay(payer, payees[0], 400, "a"), Pay(payer, payees[1], 400, "b"), Pay(payer, payees[2], 400, "c")));
+        // A missing account, another currency, or a key used within the set: nothing moves.
+        Assert.Null(await MoveAsync(Pay(payer, payees[0], 100, "d"), Pay(payer, Guid.NewGuid(), 100, "e")));
+        Assert.Null(await MoveAsync(Pay(payer, payees[0], 100, "f"), Pay(payer, payees[1], 100, "g", "EUR")));
+        Assert.Null(await MoveAsync(Pay(payer, payees[0], 100, "h"), Pay(payer, payees[1], 100, "h")));
+        Assert.Equal(10m, await admin.BalanceAsync(payer));
+        foreach (var payee in payees)
+        {
+            Assert.Equal(0m, await admin.BalanceAsync(payee));
+        }
+
+        // Covered: 3 x 3.00 from the payer, and the other's 1.00 arriving at the payer in the same set.
+        var moved = await MoveAsync(Pay(payer, payees[0], 300, "i"), Pay(other, payer, 100, "j"), Pay(payer, payees[1], 300, "k"), Pay(payer, payees[2], 300, "l"));
+        Assert.NotNull(moved);
+        Assert.Equal(4, moved.Distinct().Count());
+        Assert.Equal(2m, await admin.BalanceAsync(payer));
+        Assert.Equal(0m, await admin.BalanceAsync(other));
+        foreach (var payee in payees)
+        {
+            Assert.Equal(3m, await admin.BalanceAsync(payee));
+        }
+
+        // A key used by an earlier set: nothing moves again.
+        Assert.Null(await MoveAsync(Pay(payer, payees[0], 100, "m"), Pay(payer, payees[1], 100, "i")));
+        Assert.Equal(2m, await admin.BalanceAsync(payer));
+        await using var check = app.Db();
+        var transfers = await check.LedgerTransfers.AsNoTracking().Where(t => t.Kind == "TEST").ToListAsync(ct);
+        Assert.Equal(["i", "j", "k", "l"], transfers.Select(t => t.IdempotencyKey).Order().ToArray());
+        Assert.Equal(moved.Order().ToArray(), transfers.Select(t => t.Id).Order().ToArray());
+    }
+
+    [Fact]
+    public async Task TransferAll_ConcurrentOverlappingSets_KeepTotalsWithoutDeadlocks()
+    {
+        await using var app = await Apps.CreateAsync("postgres");
+        var admin = app.Admin();
+        var accounts = new List<Guid>();
+        for (var i = 0; i < 6; i++)
+        {
+            var account = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+            await admin.DepositAsync(account, 1000m);
+            accounts.Add(account);
+        }
+
+        // 200 sets of 5 transfers between random pairs, in random order, on 8 connections: every set
+        // touches accounts others touch too; locking them in id order means none waits in a cycle.
+        var random = new Random(7);
+        var sets = Enumerable.Range(0, 200).Select(s => Enumerable.Range(0, 5).Select(t =>
+        {
+            var from = accounts[random.Next(accounts.Count)];
+            var to = accounts[(accounts.IndexOf(from) + 1 + random.Next(accounts.Count - 1)) % accounts.Count];
+            return new TransferRequest(from, to, random.Next(1, 300), "USD", "TEST", $"s{s}t{t}");
+        }).ToArray()).ToList();
+        var moved = 0;
+        var deadlocks = 0;
+        await Parallel.ForEachAsync(sets, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (set, ct) =>
+        {
+            await using var db = app.Db();
+            try
+            {
+                await using var tx = await db.Database.BeginTransactionAsync(ct);
+                if (await Tally.Features.Ledger.Ledger.TransferAllAsync(db, set, DateTime.UtcNow, ct) is not null)
+                {
+                    await tx.CommitAsync(ct);
+                    Interlocked.Increment(ref moved);
+                }
+            }
+            catch (Exception e) when (Tally.Data.DbErrors.IsTransient(e))
+            {
+                Interlocked.Increment(ref deadlocks);
+            }
+        });
+
+        Assert.Equal(0, deadlocks);
+        Assert.Equal(200, moved); // 1,000.00 each, and all 1,000 transfers together move under 3,000.00: always covered
+        await using var check = app.Db();
+        var ct = TestContext.Current.CancellationToken;
+        var balances = await check.LedgerAccounts.AsNoTracking().ToListAsync(ct);
+        var transfers = await check.LedgerTransfers.AsNoTracking().ToListAsync(ct);
+        Assert.Equal(0, balances.Sum(a => a.BalanceMinor));
+        Assert.Equal(1000 + 6, transfers.Count);
+        foreach (var account in balances)
+        {
+            Assert.Equal(transfers.Where(t => t.CreditAccountId == account.Id).Sum(t => t.AmountMinor)
+                - transfers.Where(t => t.DebitAccountId == account.Id).Sum(t => t.AmountMinor), account.BalanceMinor);
+        }
+    }
+
     [Fact]
     public async Task MyLedger_ShowsOnlyTheCallersAccountsAndTransfers()
     {
