@@ -31,11 +31,11 @@ public sealed class AllowanceOptions
     public TimeSpan RequeueAfter { get; set; } = TimeSpan.FromHours(2);
 
     [Range(1, 10_000, ErrorMessage = "Allowances:Prefetch must be between 1 and 10000.")]
-    public int Prefetch { get; set; } = 256;
+    public int Prefetch { get; set; } = 1024;
 
     /// <summary>Deliveries handled at once per worker instance; with batching, the most one batch can hold.</summary>
     [Range(1, 1024, ErrorMessage = "Allowances:Concurrency must be between 1 and 1024.")]
-    public int Concurrency { get; set; } = 128;
+    public int Concurrency { get; set; } = 512;
 
     /// <summary>
     /// Batching: settle the deliveries in hand together, one read and one transaction per batch (see
@@ -44,7 +44,7 @@ public sealed class AllowanceOptions
     public bool BatchCommits { get; set; } = true;
 
     [Range(1, 10_000, ErrorMessage = "Allowances:CommitBatchSize must be between 1 and 10000.")]
-    public int CommitBatchSize { get; set; } = 100;
+    public int CommitBatchSize { get; set; } = 500;
 
     /// <summary>Batches committing at once, each on its own connection.</summary>
     [Range(1, 64, ErrorMessage = "Allowances:CommitBatchers must be between 1 and 64.")]

@@ -13,7 +13,7 @@ namespace Tally.Features.Allowances;
 /// event. Exactly once: the credit's unique (schedule_id, run_at) and the transfer's idempotency key
 /// make a repeated delivery a no-op, so the queue may deliver as often as it likes.
 /// </summary>
-public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, TimeProvider clock, ILogger<CreditAllowance> logger) : IQueueHandler
+public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, CreditBatcher batcher, TimeProvider clock, ILogger<CreditAllowance> logger) : IQueueHandler
 {
     public const string CreditedEvent = "AllowanceCredited";
     public const string FailedEvent = "AllowanceCreditFailed";
@@ -54,6 +54,7 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
 
         // One read tells everything the decision needs; for a duplicate delivery it is the only
         // statement: a settled occurrence is acked without a write transaction.
+        await using var db = await dbs.CreateDbContextAsync(ct);
         var decision = Decide(occurrence, await ReadFacts(db, occurrence.ScheduleId, occurrence.RunAt), logger);
         if (decision.Payable is not { } payable)
         {
@@ -174,7 +175,7 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
             return new PayResult(JobOutcome.Done, Paid: false); // settled as PAID or SKIPPED already; the rollback undoes this transfer
         }
         await AdvanceAsync(db, schedule, occurrence.RunAt, now, ct);
-        AddCreditedEvent(db, payable, transferId, now);
+        Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), Credited(payable, transferId), now);
         await db.SaveChangesAsync(ct);
         return new PayResult(JobOutcome.Done, Paid: true);
     }
@@ -235,22 +236,18 @@ public sealed partial class CreditAllowance(TallyDb db, CreditBatcher batcher, T
             WHERE s.id = v.id AND locked.id = v.id
             """, ct);
 
-        for (var i = 0; i < payables.Count; i++)
-        {
-            AddCreditedEvent(db, payables[i], transferIds[i], now);
-        }
-        await db.SaveChangesAsync(ct);
+        await Outbox.AddManyAsync(db, CreditedEvent, [.. payables.Select((p, i) => (p.Schedule.Id.ToString(), (object)Credited(p, transferIds[i])))], now, ct);
         return true;
     }
 
     private static TransferRequest TransferFor(Payable payable) =>
         new(payable.From, payable.To, payable.Schedule.AmountMinor, payable.Schedule.Currency, "ALLOWANCE", IdempotencyKey(payable.Occurrence));
 
-    private static void AddCreditedEvent(TallyDb db, Payable payable, Guid transferId, DateTime now)
+    private static AllowanceCredited Credited(Payable payable, Guid transferId)
     {
         var (occurrence, schedule, _, _) = payable;
-        Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), new AllowanceCredited(schedule.Id, schedule.GuardianId, schedule.JuniorId,
-            occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, transferId), now);
+        return new AllowanceCredited(schedule.Id, schedule.GuardianId, schedule.JuniorId,
+            occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, transferId);
     }
 
     /// <summary>

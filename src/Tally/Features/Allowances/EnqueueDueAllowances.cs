@@ -14,10 +14,15 @@ namespace Tally.Features.Allowances;
 /// unique credit row makes it a no-op.
 /// </summary>
 public sealed partial class EnqueueDueAllowances(
-    TallyDb db, IQueueTransport transport, IOptions<AllowanceOptions> options, TimeProvider clock, ILogger<EnqueueDueAllowances> logger) : IScheduledJob
+    TallyDb db, IDbContextFactory<TallyDb> dbs, IQueueTransport transport, IOptions<AllowanceOptions> options, TimeProvider clock,
+    ILogger<EnqueueDueAllowances> logger) : IScheduledJob
 {
     public const string Name = "allowances.enqueue-due";
 
+    /// <summary>
+    /// Pages are pipelined: while one page is published, the next is read, and the page before is
+    /// marked (each on its own connection). Per page the order stays publish, then mark.
+    /// </summary>
     public async Task<JobResult> RunAsync(CancellationToken ct)
     {
         var settings = options.Value;
@@ -25,38 +30,50 @@ public sealed partial class EnqueueDueAllowances(
         var staleBefore = now - settings.RequeueAfter;
         var cursor = (At: DateTime.SpecifyKind(DateTime.MinValue, DateTimeKind.Utc), Id: Guid.Empty);
         int enqueued = 0, skipped = 0, schedules = 0;
-        while (true)
+        await using var reader = await dbs.CreateDbContextAsync(ct);
+        await using var marker = await dbs.CreateDbContextAsync(ct);
+        var nextPage = DuePageAsync(reader, now, staleBefore, cursor, settings.BatchSize, ct);
+        var marking = Task.CompletedTask;
+        try
         {
-            var page = await DuePageAsync(now, staleBefore, cursor, settings.BatchSize, ct);
-            if (page.Count == 0)
+            while (true)
             {
-                break;
-            }
-            var messages = new List<QueueMessage>();
-            var marks = new List<(Guid Id, DateTime Through)>();
-            foreach (var schedule in page)
-            {
-                var plan = PlanOccurrences(schedule, now, staleBefore, settings.MaxCatchUp);
-                if (plan.Skip.Count > 0)
+                var page = await nextPage;
+                if (page.Count == 0)
                 {
-                    skipped += await RecordSkippedAsync(schedule, plan, now, ct);
+                    break;
                 }
-                if (plan.Pay.Count > 0)
+                cursor = (page[^1].NextRunAt!.Value, page[^1].Id);
+                nextPage = page.Count < settings.BatchSize ? Task.FromResult(new List<AllowanceSchedule>()) : DuePageAsync(reader, now, staleBefore, cursor, settings.BatchSize, ct);
+
+                var messages = new List<QueueMessage>();
+                var marks = new List<(Guid Id, DateTime Through)>();
+                foreach (var schedule in page)
                 {
-                    messages.AddRange(plan.Pay.Select(t => new OccurrenceMessage(schedule.Id, t).ToQueueMessage()));
-                    marks.Add((schedule.Id, plan.Pay[^1]));
+                    var plan = PlanOccurrences(schedule, now, staleBefore, settings.MaxCatchUp);
+                    if (plan.Skip.Count > 0)
+                    {
+                        skipped += await RecordSkippedAsync(schedule, plan, now, ct);
+                    }
+                    if (plan.Pay.Count > 0)
+                    {
+                        messages.AddRange(plan.Pay.Select(t => new OccurrenceMessage(schedule.Id, t).ToQueueMessage()));
+                        marks.Add((schedule.Id, plan.Pay[^1]));
+                    }
                 }
+                // Publish first, then remember: a crash in between enqueues again, never loses.
+                await transport.PublishAsync(settings.QueueName, messages, ct);
+                await marking;
+                marking = MarkEnqueuedAsync(marker, marks, now, ct);
+                enqueued += messages.Count;
+                schedules += marks.Count;
             }
-            // Publish first, then remember: a crash in between enqueues again, never loses.
-            await transport.PublishAsync(settings.QueueName, messages, ct);
-            await MarkEnqueuedAsync(marks, now, ct);
-            enqueued += messages.Count;
-            schedules += marks.Count;
-            cursor = (page[^1].NextRunAt!.Value, page[^1].Id);
-            if (page.Count < settings.BatchSize)
-            {
-                break;
-            }
+            await marking;
+        }
+        finally
+        {
+            // Never leave a read or a mark running on a context about to be disposed.
+            await Task.WhenAll(nextPage, marking).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         }
         if (skipped > 0)
         {
@@ -89,7 +106,7 @@ public sealed partial class EnqueueDueAllowances(
             : new Plan(due[^maxCatchUp..], due[..^maxCatchUp]);
     }
 
-    private async Task<List<AllowanceSchedule>> DuePageAsync(DateTime now, DateTime staleBefore, (DateTime At, Guid Id) cursor, int size, CancellationToken ct) =>
+    private static async Task<List<AllowanceSchedule>> DuePageAsync(TallyDb db, DateTime now, DateTime staleBefore, (DateTime At, Guid Id) cursor, int size, CancellationToken ct) =>
         await db.AllowanceSchedules.FromSql(
             $"""
             SELECT * FROM allowance_schedules
@@ -121,7 +138,7 @@ public sealed partial class EnqueueDueAllowances(
         return recorded;
     }
 
-    private async Task MarkEnqueuedAsync(List<(Guid Id, DateTime Through)> marks, DateTime now, CancellationToken ct)
+    private async Task MarkEnqueuedAsync(TallyDb db, List<(Guid Id, DateTime Through)> marks, DateTime now, CancellationToken ct)
     {
         if (marks.Count == 0)
         {

@@ -182,7 +182,6 @@ public sealed partial class BalanceSyncDispatcher(
             try
             {
                 var entry = await lanes.TakeAsync(lane, stoppingToken);
-                if (lane == SyncLane.Priority) TraceT.Claim = System.Diagnostics.Stopwatch.GetTimestamp();
                 await ProcessAsync(entry, stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)

@@ -40,8 +40,6 @@ public sealed record BalancesView(
 
 public sealed record SyncRequested(Guid UserId, string Outcome, string Lane);
 
-public static class TraceT { public static double Enq; public static string Outcome = ""; public static long Claim, Gate, CallStart, CallEnd, Saved; }
-
 public sealed record SyncStatus(string Service, long Priority, long Background, bool Processing, long InFlight, long Retrying, string Lanes);
 
 /// <summary>
@@ -174,13 +172,11 @@ public static class BalanceSyncEndpoints
             return Problems.Conflict(NotEligible, "Only active MOBILE_BANKING users are synced with the core.");
         }
 
-        var tLookup = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var timeout = options.Value.AuthSyncTimeout;
         bool settled;
         using (var awaited = completions.Await(userId))
         {
             var queued = await lanes.EnqueueAsync(userId, SyncLane.Priority, ct);
-            TraceT.Enq = Stopwatch.GetElapsedTime(started).TotalMilliseconds; TraceT.Outcome = queued.Outcome.ToString();
             if (queued.Outcome != EnqueueOutcome.Queued)
             {
                 dispatcher.Promote(userId);
@@ -193,9 +189,7 @@ public static class BalanceSyncEndpoints
             }
         }
 
-        var tSettled = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         var accounts = await AccountsOfAsync(db, userId, ct);
-        Console.Error.WriteLine($"TRACE {TraceT.Outcome} lookup {tLookup:0.0} enq {TraceT.Enq:0.0} settled {tSettled:0.0} read {Stopwatch.GetElapsedTime(started).TotalMilliseconds:0.0} | claim {(TraceT.Claim - started) / 1e6:0.0} gate {(TraceT.Gate - started) / 1e6:0.0} call {(TraceT.CallStart - started) / 1e6:0.0}-{(TraceT.CallEnd - started) / 1e6:0.0} saved {(TraceT.Saved - started) / 1e6:0.0}");
         var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
         if (!settled)
         {

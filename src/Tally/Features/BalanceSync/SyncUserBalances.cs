@@ -51,13 +51,10 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
         foreach (var account in accounts)
         {
             T24Result result;
-            if (entry.Lane == SyncLane.Priority) TraceT.Gate = System.Diagnostics.Stopwatch.GetTimestamp();
             using (var lease = await gate.EnterAsync(lane, ct))
             {
                 lease.Starting();
-                if (entry.Lane == SyncLane.Priority) TraceT.CallStart = System.Diagnostics.Stopwatch.GetTimestamp();
                 result = await t24.GetBalanceAsync(account.AccountNumber, ct);
-                if (entry.Lane == SyncLane.Priority) TraceT.CallEnd = System.Diagnostics.Stopwatch.GetTimestamp();
             }
             CoreCalls.Add(1, new KeyValuePair<string, object?>("outcome", result.Failure?.Code ?? "OK"));
             if (result.Failure is T24Failure.RateLimited limited)
@@ -79,7 +76,6 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
         }
         // One SaveChanges, one transaction: the balances and their events commit together or not at all.
         await db.SaveChangesAsync(ct);
-        if (entry.Lane == SyncLane.Priority) TraceT.Saved = System.Diagnostics.Stopwatch.GetTimestamp();
         return transient is null ? UserSyncResult.Done : UserSyncResult.Retry(transient);
     }
 

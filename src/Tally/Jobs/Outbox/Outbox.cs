@@ -55,5 +55,30 @@ namespace Tally.Jobs.Outbox
             db.OutboxEvents.Add(row);
             return row;
         }
+
+        /// <summary>
+        /// Stages many events of one type in the caller's transaction. On PostgreSQL one insert,
+        /// executed now (for a batch, the change tracker would cost more than the rows); elsewhere
+        /// they commit with the caller's SaveChanges, as <see cref="Add"/>.
+        /// </summary>
+        public static async Task AddManyAsync(TallyDb db, string eventType, IReadOnlyList<(string? SubjectId, object Payload)> events, DateTime occurredAt, CancellationToken ct)
+        {
+            if (!db.Database.IsNpgsql())
+            {
+                foreach (var (subjectId, payload) in events)
+                {
+                    Add(db, eventType, subjectId, payload, occurredAt);
+                }
+                return;
+            }
+            await db.Database.ExecuteSqlAsync(
+                $"""
+                INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at)
+                SELECT e.id, {eventType}, e.subject_id, e.payload, {occurredAt}
+                FROM unnest({events.Select(_ => Guid.CreateVersion7()).ToArray()}, {events.Select(e => e.SubjectId).ToArray()},
+                            {events.Select(e => JsonSerializer.Serialize(e.Payload, e.Payload.GetType(), Json)).ToArray()}) AS e(id, subject_id, payload)
+                ORDER BY e.id
+                """, ct);
+        }
     }
 }

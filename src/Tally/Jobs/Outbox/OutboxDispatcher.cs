@@ -28,7 +28,7 @@ public sealed class TableOnlyEventPublisher : IEventPublisher
 public sealed partial class OutboxDispatcher(
     IDbContextFactory<TallyDb> dbs, IEventPublisher publisher, TimeProvider clock, ILogger<OutboxDispatcher> logger) : BackgroundService
 {
-    public const int BatchSize = 200;
+    public const int BatchSize = 500;
     private static readonly TimeSpan IdleDelay = TimeSpan.FromMilliseconds(500);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -60,32 +60,26 @@ public sealed partial class OutboxDispatcher(
         await using var db = await dbs.CreateDbContextAsync(ct);
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         var batch = db.Database.IsNpgsql()
-            ? await db.OutboxEvents.FromSql($"SELECT * FROM outbox_events WHERE published_at IS NULL ORDER BY sequence LIMIT {BatchSize} FOR UPDATE SKIP LOCKED").ToListAsync(ct)
-            : await db.OutboxEvents.Where(e => e.PublishedAt == null).OrderBy(e => e.Sequence).Take(BatchSize).ToListAsync(ct);
+            ? await db.OutboxEvents.FromSql($"SELECT * FROM outbox_events WHERE published_at IS NULL ORDER BY sequence LIMIT {BatchSize} FOR UPDATE SKIP LOCKED").AsNoTracking().ToListAsync(ct)
+            : await db.OutboxEvents.AsNoTracking().Where(e => e.PublishedAt == null).OrderBy(e => e.Sequence).Take(BatchSize).ToListAsync(ct);
         if (batch.Count == 0)
         {
             return 0;
         }
-        var now = clock.GetUtcNow().UtcDateTime;
+        var sequences = batch.Select(e => e.Sequence).ToList();
+        var rows = db.OutboxEvents.Where(e => sequences.Contains(e.Sequence));
         try
         {
             await publisher.PublishAsync(batch, ct);
-            foreach (var e in batch)
-            {
-                e.PublishedAt = now;
-                e.Attempts++;
-            }
+            var now = clock.GetUtcNow().UtcDateTime;
+            await rows.ExecuteUpdateAsync(u => u.SetProperty(e => e.PublishedAt, now).SetProperty(e => e.Attempts, e => e.Attempts + 1), ct);
         }
         catch (Exception e) when (!ct.IsCancellationRequested)
         {
-            foreach (var row in batch)
-            {
-                row.Attempts++;
-                row.LastError = e.Message.Length > 500 ? e.Message[..500] : e.Message;
-            }
+            var error = e.Message.Length > 500 ? e.Message[..500] : e.Message;
+            await rows.ExecuteUpdateAsync(u => u.SetProperty(e => e.LastError, error).SetProperty(e => e.Attempts, e => e.Attempts + 1), ct);
             LogPublishFailed(logger, e, batch.Count);
         }
-        await db.SaveChangesAsync(ct);
         await tx.CommitAsync(ct);
         return batch.Count;
     }
