@@ -183,7 +183,7 @@ public static class BalanceSyncBench
             ## Balance sync: login latency while {users:N0} background syncs wait, and background throughput
 
             **{DateTime.UtcNow:yyyy-MM-dd}**, {Environment.ProcessorCount} cores ({cpu ?? "unknown CPU"}), {Environment.OSVersion}, .NET {Environment.Version}, Release; load average {load} at the end.
-            {storage}; the sandbox core in its own process, fixed latency L = {latencyMs} ms (no jitter); server GC.
+            {storage}; the sandbox core in its own process, fixed latency L = {latencyMs} ms (no jitter); Tally with its default runtime settings (workstation GC).
 
             Command: `{command}`
 

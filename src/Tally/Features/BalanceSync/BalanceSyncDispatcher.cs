@@ -35,8 +35,8 @@ public sealed class SyncCompletions
         }
     }
 
-    /// <summary>The user's sync settled on this instance: wake everyone waiting for it.</summary>
-    public void Settled(Guid userId)
+    /// <summary>The user's sync settled on this instance: wake everyone waiting for it, with the accounts it committed.</summary>
+    public void Settled(Guid userId, IReadOnlyList<CoreAccount>? accounts)
     {
         Awaited? awaited;
         lock (_lock)
@@ -46,7 +46,7 @@ public sealed class SyncCompletions
                 return;
             }
         }
-        awaited.Done.TrySetResult();
+        awaited.Done.TrySetResult(accounts);
     }
 
     private void Leave(Guid userId, Awaited awaited)
@@ -62,7 +62,7 @@ public sealed class SyncCompletions
 
     internal sealed class Awaited
     {
-        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource<IReadOnlyList<CoreAccount>?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Count { get; set; }
     }
 
@@ -80,7 +80,8 @@ public sealed class SyncCompletions
             _awaited = awaited;
         }
 
-        public Task Settled => _awaited.Done.Task;
+        /// <summary>Completes when the sync settled here, with the accounts it committed.</summary>
+        public Task<IReadOnlyList<CoreAccount>?> Settled => _awaited.Done.Task;
 
         public void Dispose()
         {
@@ -231,7 +232,7 @@ public sealed partial class BalanceSyncDispatcher(
                 }
                 _outcomes?.Add(1, new KeyValuePair<string, object?>("outcome", result.Settled ? "settled" : "gave_up"));
                 // The balances are committed: the waiting login may answer while the entry leaves the lanes.
-                completions.Settled(entry.UserId);
+                completions.Settled(entry.UserId, result.Accounts);
                 await lanes.CompleteAsync(entry, stoppingToken);
                 return;
             }

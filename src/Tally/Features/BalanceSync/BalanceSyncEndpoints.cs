@@ -174,8 +174,10 @@ public static class BalanceSyncEndpoints
 
         var timeout = options.Value.AuthSyncTimeout;
         bool settled;
+        Task<IReadOnlyList<CoreAccount>?> settledHere;
         using (var awaited = completions.Await(userId))
         {
+            settledHere = awaited.Settled;
             var queued = await lanes.EnqueueAsync(userId, SyncLane.Priority, ct);
             if (queued.Outcome != EnqueueOutcome.Queued)
             {
@@ -189,7 +191,10 @@ public static class BalanceSyncEndpoints
             }
         }
 
-        var accounts = await AccountsOfAsync(db, userId, ct);
+        // Settled here: the sync handed over the accounts it committed; settled elsewhere (or not): read them.
+        var accounts = settled && settledHere is { IsCompletedSuccessfully: true, Result: { } committed }
+            ? [.. committed]
+            : await AccountsOfAsync(db, userId, ct);
         var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
         if (!settled)
         {

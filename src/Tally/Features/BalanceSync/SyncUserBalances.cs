@@ -11,8 +11,12 @@ public sealed record AccountBalanceUpdated(
     Guid AccountId, Guid UserId, string AccountNumber, decimal? Previous, decimal New, decimal? Delta, string Currency,
     decimal AvailableBalance, DateTime? BankAsOf, DateTime SyncedAt);
 
-/// <summary>How one attempt at a user's sync ended: settled (whatever each account's outcome), or worth another try.</summary>
-public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause)
+/// <summary>
+/// How one attempt at a user's sync ended: settled (whatever each account's outcome), or worth
+/// another try. <see cref="Accounts"/>: all the user's accounts as committed by this attempt, so a
+/// waiting login can answer without reading them again (null when nothing was committed).
+/// </summary>
+public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IReadOnlyList<CoreAccount>? Accounts = null)
 {
     public static readonly UserSyncResult Done = new(true, null);
 
@@ -37,10 +41,12 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
 
     public async Task<UserSyncResult> RunAsync(SyncEntry entry, Func<SyncLane> lane, CancellationToken ct)
     {
-        // One read: the user's active accounts, only if the user is an active MOBILE_BANKING user.
-        var accounts = await db.CoreAccounts.OfUser(entry.UserId).Where(a => a.IsActive)
+        // One read: all the user's accounts (the login's answer shows them all), only if the user is
+        // an active MOBILE_BANKING user; the active ones are asked for.
+        var all = await db.CoreAccounts.OfUser(entry.UserId)
             .Where(a => db.Users.Any(u => u.Id == a.UserId && u.IsActive && u.Context == UserContexts.MobileBanking))
-            .OrderBy(a => a.AccountNumber).ToListAsync(ct);
+            .InAnswerOrder().ToListAsync(ct);
+        var accounts = all.Where(a => a.IsActive).OrderBy(a => a.AccountNumber, StringComparer.Ordinal).ToList();
         if (entry.Attempt > 0)
         {
             accounts = accounts.Where(a => a.LastSyncedAt is null || a.LastSyncedAt < entry.EnqueuedAt).ToList();
@@ -69,14 +75,17 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
             }
         }
 
+        // Whole microseconds, as the database keeps them: the accounts handed to a waiting login equal the stored ones.
         var now = clock.GetUtcNow().UtcDateTime;
+        now = now.AddTicks(-(now.Ticks % 10));
         foreach (var (account, result) in answers)
         {
             Record(account, result, now);
         }
         // One SaveChanges, one transaction: the balances and their events commit together or not at all.
         await db.SaveChangesAsync(ct);
-        return transient is null ? UserSyncResult.Done : UserSyncResult.Retry(transient);
+        var committed = all.Count > 0 ? all : null;
+        return transient is null ? UserSyncResult.Done with { Accounts = committed } : UserSyncResult.Retry(transient) with { Accounts = committed };
     }
 
     public static bool IsEligible(string context, bool isActive) => isActive && context == UserContexts.MobileBanking;
