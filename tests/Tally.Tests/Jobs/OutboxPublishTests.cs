@@ -65,3 +65,66 @@ public class OutboxPublishTests
         }
     }
 }
+
+public class OutboxDispatchTests
+{
+    /// <summary>A broker that refuses until told otherwise, and remembers what it was given.</summary>
+    private sealed class FlakyPublisher : IEventPublisher
+    {
+        public bool Refuse { get; set; } = true;
+        public List<Guid> Published { get; } = [];
+
+        public string Name => "flaky";
+
+        public Task PublishAsync(IReadOnlyList<OutboxEvent> events, CancellationToken ct)
+        {
+            if (Refuse)
+            {
+                throw new InvalidOperationException("broker unreachable");
+            }
+            Published.AddRange(events.Select(e => e.EventId));
+            return Task.CompletedTask;
+        }
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Dispatch_PublishFails_EventsStayPendingWithTheError_ThenArePublishedOnceInOrder(string storage)
+    {
+        var ct = TestContext.Current.CancellationToken;
+        // API role only: no background dispatcher races the one under test.
+        await using var app = await Apps.CreateAsync(storage, new Dictionary<string, string?> { ["Tally:Roles:0"] = "api" });
+        await using (var db = app.Db())
+        {
+            await using var tx = await db.Database.BeginTransactionAsync(ct);
+            Outbox.Add(db, "TestHappened", "one", new { n = 1 }, DateTime.UtcNow);
+            await db.SaveChangesAsync(ct);
+            await Outbox.AddManyAsync(db, "TestHappened", [("two", new { n = 2 }), ("three", new { n = 3 })], DateTime.UtcNow, ct);
+            await db.SaveChangesAsync(ct);
+            await tx.CommitAsync(ct);
+        }
+        var publisher = new FlakyPublisher();
+        var dispatcher = new OutboxDispatcher(app.Get<IDbContextFactory<Tally.Data.TallyDb>>(), publisher, TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<OutboxDispatcher>.Instance);
+
+        Assert.Equal(3, await dispatcher.DispatchBatchAsync(ct));
+        await using (var db = app.Db())
+        {
+            var rows = await db.OutboxEvents.AsNoTracking().OrderBy(e => e.Sequence).ToListAsync(ct);
+            Assert.Equal(["one", "two", "three"], rows.Select(e => e.SubjectId ?? "").ToArray());
+            Assert.Equal("""{"n":2}""", rows[1].Payload);
+            Assert.All(rows, e => Assert.Equal((null, 1, "broker unreachable"), (e.PublishedAt, e.Attempts, e.LastError)));
+        }
+
+        publisher.Refuse = false;
+        Assert.Equal(3, await dispatcher.DispatchBatchAsync(ct));
+        Assert.Equal(0, await dispatcher.DispatchBatchAsync(ct));
+        await using (var db = app.Db())
+        {
+            var rows = await db.OutboxEvents.AsNoTracking().OrderBy(e => e.Sequence).ToListAsync(ct);
+            Assert.Equal(rows.Select(e => e.EventId), publisher.Published);
+            Assert.All(rows, e => Assert.True(e.PublishedAt is not null && e.Attempts == 2 && e.LastError is null, $"{e.SubjectId}: {e.PublishedAt} {e.Attempts} {e.LastError}"));
+        }
+    }
+}

@@ -76,8 +76,9 @@ namespace Tally.Jobs.Outbox
                 INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at)
                 SELECT e.id, {eventType}, e.subject_id, e.payload, {occurredAt}
                 FROM unnest({events.Select(_ => Guid.CreateVersion7()).ToArray()}, {events.Select(e => e.SubjectId).ToArray()},
-                            {events.Select(e => JsonSerializer.Serialize(e.Payload, e.Payload.GetType(), Json)).ToArray()}) AS e(id, subject_id, payload)
-                ORDER BY e.id
+                            {events.Select(e => JsonSerializer.Serialize(e.Payload, e.Payload.GetType(), Json)).ToArray()})
+                     WITH ORDINALITY AS e(id, subject_id, payload, n)
+                ORDER BY e.n
                 """, ct);
         }
     }

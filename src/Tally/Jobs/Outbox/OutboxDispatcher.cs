@@ -72,7 +72,8 @@ public sealed partial class OutboxDispatcher(
         {
             await publisher.PublishAsync(batch, ct);
             var now = clock.GetUtcNow().UtcDateTime;
-            await rows.ExecuteUpdateAsync(u => u.SetProperty(e => e.PublishedAt, now).SetProperty(e => e.Attempts, e => e.Attempts + 1), ct);
+            await rows.ExecuteUpdateAsync(
+                u => u.SetProperty(e => e.PublishedAt, now).SetProperty(e => e.Attempts, e => e.Attempts + 1).SetProperty(e => e.LastError, (string?)null), ct);
         }
         catch (Exception e) when (!ct.IsCancellationRequested)
         {
