@@ -25,17 +25,6 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
 
     public sealed record Facts(AllowanceSchedule Schedule, bool Settled, Guid? From, Guid? To);
 
-    /// <summary>Compiled once: this read runs for every delivery, duplicates included.</summary>
-    private static readonly Func<TallyDb, Guid, DateTime, Task<Facts?>> ReadFacts = EF.CompileAsyncQuery(
-        (TallyDb ctx, Guid scheduleId, DateTime runAt) => ctx.AllowanceSchedules.AsNoTracking()
-            .Where(s => s.Id == scheduleId)
-            .Select(s => new Facts(
-                s,
-                ctx.AllowanceCredits.Any(c => c.ScheduleId == s.Id && c.RunAt == runAt && c.Outcome != CreditOutcome.Failed),
-                ctx.LedgerAccounts.Where(a => a.OwnerId == s.GuardianId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault(),
-                ctx.LedgerAccounts.Where(a => a.OwnerId == s.JuniorId && a.Currency == s.Currency).Select(a => (Guid?)a.Id).FirstOrDefault()))
-            .FirstOrDefault());
-
     public async Task<JobOutcome> HandleAsync(QueueMessage message, CancellationToken ct)
     {
         if (OccurrenceMessage.TryParse(message) is not { } occurrence)
@@ -52,10 +41,11 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
             return await batcher.SettleAsync(occurrence, ct);
         }
 
-        // One read tells everything the decision needs; for a duplicate delivery it is the only
-        // statement: a settled occurrence is acked without a write transaction.
+        // The reads tell everything the decision needs; for a duplicate delivery they are the only
+        // statements: a settled occurrence is acked without a write transaction.
         await using var db = await dbs.CreateDbContextAsync(ct);
-        var decision = Decide(occurrence, await ReadFacts(db, occurrence.ScheduleId, occurrence.RunAt), logger);
+        var facts = await ReadFactsAsync(db, [occurrence], ct);
+        var decision = Decide(occurrence, facts.GetValueOrDefault(occurrence), logger);
         if (decision.Payable is not { } payable)
         {
             return decision.Outcome;
@@ -105,7 +95,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
     }
 
     /// <summary>
-    /// The facts of many occurrences in two reads, whatever their number: their schedules with both
+    /// The facts of occurrences (one delivery's, or a batch's) in two reads, whatever their number: their schedules with both
     /// accounts, and which of them are settled already. Occurrences of unknown schedules are absent.
     /// </summary>
     internal static async Task<Dictionary<OccurrenceMessage, Facts>> ReadFactsAsync(TallyDb db, IReadOnlyCollection<OccurrenceMessage> occurrences, CancellationToken ct)

@@ -49,12 +49,14 @@ namespace Tally.Jobs.Outbox
                 EventId = Guid.CreateVersion7(),
                 EventType = eventType,
                 SubjectId = subjectId,
-                Payload = JsonSerializer.Serialize(payload, payload.GetType(), Json),
+                Payload = Serialize(payload),
                 OccurredAt = occurredAt,
             };
             db.OutboxEvents.Add(row);
             return row;
         }
+
+        private static string Serialize(object payload) => JsonSerializer.Serialize(payload, payload.GetType(), Json);
 
         /// <summary>
         /// Stages many events of one type in the caller's transaction. On PostgreSQL one insert,
@@ -76,7 +78,7 @@ namespace Tally.Jobs.Outbox
                 INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at)
                 SELECT e.id, {eventType}, e.subject_id, e.payload, {occurredAt}
                 FROM unnest({events.Select(_ => Guid.CreateVersion7()).ToArray()}, {events.Select(e => e.SubjectId).ToArray()},
-                            {events.Select(e => JsonSerializer.Serialize(e.Payload, e.Payload.GetType(), Json)).ToArray()})
+                            {events.Select(e => Serialize(e.Payload)).ToArray()})
                      WITH ORDINALITY AS e(id, subject_id, payload, n)
                 ORDER BY e.n
                 """, ct);
