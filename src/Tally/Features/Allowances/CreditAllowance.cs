@@ -19,7 +19,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
     public const string FailedEvent = "AllowanceCreditFailed";
 
     /// <summary>An occurrence that is owed and has both accounts: ready to pay.</summary>
-    public sealed record Payable(OccurrenceMessage Occurrence, AllowanceSchedule Schedule, Guid From, Guid To);
+    public sealed record Payable(OccurrenceMessage Occurrence, AllowanceSchedule Schedule, RecurrenceRule Rule, Guid From, Guid To);
 
     public sealed record PayResult(JobOutcome Outcome, bool Paid);
 
@@ -80,8 +80,9 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
             return new Decision(JobOutcome.Done, null);
         }
         var schedule = facts?.Schedule;
-        if (schedule is null || schedule.DeletedAt is not null || schedule.Status != ScheduleStatus.On
-            || occurrence.RunAt < schedule.ActiveFrom || !Recurrence.IsOccurrence(schedule.Rule(), occurrence.RunAt))
+        var rule = schedule?.Rule();
+        if (schedule is null || rule is null || schedule.DeletedAt is not null || schedule.Status != ScheduleStatus.On
+            || occurrence.RunAt < schedule.ActiveFrom || !Recurrence.IsOccurrence(rule, occurrence.RunAt))
         {
             // Deleted, paused, or changed since the occurrence was enqueued: nothing is owed for it.
             LogNotOwed(logger, occurrence.ScheduleId, occurrence.RunAt);
@@ -91,7 +92,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
         {
             return new Decision(JobOutcome.RetryLater(facts.From is null ? $"guardian has no {schedule.Currency} account" : $"junior has no {schedule.Currency} account"), null);
         }
-        return new Decision(JobOutcome.Done, new Payable(occurrence, schedule, from, to));
+        return new Decision(JobOutcome.Done, new Payable(occurrence, schedule, rule, from, to));
     }
 
     /// <summary>
@@ -135,7 +136,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
     /// </summary>
     internal static async Task<PayResult> PayInTransactionAsync(TallyDb db, Payable payable, DateTime now, CancellationToken ct)
     {
-        var (occurrence, schedule, _, _) = payable;
+        var (occurrence, schedule, _, _, _) = payable;
         // The caller's transaction (or savepoint) already bounds this work; EF's own savepoint around
         // SaveChanges would only add two round trips per credit.
         db.Database.AutoSavepointsEnabled = false;
@@ -164,7 +165,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
         {
             return new PayResult(JobOutcome.Done, Paid: false); // settled as PAID or SKIPPED already; the rollback undoes this transfer
         }
-        await AdvanceAsync(db, schedule, occurrence.RunAt, now, ct);
+        await AdvanceAsync(db, schedule.Id, payable.Rule, occurrence.RunAt, now, ct);
         Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), Credited(payable, transferId), now);
         await db.SaveChangesAsync(ct);
         return new PayResult(JobOutcome.Done, Paid: true);
@@ -210,7 +211,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
         // One advance per schedule, to its latest occurrence paid here: the same end state as advancing once per occurrence.
         var advances = payables.GroupBy(p => p.Schedule.Id)
             .Select(g => g.MaxBy(p => p.Occurrence.RunAt)!)
-            .Select(p => (p.Schedule.Id, p.Occurrence.RunAt, Next: Recurrence.NextAfter(p.Schedule.Rule(), p.Occurrence.RunAt)))
+            .Select(p => (p.Schedule.Id, p.Occurrence.RunAt, Next: Recurrence.NextAfter(p.Rule, p.Occurrence.RunAt)))
             .OrderBy(a => a.Id)
             .ToList();
         await db.Database.ExecuteSqlAsync(
@@ -235,7 +236,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
 
     private static AllowanceCredited Credited(Payable payable, Guid transferId)
     {
-        var (occurrence, schedule, _, _) = payable;
+        var (occurrence, schedule, _, _, _) = payable;
         return new AllowanceCredited(schedule.Id, schedule.GuardianId, schedule.JuniorId,
             occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, transferId);
     }
@@ -267,7 +268,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
         {
             return; // paid after all
         }
-        await AdvanceAsync(deadLetterDb, schedule, occurrence.RunAt, now, ct);
+        await AdvanceAsync(deadLetterDb, schedule.Id, schedule.Rule(), occurrence.RunAt, now, ct);
         Outbox.Add(deadLetterDb, FailedEvent, schedule.Id.ToString(), new AllowanceCreditFailed(schedule.Id, schedule.GuardianId, schedule.JuniorId,
             occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, reason), now);
         LogFailed(logger, schedule.Id, occurrence.RunAt, reason);
@@ -276,16 +277,16 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
     public static string IdempotencyKey(OccurrenceMessage occurrence) => occurrence.MessageId;
 
     /// <summary>Moves <c>last_run_at</c> and <c>next_run_at</c> forward past <paramref name="runAt"/>, never back.</summary>
-    private static async Task AdvanceAsync(TallyDb db, AllowanceSchedule schedule, DateTime runAt, DateTime now, CancellationToken ct)
+    private static async Task AdvanceAsync(TallyDb db, Guid scheduleId, RecurrenceRule rule, DateTime runAt, DateTime now, CancellationToken ct)
     {
-        var next = Recurrence.NextAfter(schedule.Rule(), runAt);
+        var next = Recurrence.NextAfter(rule, runAt);
         await db.Database.ExecuteSqlAsync(
             $"""
             UPDATE allowance_schedules
             SET last_run_at = CASE WHEN last_run_at IS NULL OR last_run_at < {runAt} THEN {runAt} ELSE last_run_at END,
                 next_run_at = CASE WHEN next_run_at IS NOT NULL AND next_run_at <= {runAt} THEN {next} ELSE next_run_at END,
                 updated_at = {now}
-            WHERE id = {schedule.Id}
+            WHERE id = {scheduleId}
             """, ct);
     }
 
