@@ -157,28 +157,26 @@ public static class BalanceSyncEndpoints
     /// (if no worker has it yet) and the sync carries on.
     /// </summary>
     internal static async Task<Results<Ok<BalancesView>, Accepted<BalancesView>, ProblemHttpResult>> SyncMyBalancesAsync(
-        HttpContext http, TallyDb db, ISyncLanes lanes, SyncCompletions completions, BalanceSyncDispatcher dispatcher,
+        HttpContext http, TallyDb db, ILoginQueue loginQueue, ISyncLanes lanes, SyncCompletions completions, BalanceSyncDispatcher dispatcher,
         IOptions<BalanceSyncOptions> options, TimeProvider clock, CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
         var userId = http.User.UserId();
-        var user = await db.Users.AsNoTracking().Where(u => u.Id == userId).Select(u => new { u.Context, u.IsActive }).FirstOrDefaultAsync(ct);
-        if (user is null)
-        {
-            return Problems.NotFound("USER.NOT_FOUND", "No such user.");
-        }
-        if (!SyncUserBalances.IsEligible(user.Context, user.IsActive))
-        {
-            return Problems.Conflict(NotEligible, "Only active MOBILE_BANKING users are synced with the core.");
-        }
-
         var timeout = options.Value.AuthSyncTimeout;
         bool settled;
         Task<IReadOnlyList<CoreAccount>?> settledHere;
         using (var awaited = completions.Await(userId))
         {
             settledHere = awaited.Settled;
-            var queued = await lanes.EnqueueAsync(userId, SyncLane.Priority, ct);
+            var login = await loginQueue.QueueLoginAsync(userId, ct);
+            if (login.User == LoginUser.Unknown)
+            {
+                return Problems.NotFound("USER.NOT_FOUND", "No such user.");
+            }
+            if (login.Enqueued is not { } queued)
+            {
+                return Problems.Conflict(NotEligible, "Only active MOBILE_BANKING users are synced with the core.");
+            }
             if (queued.Outcome != EnqueueOutcome.Queued)
             {
                 dispatcher.Promote(userId);

@@ -39,11 +39,14 @@ public static class BalanceSyncSetup
         }
         if (lanes == "postgres")
         {
-            services.AddSingleton<ISyncLanes, PostgresSyncLanes>();
+            services.AddSingleton<PostgresSyncLanes>();
+            services.AddSingleton<ISyncLanes>(sp => sp.GetRequiredService<PostgresSyncLanes>());
+            services.AddSingleton<ILoginQueue>(sp => sp.GetRequiredService<PostgresSyncLanes>());
         }
         else
         {
             services.AddSingleton<ISyncLanes, InProcessSyncLanes>();
+            services.AddScoped<ILoginQueue, LanesLoginQueue>();
         }
 
         services.AddSingleton(sp =>

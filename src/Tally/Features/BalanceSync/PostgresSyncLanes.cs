@@ -1,7 +1,9 @@
+using System.Collections.Concurrent;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using NpgsqlTypes;
 using Tally.Data;
+using Tally.Features.Users;
 using Tally.Hosting;
 
 namespace Tally.Features.BalanceSync;
@@ -19,6 +21,10 @@ namespace Tally.Features.BalanceSync;
 /// sync is spared two disk flushes. Balances and events always commit synchronously.
 /// </summary>
 /// <remarks>
+/// A login's entry is queued by ONE statement (<see cref="QueueLoginAsync"/>) that checks the user,
+/// upserts the row and, when a priority worker of this instance is idle, claims it for that worker
+/// and reads the user's accounts; the entry is handed to the worker in memory. So a login on
+/// PostgreSQL costs one round trip before the core call, and the sync's save one after it.
 /// Why not RabbitMQ lanes: a broker queue cannot answer "is this user already queued?" or move a
 /// message from one queue to another, so it would still need this table (or Redis) for dedup and
 /// promotion, and its depth would count duplicates. With the table the broker adds nothing here.
@@ -27,16 +33,19 @@ namespace Tally.Features.BalanceSync;
 /// <see cref="StealAfter"/>, in case the asking instance runs no worker.
 /// </remarks>
 public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceSyncOptions> options, IOptions<TallyOptions> tally, TimeProvider clock)
-    : ISyncLanes, IAsyncDisposable
+    : ISyncLanes, ILoginQueue, IAsyncDisposable
 {
     public static readonly TimeSpan StealAfter = TimeSpan.FromMilliseconds(500);
 
     private readonly string _instance = tally.Value.ResolvedInstanceId;
     private readonly WorkSignal _prioritySignal = new();
     private readonly WorkSignal _backgroundSignal = new();
+    // Its own connections: asynchronous commit (see above), and the few fixed statements prepared once per connection.
     private readonly NpgsqlDataSource _dataSource = NpgsqlDataSource.Create(
-        new NpgsqlConnectionStringBuilder(storage.ConnectionString) { Options = "-c synchronous_commit=off" }.ConnectionString);
+        new NpgsqlConnectionStringBuilder(storage.ConnectionString) { Options = "-c synchronous_commit=off", MaxAutoPrepare = 16 }.ConnectionString);
+    private readonly ConcurrentQueue<SyncEntry> _handedOver = new();
     private DateTime _lastReap = DateTime.MinValue;
+    private int _idlePriorityTakers;
 
     public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
 
@@ -89,6 +98,86 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
         }
     }
 
+    /// <summary>
+    /// A login's first step in one statement: the user's eligibility; the upsert of their entry on
+    /// the priority lane (a waiting background entry is promoted in place); and, when a priority
+    /// worker here is idle and nobody runs the entry yet, its claim for that worker together with the
+    /// user's accounts. The claimed entry is handed to the worker in memory. Each claim carries a new
+    /// token: the row's token equal to ours is what tells this claim from an earlier one.
+    /// </summary>
+    public async Task<LoginQueued> QueueLoginAsync(Guid userId, CancellationToken ct)
+    {
+        const string Queue = $"""
+            WITH u AS (
+                SELECT id, is_active AND context = '{UserContexts.MobileBanking}' AS eligible FROM users WHERE id = $1
+            ), q AS (
+                INSERT INTO balance_sync_queue AS q (user_id, lane, ticket, attempt, enqueued_at, not_before, requested_by, claimed_by, claimed_at, claim)
+                SELECT id, 'PRIORITY', $2, 0, $3, $3, $4, $5, $6, $7 FROM u WHERE eligible
+                ON CONFLICT (user_id) DO UPDATE SET
+                    lane = 'PRIORITY', not_before = LEAST(q.not_before, excluded.not_before), requested_by = excluded.requested_by,
+                    claimed_by = COALESCE(q.claimed_by, excluded.claimed_by),
+                    claimed_at = CASE WHEN q.claimed_by IS NULL THEN excluded.claimed_at ELSE q.claimed_at END,
+                    claim = CASE WHEN q.claimed_by IS NULL THEN excluded.claim ELSE q.claim END
+                    WHERE q.lane = 'BACKGROUND' OR (q.claimed_by IS NULL AND excluded.claim IS NOT NULL)
+                RETURNING q.ticket, q.attempt, q.enqueued_at, xmax = 0 AS inserted, q.claimed_by IS NOT NULL AS running, q.claim = $7 AS claimed
+            )
+            SELECT u.eligible, q.ticket, q.attempt, q.enqueued_at, q.inserted, q.running, COALESCE(q.claimed, false),
+                   e.ticket, e.claimed_by IS NOT NULL,
+                   {CoreAccountRows.Columns}
+            FROM u
+            LEFT JOIN q ON true
+            LEFT JOIN balance_sync_queue e ON q.ticket IS NULL AND e.user_id = u.id
+            LEFT JOIN core_accounts a ON q.claimed AND a.user_id = u.id
+            ORDER BY a.is_primary DESC, a.account_number
+            """;
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            var now = Now();
+            Guid? claim = Volatile.Read(ref _idlePriorityTakers) > _handedOver.Count ? Guid.CreateVersion7() : null;
+            await using var command = _dataSource.CreateCommand(Queue);
+            command.Parameters.Add(new NpgsqlParameter { Value = userId });
+            command.Parameters.Add(new NpgsqlParameter { Value = Guid.CreateVersion7() });
+            command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+            command.Parameters.Add(new NpgsqlParameter { Value = _instance, NpgsqlDbType = NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = claim is null ? DBNull.Value : _instance, NpgsqlDbType = NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = claim is null ? DBNull.Value : now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+            command.Parameters.Add(new NpgsqlParameter { Value = claim is { } token ? token : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid });
+            await using var reader = await command.ExecuteReaderAsync(ct);
+            if (!await reader.ReadAsync(ct))
+            {
+                return LoginQueued.Unknown;
+            }
+            if (!reader.GetBoolean(0))
+            {
+                return LoginQueued.NotEligible;
+            }
+            if (reader.IsDBNull(1) && reader.IsDBNull(7))
+            {
+                continue; // Settled and removed between the upsert and its look-up: queue afresh.
+            }
+            if (reader.IsDBNull(1))
+            {
+                // Already on the priority lane: join it.
+                var running = reader.GetBoolean(8);
+                return new LoginQueued(LoginUser.Eligible, new EnqueueResult(running ? EnqueueOutcome.InFlight : EnqueueOutcome.AlreadyQueued, reader.GetGuid(7)));
+            }
+            var ticket = reader.GetGuid(1);
+            var claimed = reader.GetBoolean(6);
+            // Not inserted and not running elsewhere: promoted from the background lane (or a waiting priority entry claimed).
+            var outcome = reader.GetBoolean(4) ? EnqueueOutcome.Queued
+                : reader.GetBoolean(5) && !claimed ? EnqueueOutcome.InFlight
+                : EnqueueOutcome.Promoted;
+            if (claimed)
+            {
+                var entry = new SyncEntry(userId, SyncLane.Priority, ticket, reader.GetInt32(2), reader.GetFieldValue<DateTime>(3), await CoreAccountRows.ReadAllAsync(reader, 9, ct));
+                _handedOver.Enqueue(entry);
+            }
+            _prioritySignal.Set();
+            return new LoginQueued(LoginUser.Eligible, new EnqueueResult(outcome, ticket));
+        }
+        throw new InvalidOperationException("The user's queue entry kept disappearing while being queued.");
+    }
+
     public async Task<int> EnqueueBackgroundAsync(IReadOnlyList<Guid> userIds, CancellationToken ct)
     {
         if (userIds.Count == 0)
@@ -115,7 +204,7 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
         var now = Now();
         await ReapAsync(now, ct);
         await using var command = _dataSource.CreateCommand("""
-            UPDATE balance_sync_queue q SET claimed_by = $2, claimed_at = $3
+            UPDATE balance_sync_queue q SET claimed_by = $2, claimed_at = $3, claim = $5
             FROM (SELECT user_id FROM balance_sync_queue
                   WHERE lane = $1 AND claimed_by IS NULL AND not_before <= $3
                     AND ($1 = 'BACKGROUND' OR requested_by IS NULL OR requested_by = $2 OR not_before <= $4)
@@ -129,6 +218,7 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
         command.Parameters.Add(new NpgsqlParameter { Value = _instance });
         command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
         command.Parameters.Add(new NpgsqlParameter { Value = now - StealAfter, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter { Value = Guid.CreateVersion7() });
         await using var reader = await command.ExecuteReaderAsync(ct);
         if (!await reader.ReadAsync(ct))
         {
@@ -146,7 +236,7 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
         }
         _lastReap = now;
         await using var command = _dataSource.CreateCommand(
-            "UPDATE balance_sync_queue SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by IS NOT NULL AND claimed_at < $1");
+            "UPDATE balance_sync_queue SET claimed_by = NULL, claimed_at = NULL, claim = NULL WHERE claimed_by IS NOT NULL AND claimed_at < $1");
         command.Parameters.Add(new NpgsqlParameter { Value = now - options.Value.ClaimTimeout, NpgsqlDbType = NpgsqlDbType.TimestampTz });
         await command.ExecuteNonQueryAsync(ct);
     }
@@ -164,7 +254,7 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
         // A login that joined the running sync made the row PRIORITY; keep that.
         await using var command = _dataSource.CreateCommand("""
             UPDATE balance_sync_queue
-            SET claimed_by = NULL, claimed_at = NULL, attempt = $3, not_before = $4,
+            SET claimed_by = NULL, claimed_at = NULL, claim = NULL, attempt = $3, not_before = $4,
                 lane = CASE WHEN lane = 'PRIORITY' THEN 'PRIORITY' ELSE $5 END
             WHERE user_id = $1 AND ticket = $2
             """);
@@ -212,14 +302,57 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
 
     public async Task<SyncEntry> TakeAsync(SyncLane lane, CancellationToken ct)
     {
+        if (lane == SyncLane.Background)
+        {
+            return await PollAsync(lane, ct);
+        }
+        // An idle priority taker may be handed a login's entry that was claimed for it.
+        Interlocked.Increment(ref _idlePriorityTakers);
+        try
+        {
+            return await PollAsync(lane, ct);
+        }
+        catch (OperationCanceledException) when (ct.IsCancellationRequested)
+        {
+            await ReleaseHandedOverAsync();
+            throw;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _idlePriorityTakers);
+        }
+    }
+
+    private async Task<SyncEntry> PollAsync(SyncLane lane, CancellationToken ct)
+    {
         while (true)
         {
             var next = SignalFor(lane).Next;
+            if (lane == SyncLane.Priority && _handedOver.TryDequeue(out var handed))
+            {
+                return handed;
+            }
             if (await ClaimAsync(lane, ct) is { } entry)
             {
                 return entry;
             }
             await WorkSignal.WaitAsync(next, options.Value.PollInterval, clock, ct);
+        }
+    }
+
+    /// <summary>Shutting down with logins' entries claimed but not yet taken: release them for any instance.</summary>
+    private async Task ReleaseHandedOverAsync()
+    {
+        while (_handedOver.TryDequeue(out var entry))
+        {
+            try
+            {
+                await RetryAsync(entry, SyncLane.Priority, entry.Attempt, Now(), CancellationToken.None);
+            }
+            catch (NpgsqlException)
+            {
+                // The database is gone too: the claim is released after the claim timeout.
+            }
         }
     }
 

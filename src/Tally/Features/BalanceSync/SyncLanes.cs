@@ -1,7 +1,11 @@
 namespace Tally.Features.BalanceSync;
 
-/// <summary>One user's place in a lane. <see cref="Ticket"/> names this queueing of the user; a later one gets a new ticket.</summary>
-public sealed record SyncEntry(Guid UserId, SyncLane Lane, Guid Ticket, int Attempt, DateTime EnqueuedAt);
+/// <summary>
+/// One user's place in a lane. <see cref="Ticket"/> names this queueing of the user; a later one gets
+/// a new ticket. <see cref="Accounts"/>: the user's accounts when they were read together with the
+/// claim (a login's entry on the shared lanes); null when the sync must read them.
+/// </summary>
+public sealed record SyncEntry(Guid UserId, SyncLane Lane, Guid Ticket, int Attempt, DateTime EnqueuedAt, IReadOnlyList<CoreAccount>? Accounts = null);
 
 /// <summary>What asking for a user's sync did.</summary>
 public enum EnqueueOutcome

@@ -1,5 +1,7 @@
 using System.Diagnostics.Metrics;
 using Microsoft.EntityFrameworkCore;
+using Npgsql;
+using NpgsqlTypes;
 using Tally.Data;
 using Tally.Features.Users;
 using Tally.Jobs.Outbox;
@@ -26,7 +28,8 @@ public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IRea
 /// <summary>
 /// Syncs one user: asks the core for each active account's balance, each call through the
 /// <see cref="CoreCallGate"/>, then records every answer in ONE transaction: balances, the three
-/// times, the last error, and an <c>AccountBalanceUpdated</c> event for each balance that changed.
+/// times, the last error, and an <c>AccountBalanceUpdated</c> event for each balance that changed
+/// (on PostgreSQL one round trip of hand-written SQL; elsewhere EF Core's SaveChanges).
 /// A transient failure stops the user's remaining calls (the core is struggling: be gentle) and asks
 /// for a retry; a retry asks only for the accounts not synced since the user was queued.
 /// Users that are not active MOBILE_BANKING users are never sent to the core, however they got here.
@@ -41,11 +44,14 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
 
     public async Task<UserSyncResult> RunAsync(SyncEntry entry, Func<SyncLane> lane, CancellationToken ct)
     {
-        // One read: all the user's accounts (the login's answer shows them all), only if the user is
-        // an active MOBILE_BANKING user; the active ones are asked for.
-        var all = await db.CoreAccounts.OfUser(entry.UserId)
-            .Where(a => db.Users.Any(u => u.Id == a.UserId && u.IsActive && u.Context == UserContexts.MobileBanking))
-            .InAnswerOrder().ToListAsync(ct);
+        // All the user's accounts (the login's answer shows them all), only if the user is an active
+        // MOBILE_BANKING user; the active ones are asked for. A login's entry on PostgreSQL brings them.
+        var postgres = db.Database.IsNpgsql();
+        var all = entry.Accounts is { } handed ? [.. handed] : await ReadAccountsAsync(entry.UserId, track: !postgres, ct);
+        if (entry.Accounts is not null && !postgres)
+        {
+            db.AttachRange(all);
+        }
         var accounts = all.Where(a => a.IsActive).OrderBy(a => a.AccountNumber, StringComparer.Ordinal).ToList();
         if (entry.Attempt > 0)
         {
@@ -78,19 +84,86 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
         // Whole microseconds, as the database keeps them: the accounts handed to a waiting login equal the stored ones.
         var now = clock.GetUtcNow().UtcDateTime;
         now = now.AddTicks(-(now.Ticks % 10));
+        var events = new List<(string? SubjectId, object Payload)>();
         foreach (var (account, result) in answers)
         {
-            Record(account, result, now);
+            if (Record(account, result, now) is { } changed)
+            {
+                events.Add((account.Id.ToString(), changed));
+            }
         }
-        // One SaveChanges, one transaction: the balances and their events commit together or not at all.
-        await db.SaveChangesAsync(ct);
+        // One transaction: the balances and their events commit together or not at all.
+        if (postgres)
+        {
+            await SaveOnPostgresAsync([.. answers.Select(a => a.Account)], events, now, ct);
+        }
+        else
+        {
+            foreach (var (subjectId, payload) in events)
+            {
+                Outbox.Add(db, BalanceUpdatedEvent, subjectId, payload, now);
+            }
+            await db.SaveChangesAsync(ct);
+        }
         var committed = all.Count > 0 ? all : null;
         return transient is null ? UserSyncResult.Done with { Accounts = committed } : UserSyncResult.Retry(transient) with { Accounts = committed };
     }
 
+    private Task<List<CoreAccount>> ReadAccountsAsync(Guid userId, bool track, CancellationToken ct)
+    {
+        var accounts = track ? db.CoreAccounts : db.CoreAccounts.AsNoTracking();
+        return accounts.OfUser(userId)
+            .Where(a => db.Users.Any(u => u.Id == a.UserId && u.IsActive && u.Context == UserContexts.MobileBanking))
+            .InAnswerOrder().ToListAsync(ct);
+    }
+
+    /// <summary>
+    /// PostgreSQL: the recorded accounts and their events in ONE round trip, a batch of two statements
+    /// that Npgsql sends with a single sync, so they run in one implicit transaction: both or neither.
+    /// </summary>
+    private async Task SaveOnPostgresAsync(List<CoreAccount> recorded, List<(string? SubjectId, object Payload)> events, DateTime now, CancellationToken ct)
+    {
+        if (recorded.Count == 0)
+        {
+            return;
+        }
+        var update = new NpgsqlBatchCommand("""
+            UPDATE core_accounts a
+            SET balance = v.balance, available_balance = v.available, bank_as_of = v.as_of, last_synced_at = v.synced_at,
+                last_attempt_at = v.attempted_at, last_error = v.error, updated_at = v.attempted_at
+            FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[])
+                 AS v(id, balance, available, as_of, synced_at, attempted_at, error)
+            WHERE a.id = v.id
+            """);
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.Id).ToArray() });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.Balance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.AvailableBalance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.BankAsOf).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.LastSyncedAt).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(_ => now).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.LastError).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+
+        await db.Database.OpenConnectionAsync(ct);
+        try
+        {
+            await using var batch = new NpgsqlBatch((NpgsqlConnection)db.Database.GetDbConnection());
+            batch.BatchCommands.Add(update);
+            if (events.Count > 0)
+            {
+                batch.BatchCommands.Add(Outbox.InsertMany(BalanceUpdatedEvent, events, now));
+            }
+            await batch.ExecuteNonQueryAsync(ct);
+        }
+        finally
+        {
+            await db.Database.CloseConnectionAsync();
+        }
+    }
+
     public static bool IsEligible(string context, bool isActive) => isActive && context == UserContexts.MobileBanking;
 
-    private void Record(CoreAccount account, T24Result result, DateTime now)
+    /// <summary>Records one answer on the account; answers the event to emit when its balance changed.</summary>
+    private AccountBalanceUpdated? Record(CoreAccount account, T24Result result, DateTime now)
     {
         account.LastAttemptAt = now;
         account.UpdatedAt = now;
@@ -104,7 +177,7 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
             var reason = failure?.Describe() ?? "no answer";
             account.LastError = reason.Length > MaxErrorLength ? reason[..MaxErrorLength] : reason;
             LogFailed(logger, account.Id, account.UserId, failure?.Code ?? "UNKNOWN");
-            return;
+            return null;
         }
         var balance = result.Balance;
         var previous = account.Balance;
@@ -113,12 +186,9 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
         account.BankAsOf = balance.AsOf;
         account.LastSyncedAt = now;
         account.LastError = null;
-        if (previous != balance.Balance)
-        {
-            Outbox.Add(db, BalanceUpdatedEvent, account.Id.ToString(), new AccountBalanceUpdated(
-                account.Id, account.UserId, account.AccountNumber, previous, balance.Balance, balance.Balance - previous, account.Currency,
-                balance.Available, balance.AsOf, now), now);
-        }
+        return previous == balance.Balance ? null : new AccountBalanceUpdated(
+            account.Id, account.UserId, account.AccountNumber, previous, balance.Balance, balance.Balance - previous, account.Currency,
+            balance.Available, balance.AsOf, now);
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Core account {AccountId} of user {UserId}: sync failed with {Reason}")]

@@ -1,6 +1,9 @@
 using System.Text.Json;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
+using Microsoft.EntityFrameworkCore.Storage;
+using Npgsql;
+using NpgsqlTypes;
 using Tally.Data;
 
 namespace Tally.Data
@@ -73,15 +76,39 @@ namespace Tally.Jobs.Outbox
                 }
                 return;
             }
-            await db.Database.ExecuteSqlAsync(
-                $"""
-                INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at)
-                SELECT e.id, {eventType}, e.subject_id, e.payload, {occurredAt}
-                FROM unnest({events.Select(_ => Guid.CreateVersion7()).ToArray()}, {events.Select(e => e.SubjectId).ToArray()},
-                            {events.Select(e => Serialize(e.Payload)).ToArray()})
-                     WITH ORDINALITY AS e(id, subject_id, payload, n)
-                ORDER BY e.n
-                """, ct);
+            var transaction = db.Database.CurrentTransaction?.GetDbTransaction() as NpgsqlTransaction
+                ?? throw new InvalidOperationException("Outbox.AddManyAsync stages events in the caller's transaction; begin one first.");
+            await using var insert = new NpgsqlCommand(InsertManySql, transaction.Connection, transaction);
+            insert.Parameters.AddRange(InsertManyParameters(eventType, events, occurredAt));
+            await insert.ExecuteNonQueryAsync(ct);
         }
+
+        /// <summary>
+        /// PostgreSQL: the same insert as a batch command, for a caller that sends it in the same round
+        /// trip as its own statements.
+        /// </summary>
+        public static NpgsqlBatchCommand InsertMany(string eventType, IReadOnlyList<(string? SubjectId, object Payload)> events, DateTime occurredAt)
+        {
+            var insert = new NpgsqlBatchCommand(InsertManySql);
+            insert.Parameters.AddRange(InsertManyParameters(eventType, events, occurredAt));
+            return insert;
+        }
+
+        /// <summary>The events in their order: the sequence follows it.</summary>
+        private const string InsertManySql = """
+            INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at)
+            SELECT e.id, $1, e.subject_id, e.payload, $2
+            FROM unnest($3::uuid[], $4::text[], $5::text[]) WITH ORDINALITY AS e(id, subject_id, payload, n)
+            ORDER BY e.n
+            """;
+
+        private static NpgsqlParameter[] InsertManyParameters(string eventType, IReadOnlyList<(string? SubjectId, object Payload)> events, DateTime occurredAt) =>
+        [
+            new NpgsqlParameter { Value = eventType, NpgsqlDbType = NpgsqlDbType.Text },
+            new NpgsqlParameter { Value = occurredAt, NpgsqlDbType = NpgsqlDbType.TimestampTz },
+            new NpgsqlParameter { Value = events.Select(_ => Guid.CreateVersion7()).ToArray() },
+            new NpgsqlParameter { Value = events.Select(e => e.SubjectId).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text },
+            new NpgsqlParameter { Value = events.Select(e => Serialize(e.Payload)).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text },
+        ];
     }
 }

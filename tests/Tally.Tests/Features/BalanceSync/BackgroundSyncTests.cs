@@ -8,14 +8,16 @@ using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.BalanceSync;
 
-/// <summary>The periodic job, the background lane, the gate's limits and the retry policy, embedded (SQLite, in-process lanes).</summary>
+/// <summary>The periodic job, the background lane, the gate's limits and the retry policy: embedded (SQLite, in-process lanes), and where the storage matters on PostgreSQL (shared lanes) too.</summary>
 public class BackgroundSyncTests
 {
-    [Fact]
-    public async Task PeriodicJob_OnItsInterval_SyncsActiveMobileBankingUsersAgainAndAgain_NeverWalletOrInactiveUsers()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task PeriodicJob_OnItsInterval_SyncsActiveMobileBankingUsersAgainAndAgain_NeverWalletOrInactiveUsers(string storage)
     {
         // BALANCE_SYNC_INTERVAL is the seed's name for BalanceSync:IntervalMs.
-        await using var banking = await CoreBanking.StartAsync("sqlite", new Dictionary<string, string?>
+        await using var banking = await CoreBanking.StartAsync(storage, new Dictionary<string, string?>
         {
             ["Jobs:balance-sync.enqueue-all:Enabled"] = "true",
             ["BALANCE_SYNC_INTERVAL"] = "1000",
@@ -51,10 +53,12 @@ public class BackgroundSyncTests
         Assert.Equal(JsonValueKind.Null, (await banking.AccountAsync(wallet)).GetProperty("lastAttemptAt").ValueKind);
     }
 
-    [Fact]
-    public async Task TransientErrors_RetriedWithBackoff_AFailingUserDoesNotHoldUpTheOthers_AndTheTimesAndErrorAreRecorded()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task TransientErrors_RetriedWithBackoff_AFailingUserDoesNotHoldUpTheOthers_AndTheTimesAndErrorAreRecorded(string storage)
     {
-        await using var banking = await CoreBanking.StartAsync("sqlite", new Dictionary<string, string?>
+        await using var banking = await CoreBanking.StartAsync(storage, new Dictionary<string, string?>
         {
             ["BalanceSync:RetryBaseDelayMs"] = "200",
             ["BalanceSync:MaxRetries"] = "3",
@@ -128,10 +132,12 @@ public class BackgroundSyncTests
         Assert.True(CoreBanking.Synced(await banking.AccountAsync(throttled)));
     }
 
-    [Fact]
-    public async Task BalanceChange_EmitsAccountBalanceUpdatedWithPreviousNewAndDelta_OnlyWhenItChanged()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task BalanceChange_EmitsAccountBalanceUpdatedWithPreviousNewAndDelta_OnlyWhenItChanged(string storage)
     {
-        await using var banking = await CoreBanking.StartAsync("sqlite");
+        await using var banking = await CoreBanking.StartAsync(storage);
         var user = await banking.UserAsync("ACC-MOVES-1");
         var first = (await banking.LoginSyncAsync(user, HttpStatusCode.OK)).GetProperty("balance").GetDecimal();
         await banking.LoginSyncAsync(user, HttpStatusCode.OK); // unchanged: no event

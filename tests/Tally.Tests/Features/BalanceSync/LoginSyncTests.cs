@@ -79,10 +79,12 @@ public class LoginSyncTests
         await banking.DrainedAsync();
     }
 
-    [Fact]
-    public async Task LoginSync_UserWaitingInBackground_IsPromotedAheadOfTheBackgroundAndNeverQueuedTwice()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task LoginSync_UserWaitingInBackground_IsPromotedAheadOfTheBackgroundAndNeverQueuedTwice(string storage)
     {
-        await using var banking = await CoreBanking.StartAsync("sqlite", new Dictionary<string, string?>
+        await using var banking = await CoreBanking.StartAsync(storage, new Dictionary<string, string?>
         {
             ["RateLimits:t24:PermitsPerSecond"] = "5",
         });
@@ -112,5 +114,27 @@ public class LoginSyncTests
 
         await banking.DrainedAsync();
         Assert.All(Enumerable.Range(0, 30), i => Assert.Equal(1, banking.Sandbox.T24.CallsTo($"ACC-Q-{i}")));
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task LoginSync_SameUserLoggingInFiveTimesAtOnce_OneCoreCall_EveryLoginAnsweredWithIt(string storage)
+    {
+        await using var banking = await CoreBanking.StartAsync(storage);
+        var user = await banking.UserAsync("ACC-TWICE-1");
+        banking.Sandbox.T24.Hold();
+        var logins = Enumerable.Range(0, 5).Select(_ => banking.LoginSyncAsync(user, HttpStatusCode.OK)).ToList();
+        await Eventually.TrueAsync(() => Task.FromResult(banking.Sandbox.T24.Stats().Concurrent == 1), "the first login's call to reach the core");
+        await Task.Delay(300, TestContext.Current.CancellationToken); // the other four join the running sync
+        banking.Sandbox.T24.Release();
+
+        var answers = await Task.WhenAll(logins);
+        var (working, _) = banking.Sandbox.T24.BalanceAt("ACC-TWICE-1", DateTime.UtcNow);
+        Assert.All(answers, a => Assert.True(a.GetProperty("ok").GetBoolean()));
+        Assert.All(answers, a => Assert.Equal(working, a.GetProperty("balance").GetDecimal()));
+        Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-TWICE-1"));
+        await banking.DrainedAsync();
+        Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-TWICE-1"));
     }
 }

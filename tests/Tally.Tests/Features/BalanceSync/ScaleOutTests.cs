@@ -64,4 +64,25 @@ public class ScaleOutTests
             Assert.True(CoreBanking.Synced(await banking.AccountAsync(user)));
         }
     }
+
+    [Fact]
+    public async Task LoginOnAnInstanceWithoutWorkers_IsSyncedByAnotherInstance()
+    {
+        // A runs the workers; B only serves the API, so its login queues the user for any instance.
+        await using var banking = await CoreBanking.StartAsync("postgres", new Dictionary<string, string?> { ["Tally:InstanceId"] = "tally-a" });
+        _ = banking.App.Server;
+        var b = await banking.AddInstanceAsync("postgres", new Dictionary<string, string?>
+        {
+            ["Tally:InstanceId"] = "tally-b",
+            ["Tally:Roles:0"] = "api",
+        });
+        var user = await banking.UserAsync("ACC-API-ONLY-1");
+
+        var body = await banking.LoginSyncAsync(user, HttpStatusCode.OK, on: b);
+
+        Assert.True(body.GetProperty("ok").GetBoolean());
+        Assert.Equal(banking.Sandbox.T24.BalanceAt("ACC-API-ONLY-1", DateTime.UtcNow).Working, body.GetProperty("balance").GetDecimal());
+        Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-API-ONLY-1"));
+        await banking.DrainedAsync(on: b);
+    }
 }

@@ -1,0 +1,4 @@
+-- Balance sync: each claim of a lanes row gets its own token, so the statement that queues a
+-- login's user and claims the row for the instance serving the login in the same step can tell
+-- its own claim from one made just before by a worker of the same instance.
+ALTER TABLE balance_sync_queue ADD COLUMN claim uuid NULL;
