@@ -15,10 +15,34 @@ public class StartupTests
     [InlineData("Jobs:store.sync-accounts:Cron", "every five minutes", "Jobs:store.sync-accounts:Cron")]
     public async Task BadSetting_StopsStartUpNamingTheSetting(string key, string value, string named)
     {
-        await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { [key] = value });
-        var error = Assert.ThrowsAny<Exception>(() => app.Server);
-        var messages = Errors.AllMessages(error);
+        var messages = "";
+        // WebApplicationFactory may lose a failed start's error to a race of its own: it reads the
+        // services of a host that Program already disposed, and throws ObjectDisposedException
+        // instead (seen under load). That says nothing about Tally, so the start is tried again.
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { [key] = value });
+            var error = Assert.ThrowsAny<Exception>(() => app.Server);
+            if (LostToTheFactory(error))
+            {
+                continue;
+            }
+            messages = Errors.AllMessages(error);
+            break;
+        }
         Assert.Contains(named, messages);
+    }
+
+    private static bool LostToTheFactory(Exception? error)
+    {
+        for (; error is not null; error = error.InnerException)
+        {
+            if (error is ObjectDisposedException { ObjectName: nameof(IServiceProvider) })
+            {
+                return true;
+            }
+        }
+        return false;
     }
 
     [Fact]
