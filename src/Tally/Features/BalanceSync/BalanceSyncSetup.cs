@@ -62,6 +62,10 @@ public static class BalanceSyncSetup
             http.MaxResponseContentBufferSize = 1 << 20;
         }).RemoveAllLoggers();
         services.AddScoped<SyncUserBalances>();
+        if (storage.Provider == StorageProvider.Postgres)
+        {
+            services.AddSingleton<PostgresBalanceWriter>();
+        }
         services.AddSingleton<SyncCompletions>();
         services.AddSingleton<BalanceSyncDispatcher>();
         if (configuration.Read<TallyOptions>(TallyOptions.Section).IsWorker)

@@ -40,9 +40,10 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
     private readonly string _instance = tally.Value.ResolvedInstanceId;
     private readonly WorkSignal _prioritySignal = new();
     private readonly WorkSignal _backgroundSignal = new();
-    // Its own connections: asynchronous commit (see above), and the few fixed statements prepared once per connection.
+    // Its own connections: asynchronous commit (see above), the few fixed statements prepared once per
+    // connection, and no session reset when a connection is reused (these statements leave no session state).
     private readonly NpgsqlDataSource _dataSource = NpgsqlDataSource.Create(
-        new NpgsqlConnectionStringBuilder(storage.ConnectionString) { Options = "-c synchronous_commit=off", MaxAutoPrepare = 16 }.ConnectionString);
+        new NpgsqlConnectionStringBuilder(storage.ConnectionString) { Options = "-c synchronous_commit=off", MaxAutoPrepare = 16, NoResetOnClose = true }.ConnectionString);
     private readonly ConcurrentQueue<SyncEntry> _handedOver = new();
     private DateTime _lastReap = DateTime.MinValue;
     private int _idlePriorityTakers;

@@ -1,7 +1,5 @@
 using System.Diagnostics.Metrics;
 using Microsoft.EntityFrameworkCore;
-using Npgsql;
-using NpgsqlTypes;
 using Tally.Data;
 using Tally.Features.Users;
 using Tally.Jobs.Outbox;
@@ -34,7 +32,8 @@ public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IRea
 /// for a retry; a retry asks only for the accounts not synced since the user was queued.
 /// Users that are not active MOBILE_BANKING users are never sent to the core, however they got here.
 /// </summary>
-public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCallGate gate, TimeProvider clock, ILogger<SyncUserBalances> logger)
+public sealed partial class SyncUserBalances(
+    TallyDb db, T24Client t24, CoreCallGate gate, StorageSettings storage, TimeProvider clock, ILogger<SyncUserBalances> logger, PostgresBalanceWriter? postgresWriter = null)
 {
     public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
     private const int MaxErrorLength = 500;
@@ -46,7 +45,7 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
     {
         // All the user's accounts (the login's answer shows them all), only if the user is an active
         // MOBILE_BANKING user; the active ones are asked for. A login's entry on PostgreSQL brings them.
-        var postgres = db.Database.IsNpgsql();
+        var postgres = storage.Provider == StorageProvider.Postgres;
         var all = entry.Accounts is { } handed ? [.. handed] : await ReadAccountsAsync(entry.UserId, track: !postgres, ct);
         if (entry.Accounts is not null && !postgres)
         {
@@ -95,7 +94,8 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
         // One transaction: the balances and their events commit together or not at all.
         if (postgres)
         {
-            await SaveOnPostgresAsync([.. answers.Select(a => a.Account)], events, now, ct);
+            var writer = postgresWriter ?? throw new InvalidOperationException("PostgreSQL storage without its balance writer.");
+            await writer.SaveAsync([.. answers.Select(a => a.Account)], events, now, ct);
         }
         else
         {
@@ -115,49 +115,6 @@ public sealed partial class SyncUserBalances(TallyDb db, T24Client t24, CoreCall
         return accounts.OfUser(userId)
             .Where(a => db.Users.Any(u => u.Id == a.UserId && u.IsActive && u.Context == UserContexts.MobileBanking))
             .InAnswerOrder().ToListAsync(ct);
-    }
-
-    /// <summary>
-    /// PostgreSQL: the recorded accounts and their events in ONE round trip, a batch of two statements
-    /// that Npgsql sends with a single sync, so they run in one implicit transaction: both or neither.
-    /// </summary>
-    private async Task SaveOnPostgresAsync(List<CoreAccount> recorded, List<(string? SubjectId, object Payload)> events, DateTime now, CancellationToken ct)
-    {
-        if (recorded.Count == 0)
-        {
-            return;
-        }
-        var update = new NpgsqlBatchCommand("""
-            UPDATE core_accounts a
-            SET balance = v.balance, available_balance = v.available, bank_as_of = v.as_of, last_synced_at = v.synced_at,
-                last_attempt_at = v.attempted_at, last_error = v.error, updated_at = v.attempted_at
-            FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[])
-                 AS v(id, balance, available, as_of, synced_at, attempted_at, error)
-            WHERE a.id = v.id
-            """);
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.Id).ToArray() });
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.Balance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.AvailableBalance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.BankAsOf).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.LastSyncedAt).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(_ => now).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.LastError).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-
-        await db.Database.OpenConnectionAsync(ct);
-        try
-        {
-            await using var batch = new NpgsqlBatch((NpgsqlConnection)db.Database.GetDbConnection());
-            batch.BatchCommands.Add(update);
-            if (events.Count > 0)
-            {
-                batch.BatchCommands.Add(Outbox.InsertMany(BalanceUpdatedEvent, events, now));
-            }
-            await batch.ExecuteNonQueryAsync(ct);
-        }
-        finally
-        {
-            await db.Database.CloseConnectionAsync();
-        }
     }
 
     public static bool IsEligible(string context, bool isActive) => isActive && context == UserContexts.MobileBanking;

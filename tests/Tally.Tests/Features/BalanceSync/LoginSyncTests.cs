@@ -56,6 +56,8 @@ public class LoginSyncTests
         var first = await banking.LoginSyncAsync(user, HttpStatusCode.OK);
         Assert.True(first.GetProperty("ok").GetBoolean());
         var stored = first.GetProperty("accounts")[0];
+        // The first sync's entry leaves the lanes just after it answers; a login in that moment would join it.
+        await banking.DrainedAsync();
 
         // Now the core takes 2.5 s and the money moved: the login answers in time with what is stored.
         banking.Sandbox.T24.Settings = banking.Sandbox.T24.Settings with { LatencyMs = 2500 };
