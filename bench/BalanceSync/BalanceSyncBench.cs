@@ -24,7 +24,7 @@ namespace Tally.Bench.BalanceSync;
 /// 10 ms while 100,000 background syncs wait; never more calls to the core than its rate limit").
 ///
 /// <c>dotnet run -c Release --project bench/BalanceSync -- [--users 100000] [--latency-ms 20]
-/// [--logins 200] [--throughput-s 30] [--postgres CONNECTION_STRING] [--record bench/RESULTS.md]</c>
+/// [--logins 1000] [--throughput-s 30] [--postgres CONNECTION_STRING] [--record bench/RESULTS.md]</c>
 ///
 /// A sandbox core with a fixed latency L runs in its own process (so Tally's pauses cannot bunch its
 /// arrival times); Tally runs in this one on a real Kestrel port, on a fresh database holding the
@@ -48,7 +48,7 @@ public static class BalanceSyncBench
         }
         var users = IntArg(args, "--users", 100_000);
         var latencyMs = IntArg(args, "--latency-ms", 20);
-        var logins = IntArg(args, "--logins", 200);
+        var logins = IntArg(args, "--logins", 1000);
         var throughputSeconds = IntArg(args, "--throughput-s", 30);
         var postgres = StringArg(args, "--postgres");
         var record = StringArg(args, "--record");
@@ -83,6 +83,12 @@ public static class BalanceSyncBench
                 var load = Stopwatch.StartNew();
                 ids = await InsertUsersAsync(tally.Services, users);
                 Console.WriteLine($"loaded {users:N0} mobile-banking users with one core account each in {load.Elapsed.TotalSeconds:0} s ({storage})");
+                if (postgres is not null)
+                {
+                    // The load's own dirty pages are written now, not by a checkpoint during the measurement.
+                    await using var db = await tally.Services.GetRequiredService<IDbContextFactory<TallyDb>>().CreateDbContextAsync();
+                    await db.Database.ExecuteSqlRawAsync("CHECKPOINT");
+                }
             }
             else if (postgres is not null)
             {
@@ -95,6 +101,10 @@ public static class BalanceSyncBench
             Console.WriteLine(row);
         }
 
+        if (postgres is not null)
+        {
+            await DropPostgresDatabaseAsync(postgres, database);
+        }
         var report = Report(storage, users, latencyMs, logins, throughputSeconds, rows, args);
         Console.WriteLine();
         Console.WriteLine(report);
@@ -157,6 +167,9 @@ public static class BalanceSyncBench
         }
         var login = Stats.Of(times);
         var reference = Stats.Of(referenceTimes);
+        // The tail in more detail than the table: where the slow logins fell in the run.
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"[{config.Name}] login p90 {login.P90:0.0} ms, p95 {login.P95:0.0} ms; over L + 10: {times.Count(t => t > latencyMs + 10)}; slowest (login #: ms): {string.Join(", ", times.Select((t, n) => (t, n)).OrderByDescending(x => x.t).Take(5).Select(x => $"{x.n}: {x.t:0.0}"))}"));
         var waiting = await StatusAsync(http);
 
         // Background only: the core's call rate over a window, after a settling second.
@@ -286,6 +299,15 @@ public static class BalanceSyncBench
         return builder.ConnectionString;
     }
 
+    private static async Task DropPostgresDatabaseAsync(string server, string database)
+    {
+        var name = new Npgsql.NpgsqlConnectionStringBuilder(database).Database;
+        await using var connection = new Npgsql.NpgsqlConnection(server);
+        await connection.OpenAsync();
+        await using var drop = new Npgsql.NpgsqlCommand($"DROP DATABASE IF EXISTS {name} WITH (FORCE)", connection);
+        await drop.ExecuteNonQueryAsync();
+    }
+
     private static Config ParseConfig(string text)
     {
         var parts = text.Split(':').Select(p => int.Parse(p, CultureInfo.InvariantCulture)).ToArray();
@@ -318,13 +340,13 @@ public static class BalanceSyncBench
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
     }
 
-    private sealed record Stats(double P50, double P99, double Max)
+    private sealed record Stats(double P50, double P90, double P95, double P99, double Max)
     {
         public static Stats Of(List<double> times)
         {
             var sorted = times.Order().ToList();
             double At(double q) => sorted[Math.Min(sorted.Count - 1, (int)Math.Ceiling(q * sorted.Count) - 1)];
-            return new Stats(At(0.50), At(0.99), sorted[^1]);
+            return new Stats(At(0.50), At(0.90), At(0.95), At(0.99), sorted[^1]);
         }
     }
 

@@ -127,4 +127,54 @@ public class OutboxDispatchTests
             Assert.All(rows, e => Assert.True(e.PublishedAt is not null && e.Attempts == 2 && e.LastError is null, $"{e.SubjectId}: {e.PublishedAt} {e.Attempts} {e.LastError}"));
         }
     }
+    /// <summary>Remembers, for each publish, how far PostgreSQL had flushed its WAL at that moment.</summary>
+    private sealed class FlushWatchingPublisher(string connectionString) : IEventPublisher
+    {
+        public List<string> FlushedAtPublish { get; } = [];
+
+        public string Name => "flush-watching";
+
+        public async Task PublishAsync(IReadOnlyList<OutboxEvent> events, CancellationToken ct)
+        {
+            await using var connection = new Npgsql.NpgsqlConnection(connectionString);
+            await connection.OpenAsync(ct);
+            await using var command = new Npgsql.NpgsqlCommand("SELECT pg_current_wal_flush_lsn()::text", connection);
+            FlushedAtPublish.Add((string)(await command.ExecuteScalarAsync(ct))!);
+        }
+    }
+
+    [Fact]
+    public async Task Dispatch_EventCommittedAsynchronously_IsPublishedOnlyOnceItsWalIsFlushed()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var app = await Apps.CreateAsync("postgres", new Dictionary<string, string?> { ["Tally:Roles:0"] = "api" });
+        string committedAt;
+        await using (var db = app.Db())
+        {
+            // As balance sync writes: visible at once, durable only when the WAL writer gets to it.
+            await db.Database.OpenConnectionAsync(ct);
+            await db.Database.ExecuteSqlRawAsync("SET synchronous_commit = off", ct);
+            Outbox.Add(db, "TestHappened", "async", new { n = 1 }, DateTime.UtcNow);
+            await db.SaveChangesAsync(ct);
+            committedAt = await db.Database.SqlQuery<string>($"SELECT pg_current_wal_insert_lsn()::text AS \"Value\"").SingleAsync(ct);
+        }
+        string connectionString;
+        await using (var db = app.Db())
+        {
+            connectionString = db.Database.GetConnectionString()!;
+        }
+        var publisher = new FlushWatchingPublisher(connectionString);
+        var dispatcher = new OutboxDispatcher(app.Get<IDbContextFactory<Tally.Data.TallyDb>>(), publisher, TimeProvider.System,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<OutboxDispatcher>.Instance);
+
+        Assert.Equal(1, await dispatcher.DispatchBatchAsync(ct));
+
+        var flushed = Assert.Single(publisher.FlushedAtPublish);
+        await using var check = new Npgsql.NpgsqlConnection(connectionString);
+        await check.OpenAsync(ct);
+        await using var compare = new Npgsql.NpgsqlCommand("SELECT $1::pg_lsn >= $2::pg_lsn", check);
+        compare.Parameters.Add(new Npgsql.NpgsqlParameter { Value = flushed });
+        compare.Parameters.Add(new Npgsql.NpgsqlParameter { Value = committedAt });
+        Assert.True(await compare.ExecuteScalarAsync(ct) is true, $"published with the WAL flushed to {flushed}, the event committed before {committedAt}");
+    }
 }

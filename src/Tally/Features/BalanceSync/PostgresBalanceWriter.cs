@@ -8,14 +8,25 @@ namespace Tally.Features.BalanceSync;
 /// <summary>
 /// PostgreSQL: writes one user's recorded accounts and their events in ONE round trip, a batch of
 /// two statements that Npgsql sends with a single sync, so they run in one implicit transaction:
-/// both or neither. Its own connections (synchronous commit, like every write of balances and
-/// events) keep the two statements prepared and skip the session reset on reuse; the login path
-/// touches no EF Core context at all.
+/// both or neither. Its own connections keep the two statements prepared and skip the session reset
+/// on reuse; the login path touches no EF Core context at all.
 /// </summary>
+/// <remarks>
+/// Asynchronous commit (<c>synchronous_commit = off</c>): the commit is visible to every reader at
+/// once, so a login answers with exactly what is stored, but it does not wait for the WAL flush,
+/// which on a busy disk stalls for tens to hundreds of milliseconds (bench/RESULTS.md) and was the
+/// whole tail of the login's answer time. What that trades, and why it is safe for a mirror:
+/// a crash of PostgreSQL itself (not of Tally) may forget the last few hundred milliseconds of
+/// balance writes, always whole transactions, balances together with their events. The lane entry
+/// of such a sync is removed later in the same WAL, so it is forgotten too and the user is synced
+/// again; the core stays the record of these balances. No event of a forgotten write has left Tally:
+/// the outbox dispatcher publishes a row only once the WAL is flushed past it
+/// (<see cref="OutboxDispatcher"/>). Ledger money never takes this path: it commits synchronously.
+/// </remarks>
 public sealed class PostgresBalanceWriter(StorageSettings storage) : IAsyncDisposable
 {
     private readonly NpgsqlDataSource _dataSource = NpgsqlDataSource.Create(
-        new NpgsqlConnectionStringBuilder(storage.ConnectionString) { MaxAutoPrepare = 8, NoResetOnClose = true }.ConnectionString);
+        new NpgsqlConnectionStringBuilder(storage.ConnectionString) { Options = "-c synchronous_commit=off", MaxAutoPrepare = 8, NoResetOnClose = true }.ConnectionString);
 
     public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
 

@@ -18,7 +18,9 @@ namespace Tally.Features.BalanceSync;
 /// the hot path of every worker. Queue rows commit asynchronously (<c>synchronous_commit = off</c> on
 /// this class's own connections): a PostgreSQL crash may forget the last moments of queue changes,
 /// which costs at most a repeated sync (the periodic job re-derives every user), while a login's
-/// sync is spared two disk flushes. Balances and events always commit synchronously.
+/// sync is spared two disk flushes. Balances and events commit asynchronously as well, on their own
+/// connections (<see cref="PostgresBalanceWriter"/>): an entry is removed only after its balances
+/// committed, so a crash that forgets the balances forgets the removal too.
 /// </summary>
 /// <remarks>
 /// A login's entry is queued by ONE statement (<see cref="QueueLoginAsync"/>) that checks the user,
