@@ -33,7 +33,8 @@ public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IRea
 /// Users that are not active MOBILE_BANKING users are never sent to the core, however they got here.
 /// </summary>
 public sealed partial class SyncUserBalances(
-    TallyDb db, T24Client t24, CoreCallGate gate, StorageSettings storage, TimeProvider clock, ILogger<SyncUserBalances> logger, PostgresBalanceWriter? postgresWriter = null)
+    TallyDb db, T24Client t24, CoreCallGate gate, StorageSettings storage, IEventPublisher events, TimeProvider clock, ILogger<SyncUserBalances> logger,
+    PostgresBalanceWriter? postgresWriter = null)
 {
     public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
     private const int MaxErrorLength = 500;
@@ -83,30 +84,57 @@ public sealed partial class SyncUserBalances(
         // Whole microseconds, as the database keeps them: the accounts handed to a waiting login equal the stored ones.
         var now = clock.GetUtcNow().UtcDateTime;
         now = now.AddTicks(-(now.Ticks % 10));
-        var events = new List<(string? SubjectId, object Payload)>();
+        var changes = new List<(string? SubjectId, object Payload)>();
         foreach (var (account, result) in answers)
         {
             if (Record(account, result, now) is { } changed)
             {
-                events.Add((account.Id.ToString(), changed));
+                changes.Add((account.Id.ToString(), changed));
             }
         }
         // One transaction: the balances and their events commit together or not at all.
         if (postgres)
         {
             var writer = postgresWriter ?? throw new InvalidOperationException("PostgreSQL storage without its balance writer.");
-            await writer.SaveAsync([.. answers.Select(a => a.Account)], events, now, ct);
+            await writer.SaveAsync([.. answers.Select(a => a.Account)], changes, now, ct);
         }
         else
         {
-            foreach (var (subjectId, payload) in events)
+            foreach (var (subjectId, payload) in changes)
             {
                 Outbox.Add(db, BalanceUpdatedEvent, subjectId, payload, now);
             }
-            await db.SaveChangesAsync(ct);
+            await SaveSqliteAsync(ct);
         }
         var committed = all.Count > 0 ? all : null;
         return transient is null ? UserSyncResult.Done with { Accounts = committed } : UserSyncResult.Retry(transient) with { Accounts = committed };
+    }
+
+    /// <summary>
+    /// SQLite: with the outbox table as the event log (no broker), the mirror's writes commit with
+    /// <c>synchronous = NORMAL</c>: in WAL mode that skips the fsync per commit, whose stalls on a busy
+    /// disk held the one write lock and so every other write (bench/RESULTS.md); a power loss may roll
+    /// back the last mirror writes, whole transactions with their events, and the next sync redoes
+    /// them. With a broker the events leave Tally, so they keep the full fsync. The connection's
+    /// setting lasts until it is next opened, when <see cref="SqliteSetup.PragmaInterceptor"/> sets FULL again.
+    /// </summary>
+    private async Task SaveSqliteAsync(CancellationToken ct)
+    {
+        if (events is not TableOnlyEventPublisher)
+        {
+            await db.SaveChangesAsync(ct);
+            return;
+        }
+        await db.Database.OpenConnectionAsync(ct);
+        try
+        {
+            await db.Database.ExecuteSqlRawAsync("PRAGMA synchronous = NORMAL", ct);
+            await db.SaveChangesAsync(ct);
+        }
+        finally
+        {
+            await db.Database.CloseConnectionAsync();
+        }
     }
 
     private Task<List<CoreAccount>> ReadAccountsAsync(Guid userId, bool track, CancellationToken ct)

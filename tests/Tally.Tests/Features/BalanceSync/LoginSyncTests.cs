@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Text.Json;
+using Microsoft.EntityFrameworkCore;
 using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.BalanceSync;
@@ -138,5 +139,19 @@ public class LoginSyncTests
         Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-TWICE-1"));
         await banking.DrainedAsync();
         Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-TWICE-1"));
+    }
+    [Fact]
+    public async Task LoginSync_Sqlite_MirrorWriteRelaxesTheFlush_TheNextConnectionIsFullySynchronousAgain()
+    {
+        await using var banking = await CoreBanking.StartAsync("sqlite");
+        var user = await banking.UserAsync("ACC-FLUSH-1");
+        Assert.True((await banking.LoginSyncAsync(user, HttpStatusCode.OK)).GetProperty("ok").GetBoolean());
+
+        // The mirror's write ran with synchronous = NORMAL; money written next must not inherit it.
+        await using var db = banking.App.Db();
+        await db.Database.OpenConnectionAsync(TestContext.Current.CancellationToken);
+        await using var command = db.Database.GetDbConnection().CreateCommand();
+        command.CommandText = "PRAGMA synchronous";
+        Assert.Equal(2L, await command.ExecuteScalarAsync(TestContext.Current.CancellationToken)); // 2 = FULL
     }
 }
