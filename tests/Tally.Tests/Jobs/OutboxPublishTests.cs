@@ -127,6 +127,7 @@ public class OutboxDispatchTests
             Assert.All(rows, e => Assert.True(e.PublishedAt is not null && e.Attempts == 2 && e.LastError is null, $"{e.SubjectId}: {e.PublishedAt} {e.Attempts} {e.LastError}"));
         }
     }
+
     /// <summary>Remembers, for each publish, how far PostgreSQL had flushed its WAL at that moment.</summary>
     private sealed class FlushWatchingPublisher(string connectionString) : IEventPublisher
     {
@@ -148,20 +149,16 @@ public class OutboxDispatchTests
     {
         var ct = TestContext.Current.CancellationToken;
         await using var app = await Apps.CreateAsync("postgres", new Dictionary<string, string?> { ["Tally:Roles:0"] = "api" });
-        string committedAt;
+        string committedAt, connectionString;
         await using (var db = app.Db())
         {
+            connectionString = db.Database.GetConnectionString()!;
             // As balance sync writes: visible at once, durable only when the WAL writer gets to it.
             await db.Database.OpenConnectionAsync(ct);
             await db.Database.ExecuteSqlRawAsync("SET synchronous_commit = off", ct);
             Outbox.Add(db, "TestHappened", "async", new { n = 1 }, DateTime.UtcNow);
             await db.SaveChangesAsync(ct);
             committedAt = await db.Database.SqlQuery<string>($"SELECT pg_current_wal_insert_lsn()::text AS \"Value\"").SingleAsync(ct);
-        }
-        string connectionString;
-        await using (var db = app.Db())
-        {
-            connectionString = db.Database.GetConnectionString()!;
         }
         var publisher = new FlushWatchingPublisher(connectionString);
         var dispatcher = new OutboxDispatcher(app.Get<IDbContextFactory<Tally.Data.TallyDb>>(), publisher, TimeProvider.System,

@@ -20,7 +20,7 @@ namespace Tally.Features.BalanceSync;
 /// balance writes, always whole transactions, balances together with their events. The lane entry
 /// of such a sync is removed later in the same WAL, so it is forgotten too and the user is synced
 /// again; the core stays the record of these balances. No event of a forgotten write has left Tally:
-/// the outbox dispatcher publishes a row only once the WAL is flushed past it
+/// the outbox dispatcher publishes only rows that a synchronous commit of its own has made durable
 /// (<see cref="OutboxDispatcher"/>). Ledger money never takes this path: it commits synchronously.
 /// </remarks>
 public sealed class PostgresBalanceWriter(StorageSettings storage) : IAsyncDisposable

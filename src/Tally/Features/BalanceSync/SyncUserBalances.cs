@@ -33,7 +33,7 @@ public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IRea
 /// Users that are not active MOBILE_BANKING users are never sent to the core, however they got here.
 /// </summary>
 public sealed partial class SyncUserBalances(
-    TallyDb db, T24Client t24, CoreCallGate gate, StorageSettings storage, IEventPublisher events, TimeProvider clock, ILogger<SyncUserBalances> logger,
+    TallyDb db, T24Client t24, CoreCallGate gate, StorageSettings storage, IEventPublisher publisher, TimeProvider clock, ILogger<SyncUserBalances> logger,
     PostgresBalanceWriter? postgresWriter = null)
 {
     public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
@@ -84,23 +84,23 @@ public sealed partial class SyncUserBalances(
         // Whole microseconds, as the database keeps them: the accounts handed to a waiting login equal the stored ones.
         var now = clock.GetUtcNow().UtcDateTime;
         now = now.AddTicks(-(now.Ticks % 10));
-        var changes = new List<(string? SubjectId, object Payload)>();
+        var events = new List<(string? SubjectId, object Payload)>();
         foreach (var (account, result) in answers)
         {
             if (Record(account, result, now) is { } changed)
             {
-                changes.Add((account.Id.ToString(), changed));
+                events.Add((account.Id.ToString(), changed));
             }
         }
         // One transaction: the balances and their events commit together or not at all.
         if (postgres)
         {
             var writer = postgresWriter ?? throw new InvalidOperationException("PostgreSQL storage without its balance writer.");
-            await writer.SaveAsync([.. answers.Select(a => a.Account)], changes, now, ct);
+            await writer.SaveAsync([.. answers.Select(a => a.Account)], events, now, ct);
         }
         else
         {
-            foreach (var (subjectId, payload) in changes)
+            foreach (var (subjectId, payload) in events)
             {
                 Outbox.Add(db, BalanceUpdatedEvent, subjectId, payload, now);
             }
@@ -120,7 +120,7 @@ public sealed partial class SyncUserBalances(
     /// </summary>
     private async Task SaveSqliteAsync(CancellationToken ct)
     {
-        if (events is not TableOnlyEventPublisher)
+        if (publisher is not TableOnlyEventPublisher)
         {
             await db.SaveChangesAsync(ct);
             return;

@@ -61,8 +61,7 @@ public sealed partial class OutboxDispatcher(
     public async Task<int> DispatchBatchAsync(CancellationToken ct)
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
-        var postgres = db.Database.IsNpgsql();
-        var durable = postgres ? await LockDurablyAsync(db, ct) : null;
+        var durable = db.Database.IsNpgsql() ? await LockDurablyAsync(db, ct) : null;
         if (durable is { Count: 0 })
         {
             return 0;

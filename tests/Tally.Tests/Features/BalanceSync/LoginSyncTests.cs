@@ -140,6 +140,7 @@ public class LoginSyncTests
         await banking.DrainedAsync();
         Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-TWICE-1"));
     }
+
     [Fact]
     public async Task LoginSync_Sqlite_MirrorWriteRelaxesTheFlush_TheNextConnectionIsFullySynchronousAgain()
     {
