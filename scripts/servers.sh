@@ -451,11 +451,18 @@ rabbit_start() {
     die "rabbitmq: AMQP port $RMQ_PORT did not open"
   fi
   log "rabbitmq: AMQP port open; rabbitmqctl await_startup"
-  if ! rabbit_env timeout 60 rabbitmqctl -q await_startup --timeout 50 >"$RMQ_DIR/log/await.log" 2>&1; then
-    tail_log "$RMQ_DIR/log/await.log"
-    die "rabbitmq: await_startup failed"
-  fi
-  log "rabbitmq: up"
+  # The CLI itself has been seen to hang after a restart with the node up (its own distribution
+  # connection, nothing in its log): ask again with a fresh CLI rather than fail the run.
+  local try
+  for try in 1 2 3; do
+    if rabbit_env timeout 40 rabbitmqctl -q await_startup --timeout 35 >"$RMQ_DIR/log/await.log" 2>&1; then
+      log "rabbitmq: up"
+      return 0
+    fi
+    log "rabbitmq: await_startup attempt $try did not answer"
+  done
+  tail_log "$RMQ_DIR/log/await.log"
+  die "rabbitmq: await_startup failed"
 }
 
 rabbit_stop() {
