@@ -67,17 +67,48 @@ public static class Currencies
     public static int Exponent(string code) =>
         Exponents.TryGetValue(code, out var e) ? e : throw new ArgumentException($"Unknown currency {code}.", nameof(code));
 
-    /// <summary>Minor units for an amount, or null when the amount has more decimals than the currency allows.</summary>
-    public static long? ToMinor(decimal amount, string currency)
+    /// <summary>
+    /// The most one account may hold, and the largest single amount, in minor units of any currency:
+    /// 10^15 (10 trillion USD, 1 quadrillion JPY, 1 trillion KWD). The schema refuses more too.
+    /// </summary>
+    public const long MaxMinor = 1_000_000_000_000_000;
+
+    /// <summary>
+    /// The most a currency's funding account may have issued (its balance never goes below minus
+    /// this): 10^18 minor units, so the sum of every balance of a currency always fits a 64-bit integer.
+    /// </summary>
+    public const long MaxIssuedMinor = 1_000_000_000_000_000_000;
+
+    /// <summary>The largest amount of a currency, in its major units (<see cref="MaxMinor"/> scaled).</summary>
+    public static decimal MaxAmount(string currency) => FromMinor(MaxMinor, currency);
+
+    /// <summary>Minor units for an amount, or null when the amount has more decimals than the currency allows or exceeds <see cref="MaxMinor"/>.</summary>
+    public static long? ToMinor(decimal amount, string currency) => CheckAmount(amount, currency) is { Minor: { } minor } ? minor : null;
+
+    /// <summary>
+    /// An amount as minor units, or why it cannot be one: more decimals than the currency allows, or
+    /// beyond <see cref="MaxMinor"/> either way. Never rounds, never overflows.
+    /// </summary>
+    public static AmountCheck CheckAmount(decimal amount, string currency)
     {
-        var scaled = amount * Pow10(Exponent(currency));
-        return decimal.Truncate(scaled) == scaled && Math.Abs(scaled) <= long.MaxValue ? (long)scaled : null;
+        var exponent = Exponent(currency);
+        if (Math.Abs(amount) > MaxAmount(currency))
+        {
+            return new AmountCheck(null, $"must be at most {MaxAmount(currency).ToString(System.Globalization.CultureInfo.InvariantCulture)} {currency}");
+        }
+        var scaled = amount * Pow10(exponent);
+        return decimal.Truncate(scaled) == scaled
+            ? new AmountCheck((long)scaled, null)
+            : new AmountCheck(null, $"has more decimals than {currency} allows ({exponent})");
     }
 
     public static decimal FromMinor(long minor, string currency) => minor / Pow10(Exponent(currency));
 
     private static decimal Pow10(int exponent) => exponent switch { 0 => 1m, 1 => 10m, 2 => 100m, 3 => 1000m, _ => 10000m };
 }
+
+/// <summary>An amount as minor units, or the reason it is refused (a message for the field).</summary>
+public readonly record struct AmountCheck(long? Minor, string? Error);
 
 /// <summary>An amount with its currency. Never a double.</summary>
 public readonly record struct Money(decimal Amount, string Currency)
