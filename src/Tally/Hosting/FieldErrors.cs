@@ -16,6 +16,31 @@ public sealed class FieldErrors
         return this;
     }
 
+    /// <summary>
+    /// A client's text (a name, a label): required or not, at most <paramref name="maxLength"/>
+    /// characters, and free of control characters (which hide in logs, exports and terminals).
+    /// </summary>
+    public FieldErrors CheckText(string? value, string field, int maxLength, bool required = true)
+    {
+        if (value is null || value.Length == 0)
+        {
+            return Check(!required, field, "is required");
+        }
+        if (required && string.IsNullOrWhiteSpace(value))
+        {
+            Add(field, "must not be blank");
+        }
+        else if (value.Length > maxLength)
+        {
+            Add(field, $"must be at most {maxLength} characters");
+        }
+        else if (value.Any(char.IsControl))
+        {
+            Add(field, "must not contain control characters");
+        }
+        return this;
+    }
+
     public void Add(string field, string message)
     {
         if (!_errors.TryGetValue(field, out var list))
