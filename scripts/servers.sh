@@ -439,6 +439,17 @@ rabbit_env() {
   )
 }
 
+# amqp_answers PORT -> true when the broker on PORT answers an AMQP 0-9-1 protocol header with a
+# method frame (Connection.Start), within 5 seconds
+amqp_answers() {
+  local port=$1 fd reply
+  exec {fd}<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
+  printf 'AMQP\x00\x00\x09\x01' >&"$fd"
+  reply=$(timeout 5 head -c 1 <&"$fd" | od -An -tx1 | tr -d ' \n')
+  exec {fd}>&-
+  [[ $reply == 01 ]]
+}
+
 rabbit_start() {
   rabbit_paths
   [[ -f $RMQ_ENV ]] || die "rabbitmq: no $RMQ_ENV; run start first"
@@ -453,6 +464,8 @@ rabbit_start() {
   log "rabbitmq: AMQP port open; rabbitmqctl await_startup"
   # The CLI itself has been seen to hang after a restart with the node up (its own distribution
   # connection, nothing in its log): ask again with a fresh CLI rather than fail the run.
+  # When the CLI does not answer, the broker itself is asked: a node that answers an AMQP
+  # protocol header with Connection.Start has finished booting (listeners start last).
   local try
   for try in 1 2 3; do
     if rabbit_env timeout 40 rabbitmqctl -q await_startup --timeout 35 >"$RMQ_DIR/log/await.log" 2>&1; then
@@ -460,6 +473,10 @@ rabbit_start() {
       return 0
     fi
     log "rabbitmq: await_startup attempt $try did not answer"
+    if amqp_answers "$RMQ_PORT"; then
+      log "rabbitmq: up (the node answers AMQP; its CLI did not)"
+      return 0
+    fi
   done
   tail_log "$RMQ_DIR/log/await.log"
   die "rabbitmq: await_startup failed"

@@ -147,6 +147,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
             {
                 TransferResult.AlreadyDone => JobOutcome.Done, // paid by an earlier delivery that committed
                 TransferResult.InsufficientFunds => JobOutcome.RetryLater("insufficient funds"),
+                TransferResult.BalanceLimitExceeded => JobOutcome.RetryLater("the junior's balance is at the ledger's ceiling"),
                 _ => JobOutcome.RetryLater($"ledger refused the transfer: {transfer.GetType().Name}"),
             }, Paid: false);
         }

@@ -18,6 +18,12 @@ public abstract record TransferResult
     public sealed record AccountNotFound(Guid AccountId) : TransferResult;
 
     public sealed record CurrencyMismatch : TransferResult;
+
+    /// <summary>
+    /// The credit would take an account past <see cref="Currencies.MaxMinor"/>, or the funding
+    /// account past <see cref="Currencies.MaxIssuedMinor"/> issued.
+    /// </summary>
+    public sealed record BalanceLimitExceeded(Guid AccountId) : TransferResult;
 }
 
 public sealed record TransferRequest(Guid DebitAccountId, Guid CreditAccountId, long AmountMinor, string Currency, string Kind, string IdempotencyKey);
@@ -30,6 +36,10 @@ public sealed record TransferRequest(Guid DebitAccountId, Guid CreditAccountId, 
 /// <item>No user balance below zero: the debit only applies when funds suffice, and the CHECK
 ///   constraint on <c>ledger_accounts</c> refuses it anyway.</item>
 /// <item>The sum of balances per currency never changes: every debit has its equal credit.</item>
+/// <item>Every balance fits its column on both databases: an account holds at most
+///   <see cref="Currencies.MaxMinor"/>, a funding account issues at most <see cref="Currencies.MaxIssuedMinor"/>
+///   (so a currency's sum of balances fits 64 bits); the updates refuse more, and the schema's
+///   CHECK constraints (triggers on SQLite) refuse it anyway.</item>
 /// </list>
 /// </summary>
 public static class Ledger
@@ -61,7 +71,7 @@ public static class Ledger
         {
             throw new InvalidOperationException("A ledger transfer must run inside a transaction.");
         }
-        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.AmountMinor);
+        CheckAmount(request);
         if (request.DebitAccountId == request.CreditAccountId)
         {
             return new TransferResult.CurrencyMismatch();
@@ -81,7 +91,7 @@ public static class Ledger
         }
         catch (Exception e) when (DbErrors.IsForeignKeyViolation(e))
         {
-            return await WhyRefusedAsync(db, request, transactionAborted: true, ct);
+            return await WhyRefusedAsync(db, request, new Applied(TransactionAborted: true), ct);
         }
         if (inserted == 0)
         {
@@ -92,13 +102,17 @@ public static class Ledger
         var debitFirst = request.DebitAccountId.CompareTo(request.CreditAccountId) < 0;
         if (debitFirst && !await DebitAsync(db, request, ct))
         {
-            return await WhyRefusedAsync(db, request, transactionAborted: false, ct);
+            return await WhyRefusedAsync(db, request, new Applied(), ct);
         }
+        // The ceiling is tested as balance <= max - amount: the sum itself could overflow.
         var credited = await db.Database.ExecuteSqlAsync(
-            $"UPDATE ledger_accounts SET balance_minor = balance_minor + {request.AmountMinor} WHERE id = {request.CreditAccountId} AND currency = {request.Currency}", ct);
+            $"""
+            UPDATE ledger_accounts SET balance_minor = balance_minor + {request.AmountMinor}
+            WHERE id = {request.CreditAccountId} AND currency = {request.Currency} AND balance_minor <= {Currencies.MaxMinor - request.AmountMinor}
+            """, ct);
         if (credited != 1 || (!debitFirst && !await DebitAsync(db, request, ct)))
         {
-            return await WhyRefusedAsync(db, request, transactionAborted: false, ct);
+            return await WhyRefusedAsync(db, request, new Applied(Debited: debitFirst, Credited: credited == 1), ct);
         }
         return new TransferResult.Transferred(transferId);
     }
@@ -121,7 +135,7 @@ public static class Ledger
         }
         foreach (var request in requests)
         {
-            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.AmountMinor);
+            CheckAmount(request);
             if (request.DebitAccountId == request.CreditAccountId)
             {
                 return null;
@@ -182,8 +196,16 @@ public static class Ledger
                         {moves.Select(m => m.Debit).ToArray()}, {moves.Select(m => m.Credit).ToArray()}) AS m(id, currency, debit, credit)
             WHERE a.id = m.id AND a.currency = m.currency
               AND (a.kind = {AccountKinds.Funding} OR a.balance_minor >= m.debit)
+              AND a.balance_minor - m.debit + m.credit BETWEEN {-Currencies.MaxIssuedMinor} AND {Currencies.MaxMinor}
             """, ct);
         return updated == moves.Count ? transferIds : null;
+    }
+
+    private static void CheckAmount(TransferRequest request)
+    {
+        // Callers validate amounts (Currencies.CheckAmount); one past the ceiling here is a bug.
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(request.AmountMinor);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(request.AmountMinor, Currencies.MaxMinor);
     }
 
     private static async Task<bool> DebitAsync(TallyDb db, TransferRequest request, CancellationToken ct) =>
@@ -192,26 +214,30 @@ public static class Ledger
             UPDATE ledger_accounts SET balance_minor = balance_minor - {request.AmountMinor}
             WHERE id = {request.DebitAccountId} AND currency = {request.Currency}
               AND (kind = {AccountKinds.Funding} OR balance_minor >= {request.AmountMinor})
+              AND balance_minor >= {request.AmountMinor - Currencies.MaxIssuedMinor}
             """,
             ct) == 1;
 
-    /// <summary>The slow path: why an update refused. Missing account, other currency, or not enough money.</summary>
-    private static async Task<TransferResult> WhyRefusedAsync(TallyDb db, TransferRequest request, bool transactionAborted, CancellationToken ct)
+    /// <summary>The slow path: why an update refused. Missing account, other currency, a balance at its limit, or not enough money.</summary>
+    /// <summary>Which of the transfer's writes went through before one refused (the caller rolls them back).</summary>
+    private readonly record struct Applied(bool TransactionAborted = false, bool Debited = false, bool Credited = false);
+
+    private static async Task<TransferResult> WhyRefusedAsync(TallyDb db, TransferRequest request, Applied applied, CancellationToken ct)
     {
-        if (transactionAborted && db.Database.IsNpgsql())
+        if (applied.TransactionAborted && db.Database.IsNpgsql())
         {
             // A failed statement aborts a PostgreSQL transaction; read the reason outside it.
             await using var diagnose = new TallyDb(new DbContextOptionsBuilder<TallyDb>().UseNpgsql(db.Database.GetConnectionString()).Options);
-            return await DiagnoseAsync(diagnose, request, ct);
+            return await DiagnoseAsync(diagnose, request, applied, ct);
         }
-        return await DiagnoseAsync(db, request, ct);
+        return await DiagnoseAsync(db, request, applied, ct);
     }
 
-    private static async Task<TransferResult> DiagnoseAsync(TallyDb db, TransferRequest request, CancellationToken ct)
+    private static async Task<TransferResult> DiagnoseAsync(TallyDb db, TransferRequest request, Applied applied, CancellationToken ct)
     {
         var accounts = await db.LedgerAccounts.AsNoTracking()
             .Where(a => a.Id == request.DebitAccountId || a.Id == request.CreditAccountId)
-            .Select(a => new { a.Id, a.Currency })
+            .Select(a => new { a.Id, a.Currency, a.Kind, a.BalanceMinor })
             .ToListAsync(ct);
         foreach (var id in new[] { request.DebitAccountId, request.CreditAccountId })
         {
@@ -225,7 +251,15 @@ public static class Ledger
                 return new TransferResult.CurrencyMismatch();
             }
         }
-        return new TransferResult.InsufficientFunds();
+        // Balances as they were before this transfer touched them.
+        var debit = accounts.Find(a => a.Id == request.DebitAccountId)!;
+        var debitBalance = debit.BalanceMinor + (applied.Debited ? request.AmountMinor : 0);
+        var creditBalance = accounts.Find(a => a.Id == request.CreditAccountId)!.BalanceMinor - (applied.Credited ? request.AmountMinor : 0);
+        if (debit.Kind != AccountKinds.Funding && debitBalance < request.AmountMinor)
+        {
+            return new TransferResult.InsufficientFunds();
+        }
+        return new TransferResult.BalanceLimitExceeded(creditBalance > Currencies.MaxMinor - request.AmountMinor ? request.CreditAccountId : request.DebitAccountId);
     }
 
     public static IQueryable<LedgerAccount> OwnedBy(this IQueryable<LedgerAccount> accounts, Guid ownerId) =>

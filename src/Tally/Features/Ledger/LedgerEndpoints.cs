@@ -106,9 +106,10 @@ public static class LedgerEndpoints
         {
             return Problems.NotFound("LEDGER.ACCOUNT_NOT_FOUND", "No such user account.");
         }
-        if (Currencies.ToMinor(body.Amount!.Value, account.Currency) is not { } minor)
+        var amount = Currencies.CheckAmount(body.Amount!.Value, account.Currency);
+        if (amount.Minor is not { } minor)
         {
-            return Problems.Invalid("amount", $"has more decimals than {account.Currency} allows");
+            return Problems.Invalid("amount", amount.Error!);
         }
 
         var key = $"deposit:{body.IdempotencyKey}";
@@ -125,6 +126,11 @@ public static class LedgerEndpoints
                 return TypedResults.Created($"/api/admin/ledger/transfers/{transfer.Id}", TransferView.Of(transfer));
             }
             await tx.RollbackAsync(ct);
+            if (result is TransferResult.BalanceLimitExceeded)
+            {
+                return Problems.Conflict("LEDGER.BALANCE_LIMIT",
+                    $"The deposit would take a balance past the ledger's ceiling of {Currencies.MaxAmount(account.Currency)} {account.Currency} per account.");
+            }
         }
 
         // The key was used before: the same deposit repeated is answered with the original transfer.

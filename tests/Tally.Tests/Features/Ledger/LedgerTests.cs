@@ -272,4 +272,133 @@ public class LedgerTests
     [InlineData("1.2345", "KWD")]
     public void Currencies_ToMinor_RefusesTooManyDecimals(string amount, string currency) =>
         Assert.Null(Currencies.ToMinor(decimal.Parse(amount, System.Globalization.CultureInfo.InvariantCulture), currency));
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Deposit_PastTheCeiling_IsRefusedAndTotalsStayReadable(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage);
+        var admin = app.Admin();
+        var account = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        var max = Currencies.MaxAmount("USD");
+
+        await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = max + 0.01m, idempotencyKey = "over" })
+            .ExpectProblemAsync(HttpStatusCode.BadRequest, "VALIDATION_FAILED");
+        await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = decimal.MaxValue, idempotencyKey = "huge" })
+            .ExpectProblemAsync(HttpStatusCode.BadRequest, "VALIDATION_FAILED");
+        await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = max - 1m, idempotencyKey = "almost" })
+            .ExpectAsync(HttpStatusCode.Created);
+        await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = 1m, idempotencyKey = "exactly" })
+            .ExpectAsync(HttpStatusCode.Created);
+        await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = 0.01m, idempotencyKey = "past" })
+            .ExpectProblemAsync(HttpStatusCode.Conflict, "LEDGER.BALANCE_LIMIT");
+
+        Assert.Equal(max, await admin.BalanceAsync(account));
+        var totals = await admin.GetAsync("/api/admin/ledger/totals").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(0m, totals[0].GetProperty("total").GetDecimal());
+        await using var db = app.Db();
+        Assert.Equal(2, await db.LedgerTransfers.CountAsync(TestContext.Current.CancellationToken));
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task FundingAccount_PastWhatItMayIssue_RefusesTheDeposit(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage);
+        var admin = app.Admin();
+        var account = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        await admin.DepositAsync(account, 1m);
+        await using var db = app.Db();
+        var ct = TestContext.Current.CancellationToken;
+        // As if a million accounts held deposits: the funding account is 5 minor units short of its floor.
+        var funding = Tally.Features.Ledger.Ledger.FundingAccountId("USD");
+        await db.Database.ExecuteSqlAsync($"UPDATE ledger_accounts SET balance_minor = {5 - Currencies.MaxIssuedMinor} WHERE id = {funding}", ct);
+
+        await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = 0.10m, idempotencyKey = "past-issue" })
+            .ExpectProblemAsync(HttpStatusCode.Conflict, "LEDGER.BALANCE_LIMIT");
+        await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = 0.05m, idempotencyKey = "up-to-issue" })
+            .ExpectAsync(HttpStatusCode.Created);
+        Assert.Equal(1.05m, await admin.BalanceAsync(account));
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Database_RefusesBalancesAndAmountsPastTheCeiling(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage);
+        var admin = app.Admin();
+        var account = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        await admin.DepositAsync(account, 1m);
+        await using var db = app.Db();
+        var ct = TestContext.Current.CancellationToken;
+
+        var over = await Assert.ThrowsAnyAsync<Exception>(() =>
+            db.Database.ExecuteSqlAsync($"UPDATE ledger_accounts SET balance_minor = {Currencies.MaxMinor + 1} WHERE id = {account}", ct));
+        Assert.True(storage == "sqlite" || Tally.Data.DbErrors.IsCheckViolation(over), over.ToString());
+        // Past bigint: SQLite would store a floating-point number, PostgreSQL raises an overflow.
+        await Assert.ThrowsAnyAsync<Exception>(() =>
+            db.Database.ExecuteSqlAsync($"UPDATE ledger_accounts SET balance_minor = balance_minor + {long.MaxValue} WHERE id = {account}", ct));
+        var funding = Tally.Features.Ledger.Ledger.FundingAccountId("USD");
+        await Assert.ThrowsAnyAsync<Exception>(() =>
+            db.Database.ExecuteSqlAsync($"UPDATE ledger_accounts SET balance_minor = {-Currencies.MaxIssuedMinor - 1} WHERE id = {funding}", ct));
+        await Assert.ThrowsAnyAsync<Exception>(() => db.Database.ExecuteSqlAsync(
+            $"INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at) VALUES ({Guid.NewGuid()}, {funding}, {account}, {Currencies.MaxMinor + 1}, {"USD"}, {"TEST"}, {"too-much"}, {DateTime.UtcNow})",
+            ct));
+
+        Assert.Equal(1m, await admin.BalanceAsync(account));
+        var totals = await admin.GetAsync("/api/admin/ledger/totals").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(0m, totals[0].GetProperty("total").GetDecimal());
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task TransferAll_PastTheCeiling_MovesNothing(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage);
+        var admin = app.Admin();
+        var ct = TestContext.Current.CancellationToken;
+        var payer = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        var payee = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        await admin.DepositAsync(payer, 10m);
+        await admin.DepositAsync(payee, Currencies.MaxAmount("USD") - 1m);
+
+        await using (var db = app.Db())
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            var moved = await Tally.Features.Ledger.Ledger.TransferAllAsync(db,
+                [new TransferRequest(payer, payee, 60, "USD", "TEST", "a"), new TransferRequest(payer, payee, 60, "USD", "TEST", "b")], DateTime.UtcNow, ct);
+            Assert.Null(moved);
+        }
+        await using (var db = app.Db())
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            var one = await Tally.Features.Ledger.Ledger.TransferAsync(db, new TransferRequest(payer, payee, 101, "USD", "TEST", "c"), DateTime.UtcNow, ct);
+            Assert.Equal(new TransferResult.BalanceLimitExceeded(payee), one);
+        }
+        Assert.Equal(10m, await admin.BalanceAsync(payer));
+    }
+
+    [Theory]
+    [InlineData("79228162514264337593543950335", "USD")]
+    [InlineData("-79228162514264337593543950335", "USD")]
+    [InlineData("10000000000000.01", "USD")]
+    [InlineData("1000000000000001", "JPY")]
+    [InlineData("1000000000000.001", "KWD")]
+    public void Currencies_CheckAmount_RefusesPastTheCeilingWithoutOverflow(string amount, string currency)
+    {
+        var check = Currencies.CheckAmount(decimal.Parse(amount, System.Globalization.CultureInfo.InvariantCulture), currency);
+        Assert.Null(check.Minor);
+        Assert.StartsWith("must be at most", check.Error);
+    }
+
+    [Theory]
+    [InlineData("10000000000000", "USD", 1_000_000_000_000_000L)]
+    [InlineData("1000000000000000", "JPY", 1_000_000_000_000_000L)]
+    [InlineData("1000000000000", "KWD", 1_000_000_000_000_000L)]
+    public void Currencies_CheckAmount_AcceptsTheCeilingItself(string amount, string currency, long minor) =>
+        Assert.Equal(minor, Currencies.CheckAmount(decimal.Parse(amount, System.Globalization.CultureInfo.InvariantCulture), currency).Minor);
 }
