@@ -96,7 +96,7 @@ public static class LedgerEndpoints
         var errors = new FieldErrors()
             .Check(body.AccountId is not null, "accountId", "is required")
             .Check(body.Amount > 0, "amount", "must be positive")
-            .Check(!string.IsNullOrWhiteSpace(body.IdempotencyKey) && body.IdempotencyKey.Length <= 200, "idempotencyKey", "is required, at most 200 characters");
+            .CheckText(body.IdempotencyKey, "idempotencyKey", maxLength: 200);
         if (errors.Any)
         {
             return Problems.Invalid(errors.ToDictionary());
