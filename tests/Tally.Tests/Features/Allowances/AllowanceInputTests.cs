@@ -243,4 +243,49 @@ public class AllowanceInputTests(AllowanceInputTests.SharedApp shared) : IClassF
         await PatchRawAsync(client, url, """{"timeZone":"Etc/GMT+12","frequency":"DAILY","status":"OFF"}""").ExpectAsync(HttpStatusCode.OK);
         await PatchRawAsync(client, url, """{"status":"ON"}""").ExpectAsync(HttpStatusCode.OK);
     }
+
+    [Fact]
+    public async Task Create_OneMoreScheduleThanTheGuardianMayHave_Answers409AndWritesNothing()
+    {
+        await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { ["Tally:Roles:0"] = "api", ["Allowances:MaxSchedulesPerGuardian"] = "2" });
+        var (guardian, junior, client) = await AddFamilyAsync(app);
+        var admin = app.Admin();
+        var juniors = new List<Guid>();
+        for (var i = 0; i < 3; i++)
+        {
+            var other = await admin.CreateUserAsync(context: "WALLET");
+            await admin.LinkAsync(guardian, other);
+            juniors.Add(other);
+        }
+        var body = new { amount = 1m, frequency = "DAILY", status = "OFF" };
+        await client.PostJsonAsync($"/api/guardians/me/allowances/{junior}", body).ExpectAsync(HttpStatusCode.Created);
+        await client.PostJsonAsync($"/api/guardians/me/allowances/{juniors[0]}", body).ExpectAsync(HttpStatusCode.Created);
+        var before = await SchedulesAsync(app, guardian);
+
+        var refused = await client.PostJsonAsync($"/api/guardians/me/allowances/{juniors[1]}", body).ExpectProblemAsync(HttpStatusCode.Conflict, "ALLOWANCE.SCHEDULE_LIMIT");
+        Assert.Contains("2", refused.GetProperty("detail").GetString());
+        Assert.Equal(before, await SchedulesAsync(app, guardian));
+        // An existing pair still answers as such; a deleted schedule frees a place.
+        await client.PostJsonAsync($"/api/guardians/me/allowances/{junior}", body).ExpectProblemAsync(HttpStatusCode.Conflict, "ALLOWANCE.ALREADY_EXISTS");
+        await client.DeleteAsync($"/api/guardians/me/allowances/{junior}").ExpectAsync(HttpStatusCode.NoContent);
+        await client.PostJsonAsync($"/api/guardians/me/allowances/{juniors[1]}", body).ExpectAsync(HttpStatusCode.Created);
+        await client.PostJsonAsync($"/api/guardians/me/allowances/{juniors[2]}", body).ExpectProblemAsync(HttpStatusCode.Conflict, "ALLOWANCE.SCHEDULE_LIMIT");
+        // Another guardian has places of their own.
+        var otherGuardian = await admin.CreateUserAsync();
+        await admin.LinkAsync(otherGuardian, juniors[2]);
+        await app.AsGuardian(otherGuardian).PostJsonAsync($"/api/guardians/me/allowances/{juniors[2]}", body).ExpectAsync(HttpStatusCode.Created);
+    }
+
+    [Theory]
+    [InlineData(0, false)]
+    [InlineData(1, true)]
+    [InlineData(100_000, true)]
+    [InlineData(100_001, false)]
+    public void Settings_ScheduleLimit_IsValidatedInItsRange(int value, bool valid)
+    {
+        var options = new Tally.Features.Allowances.AllowanceOptions { MaxSchedulesPerGuardian = value };
+        var results = new List<System.ComponentModel.DataAnnotations.ValidationResult>();
+        Assert.Equal(valid, System.ComponentModel.DataAnnotations.Validator.TryValidateObject(options, new(options), results, validateAllProperties: true));
+        Assert.All(results, r => Assert.Contains("Allowances:MaxSchedulesPerGuardian", r.ErrorMessage));
+    }
 }
