@@ -217,6 +217,30 @@ public class AllowanceInputTests(AllowanceInputTests.SharedApp shared) : IClassF
         await client.GetAsync($"/api/guardians/me/allowances/{junior}/upcoming?count=100").ExpectAsync(HttpStatusCode.OK);
     }
 
+    [Theory]
+    [InlineData("/api/guardians/me/allowances/not-a-guid", HttpStatusCode.NotFound)]
+    [InlineData("/api/guardians/me/allowances/00000000-0000-0000-0000-000000000000", HttpStatusCode.NotFound)]
+    [InlineData("/api/guardians/me/allowances/{junior}/upcoming?count=0", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/upcoming?count=101", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/upcoming?count=-2147483648", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/upcoming?count=2147483648", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/upcoming?count=ten", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/upcoming?count=100", HttpStatusCode.OK)]
+    [InlineData("/api/guardians/me/allowances/{junior}/credits?limit=0", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/credits?limit=1001", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/credits?limit=99999999999", HttpStatusCode.BadRequest)]
+    [InlineData("/api/guardians/me/allowances/{junior}/credits?limit=1000", HttpStatusCode.OK)]
+    public async Task Read_PathAndQueryEdgeValues_AnswerWithoutAServerError(string path, HttpStatusCode expected)
+    {
+        var (_, junior, client) = await AddFamilyAsync(shared.App);
+        // The earliest start there is, so that the upcoming occurrences are computed from 1900.
+        await client.PostJsonAsync($"/api/guardians/me/allowances/{junior}",
+            new { amount = 1m, frequency = "MONTHLY", byMonthDay = 31, interval = 366, status = "OFF", startAt = "1900-01-01T00:00:00Z" }).ExpectAsync(HttpStatusCode.Created);
+        await client.GetAsync(path.Replace("{junior}", junior.ToString(), StringComparison.Ordinal)).ExpectAsync(expected);
+        await client.PatchAsync(path.Replace("{junior}", junior.ToString(), StringComparison.Ordinal), new StringContent("{}", Encoding.UTF8, "application/json"))
+            .ExpectAsync(path.Contains('?', StringComparison.Ordinal) ? HttpStatusCode.MethodNotAllowed : HttpStatusCode.NotFound);
+    }
+
     [Fact]
     public async Task Change_ZoneAndFrequencyAtTheEdgesOfTheRange_RecomputesOrRefuses()
     {
