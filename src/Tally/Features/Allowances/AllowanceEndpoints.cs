@@ -47,7 +47,8 @@ public static class AllowanceEndpoints
     }
 
     internal static async Task<Results<Created<ScheduleView>, ValidationProblem, ProblemHttpResult>> CreateAsync(
-        Guid juniorId, AllowanceRequest body, HttpContext http, TallyDb db, IOptions<TallyOptions> tally, TimeProvider clock, CancellationToken ct)
+        Guid juniorId, AllowanceRequest body, HttpContext http, TallyDb db, IOptions<TallyOptions> tally, IOptions<AllowanceOptions> options,
+        TimeProvider clock, CancellationToken ct)
     {
         var guardianId = http.User.UserId();
         var now = clock.GetUtcNow().UtcDateTime;
@@ -61,9 +62,22 @@ public static class AllowanceEndpoints
         {
             return Problems.Invalid(errors.ToDictionary());
         }
+        // The count and the insert in one transaction, with the guardian's creates queued one behind
+        // the other, so concurrent requests cannot pass the limit together. SQLite's write
+        // transactions (BEGIN IMMEDIATE) queue already; PostgreSQL queues on the guardian's row.
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        if (db.Database.IsNpgsql())
+        {
+            await db.Database.ExecuteSqlAsync($"SELECT 1 FROM users WHERE id = {guardianId} FOR NO KEY UPDATE", ct);
+        }
         if (await db.AllowanceSchedules.OfGuardian(guardianId).AnyAsync(s => s.JuniorId == juniorId, ct))
         {
             return AlreadyExists();
+        }
+        var limit = options.Value.MaxSchedulesPerGuardian;
+        if (await db.AllowanceSchedules.OfGuardian(guardianId).CountAsync(ct) >= limit)
+        {
+            return Problems.Conflict("ALLOWANCE.SCHEDULE_LIMIT", $"You have {limit} allowance schedules, the most one guardian may have; delete one to create another.");
         }
         var schedule = new AllowanceSchedule
         {
@@ -84,6 +98,7 @@ public static class AllowanceEndpoints
         try
         {
             await db.SaveChangesAsync(ct);
+            await tx.CommitAsync(ct);
         }
         catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
         {

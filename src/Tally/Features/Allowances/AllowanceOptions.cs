@@ -23,9 +23,16 @@ public sealed class AllowanceOptions
     [Range(1, 100_000, ErrorMessage = "Allowances:BatchSize must be between 1 and 100000.")]
     public int BatchSize { get; set; } = 100;
 
-    /// <summary>At most this many missed occurrences of one schedule are paid after downtime; older ones are recorded as skipped.</summary>
+    /// <summary>
+    /// At most this many past occurrences of one schedule are ever paid, however far back it starts or
+    /// however long the service was down; the older ones are recorded as skipped, in one row.
+    /// </summary>
     [Range(1, 10_000, ErrorMessage = "Allowances:MaxCatchUp must be between 1 and 10000.")]
     public int MaxCatchUp { get; set; } = 31;
+
+    /// <summary>Active (not deleted) schedules one guardian may have; creating one more answers 409 <c>ALLOWANCE.SCHEDULE_LIMIT</c>.</summary>
+    [Range(1, 100_000, ErrorMessage = "Allowances:MaxSchedulesPerGuardian must be between 1 and 100000.")]
+    public int MaxSchedulesPerGuardian { get; set; } = 100;
 
     /// <summary>An occurrence enqueued this long ago and still unsettled is enqueued again (the queue may have lost it).</summary>
     public TimeSpan RequeueAfter { get; set; } = TimeSpan.FromHours(2);

@@ -1,4 +1,6 @@
+using System.Collections.Frozen;
 using System.Globalization;
+using System.Text.RegularExpressions;
 using Tally.Features.Ledger;
 using Tally.Hosting;
 
@@ -17,7 +19,7 @@ public sealed record AllowanceRequest(
     int? ByMonthDay);
 
 /// <summary>Validated, normalised terms of a schedule. A pure decision: no I/O.</summary>
-public sealed record AllowanceTerms(
+public sealed partial record AllowanceTerms(
     long AmountMinor,
     string Currency,
     string Frequency,
@@ -29,6 +31,26 @@ public sealed record AllowanceTerms(
     int? ByMonthDay)
 {
     public const int MaxInterval = 366;
+
+    /// <summary>A day can be named once each.</summary>
+    public const int MaxByDay = 7;
+
+    /// <summary>
+    /// The earliest start, inclusive, as a UTC instant. Far enough back for any real agreement; near
+    /// enough that every computation on a schedule (a day either side for zone offsets, the recurrence
+    /// horizon) stays far from the ends of the calendar.
+    /// </summary>
+    public static readonly DateTime EarliestStart = new(1900, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    /// <summary>The end of the start range, exclusive, as a UTC instant.</summary>
+    public static readonly DateTime StartRangeEnd = new(2200, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    /// <summary>The longest startAt text read: an ISO 8601 date-time with 7 decimals and an offset is 33 characters.</summary>
+    public const int MaxStartAtLength = 64;
+
+    private const string StartAtRule =
+        "must be an ISO 8601 date-time from 1900-01-01T00:00:00Z (inclusive) to 2200-01-01T00:00:00Z (exclusive), " +
+        "e.g. 2026-01-31T09:00:00 (read in timeZone) or 2026-01-31T09:00:00Z or 2026-01-31T09:00:00+01:00";
 
     /// <summary>Terms for a new schedule, or the field errors.</summary>
     public static (AllowanceTerms? Terms, FieldErrors Errors) ForCreate(AllowanceRequest body, string defaultCurrency, DateTime now)
@@ -71,16 +93,21 @@ public sealed record AllowanceTerms(
         {
             errors.Add("amount", "must be positive");
         }
-        else if ((minor = Currencies.ToMinor(amount, currency)) is null)
+        else
         {
-            errors.Add("amount", $"has more decimals than {currency} allows ({Currencies.Exponent(currency)})");
+            var check = Currencies.CheckAmount(amount, currency);
+            minor = check.Minor;
+            if (check.Error is { } refused)
+            {
+                errors.Add("amount", refused);
+            }
         }
         errors.Check(frequency is "DAILY" or "WEEKLY" or "MONTHLY", "frequency", "must be DAILY, WEEKLY or MONTHLY");
         errors.Check(status is ScheduleStatus.On or ScheduleStatus.Off, "status", "must be ON or OFF");
         errors.Check(interval is >= 1 and <= MaxInterval, "interval", $"must be between 1 and {MaxInterval}");
 
-        var zone = FindIanaZone(timeZone);
-        errors.Check(zone is not null, "timeZone", "must be an IANA time zone such as Europe/London");
+        var zone = IanaZones.Find(timeZone);
+        errors.Check(zone is not null, "timeZone", IanaZones.Rule);
 
         var days = new List<DayOfWeek>();
         if (byDay is not null)
@@ -93,15 +120,24 @@ public sealed record AllowanceTerms(
             {
                 errors.Add("byDay", "must name at least one day (MO, TU, WE, TH, FR, SA, SU)");
             }
-            foreach (var code in byDay)
+            else if (byDay.Length > MaxByDay)
             {
-                if (!Weekdays.TryParse(code ?? "", out var day))
+                errors.Add("byDay", $"must name at most {MaxByDay} days (MO, TU, WE, TH, FR, SA, SU)");
+            }
+            else
+            {
+                foreach (var code in byDay)
                 {
-                    errors.Add("byDay", $"'{code}' is not one of MO, TU, WE, TH, FR, SA, SU");
-                }
-                else if (!days.Contains(day))
-                {
-                    days.Add(day);
+                    if (!Weekdays.TryParse(code ?? "", out var day))
+                    {
+                        // The client's text is not echoed: it may be long or hold control characters.
+                        errors.Add("byDay", "must hold only MO, TU, WE, TH, FR, SA, SU");
+                        break;
+                    }
+                    if (!days.Contains(day))
+                    {
+                        days.Add(day);
+                    }
                 }
             }
         }
@@ -111,12 +147,10 @@ public sealed record AllowanceTerms(
             errors.Check(monthDay == -1 || monthDay is >= 1 and <= 31, "byMonthDay", "must be 1..31, or -1 for the last day of the month");
         }
 
-        DateTime? start = startAtUtc;
-        if (start is null && zone is not null)
-        {
-            start = body.StartAt is null ? now : ParseStart(body.StartAt, zone);
-            errors.Check(start is not null, "startAt", "must be an ISO 8601 date-time, e.g. 2026-01-31T09:00:00 (in timeZone) or with an offset");
-        }
+        // Read in UTC when the zone is refused, so that a bad startAt is still reported with it.
+        var start = startAtUtc ?? (body.StartAt is null ? now : ParseStart(body.StartAt, zone ?? TimeZoneInfo.Utc));
+        // A kept start is checked too: a schedule stored before the range existed must be given a new one to change.
+        errors.Check(start is { } at && at >= EarliestStart && at < StartRangeEnd, "startAt", StartAtRule);
         if (errors.Any || zone is null || start is null || minor is null)
         {
             return (null, errors);
@@ -128,27 +162,88 @@ public sealed record AllowanceTerms(
             ordered.Count > 0 ? Weekdays.Format(ordered) : null, byMonthDay), errors);
     }
 
-    private static TimeZoneInfo? FindIanaZone(string id)
+    private static readonly string[] StartAtFormats = ["yyyy-MM-dd'T'HH:mm:ss.FFFFFFFK", "yyyy-MM-dd'T'HH:mmK", "yyyy-MM-dd"];
+
+    /// <summary>
+    /// An ISO 8601 instant (with Z or an offset), or a wall-clock time read in the schedule's zone; null
+    /// when unreadable. Never reads the server's own zone, and never does arithmetic near the ends of
+    /// the calendar: a wall-clock time a day or more outside the start range is refused before it is converted.
+    /// </summary>
+    public static DateTime? ParseStart(string text, TimeZoneInfo zone)
     {
+        if (text.Length > MaxStartAtLength)
+        {
+            return null;
+        }
+        // Starts are whole seconds anyway; digits beyond the 7 a DateTime holds (RFC 3339 allows any number) are dropped.
+        text = BeyondTicks().Replace(text, "");
+        if (!DateTime.TryParseExact(text, StartAtFormats, CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal, out var parsed))
+        {
+            return null;
+        }
+        if (parsed.Kind == DateTimeKind.Utc)
+        {
+            return parsed;
+        }
+        return parsed >= EarliestStart.AddDays(-2) && parsed < StartRangeEnd.AddDays(2) ? Recurrence.ToUtc(parsed, zone) : null;
+    }
+
+    [GeneratedRegex(@"(?<=T\d\d:\d\d:\d\d\.\d{7})\d+", RegexOptions.CultureInvariant)]
+    private static partial Regex BeyondTicks();
+}
+
+/// <summary>
+/// Which time zone ids a schedule may name: a region of the IANA zone database or one of its usual
+/// aliases (Europe/London, US/Eastern, Europe/Kiev, Etc/GMT+5, Etc/UTC, UTC). Refused: the database's
+/// technical entries (Factory, posixrules, localtime, the right/, posix/ and SystemV/ copies), Windows
+/// ids, and anything that is not shaped like a zone id, which also keeps paths (.., a leading /),
+/// blanks and control characters away from the zone lookup.
+/// </summary>
+public static class IanaZones
+{
+    public const int MaxLength = 64;
+
+    public const string Rule = "must be an IANA time zone such as Europe/London, America/New_York or UTC";
+
+    private static readonly FrozenSet<string> Technical =
+        new[] { "Factory", "posixrules", "localtime", "leapseconds", "leap-seconds", "+VERSION", "SECURITY" }.ToFrozenSet(StringComparer.OrdinalIgnoreCase);
+
+    private static readonly string[] TechnicalFolders = ["right/", "posix/", "SystemV/"];
+
+    /// <summary>The zone for <paramref name="id"/>, or null when it is not an accepted zone id.</summary>
+    public static TimeZoneInfo? Find(string? id)
+    {
+        if (!IsWellFormed(id))
+        {
+            return null;
+        }
         if (!TimeZoneInfo.TryFindSystemTimeZoneById(id, out var zone))
         {
             return null;
         }
-        return zone.HasIanaId || id == "UTC" ? zone : null;
+        // A Windows id (UTC-11, Eastern Standard Time) is found too, through ICU; only IANA ids are stored.
+        // So is an id in another case once the zone is cached (europe/london), but not after a restart,
+        // when the zone database's files are read again: only the exact id is stored.
+        return (zone.HasIanaId || id == "UTC") && string.Equals(zone.Id, id, StringComparison.Ordinal) ? zone : null;
     }
 
-    /// <summary>An instant with an offset, or a wall-clock time read in the schedule's zone.</summary>
-    private static DateTime? ParseStart(string text, TimeZoneInfo zone)
+    /// <summary>
+    /// Shaped like an IANA zone id and not a technical entry: 1 to <see cref="MaxLength"/> characters,
+    /// segments of ASCII letters, digits, '_', '-' and '+' joined by single '/', starting with a letter.
+    /// </summary>
+    public static bool IsWellFormed([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] string? id)
     {
-        if (!DateTime.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.RoundtripKind, out var parsed))
+        if (string.IsNullOrEmpty(id) || id.Length > MaxLength || !char.IsAsciiLetter(id[0]) || id[^1] == '/' || id.Contains("//", StringComparison.Ordinal))
         {
-            return null;
+            return false;
         }
-        return parsed.Kind switch
+        foreach (var c in id)
         {
-            DateTimeKind.Unspecified => Recurrence.ToUtc(parsed, zone),
-            DateTimeKind.Local => DateTimeOffset.Parse(text, CultureInfo.InvariantCulture).UtcDateTime,
-            _ => parsed,
-        };
+            if (!(char.IsAsciiLetterOrDigit(c) || c is '_' or '-' or '+' or '/'))
+            {
+                return false;
+            }
+        }
+        return !Technical.Contains(id) && !TechnicalFolders.Any(f => id.StartsWith(f, StringComparison.OrdinalIgnoreCase));
     }
 }

@@ -1,3 +1,4 @@
+using System.Globalization;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
@@ -30,6 +31,8 @@ public sealed partial class EnqueueDueAllowances(
         var staleBefore = now - settings.RequeueAfter;
         var cursor = (At: DateTime.SpecifyKind(DateTime.MinValue, DateTimeKind.Utc), Id: Guid.Empty);
         int enqueued = 0, skipped = 0, schedules = 0;
+        // Schedules moved forward past the cap by this run: a later page may read them again, planned already.
+        var moved = new HashSet<Guid>();
         await using var reader = await dbs.CreateDbContextAsync(ct);
         await using var marker = await dbs.CreateDbContextAsync(ct);
         var nextPage = DuePageAsync(reader, now, staleBefore, cursor, settings.BatchSize, ct);
@@ -50,10 +53,19 @@ public sealed partial class EnqueueDueAllowances(
                 var marks = new List<(Guid Id, DateTime Through)>();
                 foreach (var schedule in page)
                 {
-                    var plan = PlanOccurrences(schedule, now, staleBefore, settings.MaxCatchUp);
-                    if (plan.Skip.Count > 0)
+                    if (moved.Contains(schedule.Id))
                     {
-                        skipped += await RecordSkippedAsync(schedule, plan, now, ct);
+                        continue;
+                    }
+                    var plan = PlanOccurrences(schedule, now, staleBefore, settings.MaxCatchUp);
+                    if (plan.Skip is { } skip)
+                    {
+                        if (!await SkipBeyondCapAsync(schedule, skip, now, ct))
+                        {
+                            continue; // changed since it was read: the next run plans it from what it is now
+                        }
+                        moved.Add(schedule.Id);
+                        skipped++;
                     }
                     if (plan.Pay.Count > 0)
                     {
@@ -83,27 +95,90 @@ public sealed partial class EnqueueDueAllowances(
         return new JobResult(enqueued);
     }
 
-    public sealed record Plan(IReadOnlyList<DateTime> Pay, IReadOnlyList<DateTime> Skip);
+    /// <summary>What to do with a schedule's due occurrences now: enqueue <see cref="Pay"/> (oldest first), and record <see cref="Skip"/> if any.</summary>
+    public sealed record Plan(IReadOnlyList<DateTime> Pay, CatchUpSkip? Skip);
 
     /// <summary>
-    /// Which due occurrences of a schedule to enqueue now, oldest first. Past the catch-up cap, the
-    /// oldest excess is recorded as skipped and the newest <paramref name="maxCatchUp"/> are paid.
+    /// The due occurrences beyond the catch-up cap, <see cref="First"/> through <see cref="Last"/>: never
+    /// paid. The schedule resumes at <see cref="ResumeAt"/>, the oldest occurrence still paid, which
+    /// becomes its <c>active_from</c>.
+    /// </summary>
+    public sealed record CatchUpSkip(DateTime First, DateTime Last, DateTime ResumeAt)
+    {
+        public string Reason => string.Create(CultureInfo.InvariantCulture,
+            $"beyond the catch-up cap: missed occurrences from {First:yyyy-MM-dd'T'HH:mm:ss'Z'} through {Last:yyyy-MM-dd'T'HH:mm:ss'Z'}");
+    }
+
+    /// <summary>
+    /// Which due occurrences of a schedule to enqueue now, oldest first. Due are the occurrences from
+    /// <c>max(next_run_at, active_from)</c> through <paramref name="now"/>; past the catch-up cap only the
+    /// newest <paramref name="maxCatchUp"/> are paid and the older ones are skipped. Occurrences
+    /// enqueued already (through <c>enqueued_through</c>, unless that is stale) are not enqueued again.
+    /// The cost is in the order of the cap, however far back the schedule starts: only the newest
+    /// occurrences are enumerated, never the missed ones.
     /// </summary>
     public static Plan PlanOccurrences(AllowanceSchedule schedule, DateTime now, DateTime staleBefore, int maxCatchUp)
     {
         if (schedule.NextRunAt is not { } next)
         {
-            return new Plan([], []);
+            return new Plan([], null);
         }
+        var from = next > schedule.ActiveFrom ? next : schedule.ActiveFrom;
+        if (from > now)
+        {
+            return new Plan([], null);
+        }
+        var rule = schedule.Rule();
+        var newest = Newest(rule, from, now, maxCatchUp + 1);
         var stale = schedule.EnqueuedAt is { } at && at < staleBefore;
         var after = !stale && schedule.EnqueuedThrough is { } through ? through : DateTime.MinValue;
-        var due = Recurrence.Occurrences(schedule.Rule(), next > schedule.ActiveFrom ? next : schedule.ActiveFrom)
-            .TakeWhile(t => t <= now)
-            .Where(t => t > after)
-            .ToList();
-        return due.Count <= maxCatchUp
-            ? new Plan(due, [])
-            : new Plan(due[^maxCatchUp..], due[..^maxCatchUp]);
+        if (newest.Count <= maxCatchUp)
+        {
+            return new Plan(newest.Where(t => t > after).ToList(), null);
+        }
+        var pay = newest.Skip(1).ToList();
+        var last = newest[0];
+        // The oldest skipped one, for the record: the first occurrence since `from`, found without walking the rest.
+        var first = Recurrence.Occurrences(rule, from, last).First();
+        return new Plan(pay.Where(t => t > after).ToList(), new CatchUpSkip(first, last, pay[0]));
+    }
+
+    /// <summary>
+    /// The newest <paramref name="count"/> occurrences from <paramref name="fromUtc"/> through
+    /// <paramref name="untilUtc"/>, oldest first (fewer if there are not that many). Looks back over a
+    /// window that should hold them, doubled while it does not and still starts after <paramref name="fromUtc"/>.
+    /// </summary>
+    internal static List<DateTime> Newest(RecurrenceRule rule, DateTime fromUtc, DateTime untilUtc, int count)
+    {
+        var span = EstimatedSpanDays(rule, count);
+        while (true)
+        {
+            var windowStart = (untilUtc - fromUtc).TotalDays <= span ? fromUtc : untilUtc.AddDays(-span);
+            var found = Recurrence.Occurrences(rule, windowStart, untilUtc).ToList();
+            if (found.Count >= count || windowStart == fromUtc)
+            {
+                return found.Count > count ? found[^count..] : found;
+            }
+            span *= 2;
+        }
+    }
+
+    /// <summary>
+    /// Days that hold at least <paramref name="count"/> occurrences of a daily or weekly rule (two periods
+    /// spare for a partial first one and DST), and usually of a monthly one; a month without the day
+    /// makes <see cref="Newest"/> look further. At most the whole calendar.
+    /// </summary>
+    private static long EstimatedSpanDays(RecurrenceRule rule, int count)
+    {
+        const long Calendar = 3_700_000;
+        var periods = (count + 2L) * Math.Max(1, rule.Interval);
+        var days = rule.Frequency switch
+        {
+            Frequency.Daily => periods,
+            Frequency.Weekly => periods * 7,
+            _ => (periods * 31) + 62,
+        };
+        return Math.Min(days, Calendar);
     }
 
     private static async Task<List<AllowanceSchedule>> DuePageAsync(TallyDb db, DateTime now, DateTime staleBefore, (DateTime At, Guid Id) cursor, int size, CancellationToken ct) =>
@@ -117,25 +192,34 @@ public sealed partial class EnqueueDueAllowances(
             LIMIT {size}
             """).AsNoTracking().ToListAsync(ct);
 
-    private async Task<int> RecordSkippedAsync(AllowanceSchedule schedule, Plan plan, DateTime now, CancellationToken ct)
+    /// <summary>
+    /// Records the occurrences beyond the cap as ONE skipped credit (at the newest of them), and moves
+    /// the schedule's <c>active_from</c> and <c>next_run_at</c> to the oldest occurrence still paid, in
+    /// one transaction. Moving <c>active_from</c> is what makes the cap hold for good: the worker pays
+    /// nothing before it, whatever is still queued, retried, replayed or planned again. Applies only
+    /// if the schedule is as it was read (false otherwise, and nothing is written).
+    /// </summary>
+    private async Task<bool> SkipBeyondCapAsync(AllowanceSchedule schedule, CatchUpSkip skip, DateTime now, CancellationToken ct)
     {
         await using var tx = await db.Database.BeginTransactionAsync(ct);
-        var recorded = 0;
-        foreach (var runAt in plan.Skip)
+        var moved = await db.Database.ExecuteSqlAsync(
+            $"""
+            UPDATE allowance_schedules SET active_from = {skip.ResumeAt}, next_run_at = {skip.ResumeAt}, updated_at = {now}
+            WHERE id = {schedule.Id} AND next_run_at = {schedule.NextRunAt} AND active_from = {schedule.ActiveFrom}
+              AND status = 'ON' AND deleted_at IS NULL
+            """, ct);
+        if (moved == 0)
         {
-            recorded += await db.Database.ExecuteSqlAsync(
-                $"""
-                INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
-                VALUES ({Guid.CreateVersion7()}, {schedule.Id}, {runAt}, {schedule.AmountMinor}, {schedule.Currency}, {CreditOutcome.Skipped}, {null as Guid?}, {"beyond the catch-up cap"}, {now})
-                ON CONFLICT (schedule_id, run_at) DO NOTHING
-                """, ct);
+            return false;
         }
-        // Move past the skipped ones only if nobody moved the schedule meanwhile.
-        var first = plan.Pay.Count > 0 ? plan.Pay[0] : Recurrence.NextAfter(schedule.Rule(), plan.Skip[^1]);
         await db.Database.ExecuteSqlAsync(
-            $"UPDATE allowance_schedules SET next_run_at = {first}, updated_at = {now} WHERE id = {schedule.Id} AND next_run_at = {schedule.NextRunAt}", ct);
+            $"""
+            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
+            VALUES ({Guid.CreateVersion7()}, {schedule.Id}, {skip.Last}, {schedule.AmountMinor}, {schedule.Currency}, {CreditOutcome.Skipped}, {null as Guid?}, {skip.Reason}, {now})
+            ON CONFLICT (schedule_id, run_at) DO NOTHING
+            """, ct);
         await tx.CommitAsync(ct);
-        return recorded;
+        return true;
     }
 
     private async Task MarkEnqueuedAsync(TallyDb db, List<(Guid Id, DateTime Through)> marks, DateTime now, CancellationToken ct)
@@ -186,6 +270,6 @@ public sealed partial class EnqueueDueAllowances(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Marking enqueued schedules lost a deadlock (attempt {Attempt}); trying again")]
     private static partial void LogMarkRetried(ILogger logger, int attempt);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Recorded {Count} missed occurrences as skipped (beyond the catch-up cap of {Cap})")]
-    private static partial void LogSkipped(ILogger logger, int count, int cap);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Skipped the missed occurrences beyond the catch-up cap of {Cap} for {Schedules} schedules")]
+    private static partial void LogSkipped(ILogger logger, int schedules, int cap);
 }

@@ -97,6 +97,70 @@ public class RecurrenceTests
         }
     }
 
+    [Fact]
+    public void Occurrences_BetweenTwoInstants_IncludeBothEndsAndNothingOutside()
+    {
+        var rule = Rule(Frequency.Daily, new DateTime(1900, 1, 1, 9, 0, 0), London);
+        Assert.Equal([Utc(2026, 1, 5, 9), Utc(2026, 1, 6, 9), Utc(2026, 1, 7, 9)], Recurrence.Occurrences(rule, Utc(2026, 1, 5, 9), Utc(2026, 1, 7, 9)).ToList());
+        Assert.Empty(Recurrence.Occurrences(rule, Utc(2026, 1, 7, 9, 1), Utc(2026, 1, 8, 8, 59)));
+        Assert.Empty(Recurrence.Occurrences(rule, Utc(2026, 1, 8), Utc(2026, 1, 7)));
+    }
+
+    [Fact]
+    public void FirstOnOrAfter_FindsAnOccurrenceMoreThanACenturyAway()
+    {
+        // Every 365 months from June, on the 31st: the months are November, April, September, February, then July.
+        var rule = Rule(Frequency.Monthly, new DateTime(1900, 6, 1, 8, 0, 0), interval: 365, byMonthDay: 31);
+        Assert.Equal(Utc(2052, 7, 31, 8), Recurrence.FirstOnOrAfter(rule, rule.StartUtc));
+        // A day that never comes within the horizon: none, found in a bounded number of steps.
+        Assert.Null(Recurrence.FirstOnOrAfter(Rule(Frequency.Monthly, new DateTime(1900, 4, 1, 8, 0, 0), interval: 12, byMonthDay: 31), Utc(1900, 1, 1)));
+    }
+
+    public static TheoryData<string, int, int> CalendarEdges()
+    {
+        var data = new TheoryData<string, int, int>();
+        foreach (var zone in new[] { "UTC", "Pacific/Kiritimati", "Etc/GMT+12", "America/New_York" })
+        {
+            foreach (var frequency in new[] { 0, 1, 2 })
+            {
+                foreach (var interval in new[] { 1, 366 })
+                {
+                    data.Add(zone, frequency, interval);
+                }
+            }
+        }
+        return data;
+    }
+
+    /// <summary>Every function is total: at the ends of the calendar a sequence stops, nothing throws.</summary>
+    [Theory]
+    [MemberData(nameof(CalendarEdges))]
+    public void AtTheEndsOfTheCalendar_NothingThrows(string zoneId, int frequency, int interval)
+    {
+        var zone = TimeZoneInfo.FindSystemTimeZoneById(zoneId);
+        var min = DateTime.SpecifyKind(DateTime.MinValue, DateTimeKind.Utc);
+        var max = DateTime.SpecifyKind(DateTime.MaxValue, DateTimeKind.Utc);
+        DateTime[] starts = [DateTime.MinValue, new DateTime(1, 1, 2, 23, 59, 59), new DateTime(9999, 12, 30, 12, 0, 0), DateTime.MaxValue.AddSeconds(-1)];
+        foreach (var start in starts)
+        {
+            var rule = Rule((Frequency)frequency, start, zone, interval, byDay: frequency == 1 ? new[] { DayOfWeek.Monday, DayOfWeek.Sunday } : null, byMonthDay: frequency == 2 ? -1 : null);
+            _ = rule.StartUtc;
+            foreach (var from in new[] { min, min.AddDays(1), rule.StartUtc, max.AddDays(-1), max })
+            {
+                var occurrences = Recurrence.Occurrences(rule, from).Take(3).ToList();
+                Assert.All(occurrences, t => Assert.True(t >= from));
+                _ = Recurrence.Occurrences(rule, from, max).Take(3).ToList();
+                _ = Recurrence.NextAfter(rule, from);
+                _ = Recurrence.IsOccurrence(rule, from);
+            }
+        }
+        // Wall-clock times whose instant would fall off the calendar are clamped to its ends.
+        var low = Recurrence.ToUtc(DateTime.MinValue, zone);
+        var high = Recurrence.ToUtc(DateTime.MaxValue, zone);
+        Assert.InRange(low, min, min.AddHours(13));
+        Assert.InRange(high, max.AddHours(-15), max);
+    }
+
     /// <summary>
     /// Thousands of generated rules in zones with and without DST, checked against Ical.Net's
     /// independent RRULE evaluator. DTSTART is left out of the comparison: RFC 5545 leaves an
