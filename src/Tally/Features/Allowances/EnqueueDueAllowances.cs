@@ -114,8 +114,8 @@ public sealed partial class EnqueueDueAllowances(
     /// <c>max(next_run_at, active_from)</c> through <paramref name="now"/>; past the catch-up cap only the
     /// newest <paramref name="maxCatchUp"/> are paid and the older ones are skipped. Occurrences
     /// enqueued already (through <c>enqueued_through</c>, unless that is stale) are not enqueued again.
-    /// The cost is in the order of the cap, however far back the schedule starts: only the newest
-    /// occurrences are enumerated, never the missed ones.
+    /// The cost is in the order of the cap, however far back the schedule starts: at most the oldest
+    /// and the newest cap + 1 occurrences are enumerated, never all the missed ones.
     /// </summary>
     public static Plan PlanOccurrences(AllowanceSchedule schedule, DateTime now, DateTime staleBefore, int maxCatchUp)
     {
@@ -129,18 +129,18 @@ public sealed partial class EnqueueDueAllowances(
             return new Plan([], null);
         }
         var rule = schedule.Rule();
-        var newest = Newest(rule, from, now, maxCatchUp + 1);
         var stale = schedule.EnqueuedAt is { } at && at < staleBefore;
         var after = !stale && schedule.EnqueuedThrough is { } through ? through : DateTime.MinValue;
-        if (newest.Count <= maxCatchUp)
+        // Most schedules are a few occurrences behind: counted forward from `from`, those are all there is.
+        var oldest = Recurrence.Occurrences(rule, from, now).Take(maxCatchUp + 1).ToList();
+        if (oldest.Count <= maxCatchUp)
         {
-            return new Plan(newest.Where(t => t > after).ToList(), null);
+            return new Plan(oldest.Where(t => t > after).ToList(), null);
         }
+        // More than the cap: the newest are found looking back from now, never by walking the missed ones.
+        var newest = Newest(rule, from, now, maxCatchUp + 1);
         var pay = newest.Skip(1).ToList();
-        var last = newest[0];
-        // The oldest skipped one, for the record: the first occurrence since `from`, found without walking the rest.
-        var first = Recurrence.Occurrences(rule, from, last).First();
-        return new Plan(pay.Where(t => t > after).ToList(), new CatchUpSkip(first, last, pay[0]));
+        return new Plan(pay.Where(t => t > after).ToList(), new CatchUpSkip(oldest[0], newest[0], pay[0]));
     }
 
     /// <summary>
