@@ -3,7 +3,9 @@ using Microsoft.Extensions.Options;
 
 namespace Tally.Hosting;
 
-/// <summary>The <c>Tally</c> section: which roles this instance plays and the default currency.</summary>
+/// <summary>
+/// The <c>Tally</c> section: which roles this instance plays, the default currency and the management port.
+/// </summary>
 public sealed class TallyOptions
 {
     public const string Section = "Tally";
@@ -16,6 +18,13 @@ public sealed class TallyOptions
 
     /// <summary>A name for this process in <c>cron_runs.instance_id</c>; host name and process id when empty.</summary>
     public string? InstanceId { get; set; }
+
+    /// <summary>
+    /// A port, not exposed publicly, on which <c>/metrics</c>, <c>/openapi</c> and <c>/docs</c> are served
+    /// anonymously, and only there. Unset: they are anonymous in Development and need the admin role elsewhere.
+    /// </summary>
+    [Range(1, 65535, ErrorMessage = "Tally:ManagementPort must be between 1 and 65535.")]
+    public int? ManagementPort { get; set; }
 
     public bool Has(string role) => Roles.Length == 0 || Roles.Contains(role, StringComparer.OrdinalIgnoreCase);
 

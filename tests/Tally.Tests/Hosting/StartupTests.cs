@@ -18,6 +18,7 @@ public class StartupTests
     [InlineData("Jobs:Lock", "zookeeper", "Jobs:Lock")]
     [InlineData("StoreIntegrity:ManagedSubscriptionTypes:0", " ", "StoreIntegrity:ManagedSubscriptionTypes")]
     [InlineData("Jobs:store.sync-accounts:Cron", "every five minutes", "Jobs:store.sync-accounts:Cron")]
+    [InlineData("Tally:ManagementPort", "70000", "Tally:ManagementPort")]
     public async Task BadSetting_StopsStartUpNamingTheSetting(string key, string value, string named)
     {
         var messages = "";
@@ -54,13 +55,14 @@ public class StartupTests
     public async Task Health_And_OpenApi_AreServed()
     {
         await using var app = TallyApp.Sqlite();
-        var client = app.CreateClient();
-        Assert.Equal("Healthy", await client.GetStringAsync("/healthz"));
-        Assert.Equal("Healthy", await client.GetStringAsync("/readyz"));
-        var openApi = await client.GetStringAsync("/openapi/v1.json");
+        var anonymous = app.CreateClient();
+        Assert.Equal("Healthy", await anonymous.GetStringAsync("/healthz"));
+        Assert.Equal("Healthy", await anonymous.GetStringAsync("/readyz"));
+        var admin = app.Admin();
+        var openApi = await admin.GetStringAsync("/openapi/v1.json");
         Assert.Contains("/api/guardians/me/allowances/{juniorId}", openApi);
-        await client.GetAsync("/api/admin/jobs"); // one request, so the HTTP metrics have a sample
-        Assert.Contains("http_server_request_duration", await client.GetStringAsync("/metrics"));
+        await admin.GetAsync("/api/admin/jobs"); // one request, so the HTTP metrics have a sample
+        Assert.Contains("http_server_request_duration", await admin.GetStringAsync("/metrics"));
     }
 
     [Fact]
