@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Diagnostics.HealthChecks;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Options;
+using Microsoft.OpenApi;
 using OpenTelemetry.Metrics;
 using Scalar.AspNetCore;
 using StackExchange.Redis;
@@ -40,7 +41,11 @@ public static class Observability
             .AddRuntimeInstrumentation()
             .AddMeter("Tally.*")
             .AddPrometheusExporter());
-        builder.Services.AddOpenApi();
+        builder.Services.AddOpenApi(o => o.AddSchemaTransformer((schema, context, _) =>
+        {
+            DescribeDecimal(schema, context.JsonTypeInfo.Type);
+            return Task.CompletedTask;
+        }));
         return builder;
     }
 
@@ -106,6 +111,21 @@ public static class Observability
             addresses.Add($"http://*:{port}");
         }
         builder.WebHost.UseUrls([.. addresses]);
+    }
+
+    /// <summary>
+    /// A decimal read by <see cref="ExactDecimalConverter"/> is described as the built-in converter's was
+    /// (a number, or a string holding one): the document generator describes no custom converter by itself.
+    /// </summary>
+    private static void DescribeDecimal(OpenApiSchema schema, Type type)
+    {
+        if ((Nullable.GetUnderlyingType(type) ?? type) != typeof(decimal) || schema.Type is not null)
+        {
+            return;
+        }
+        schema.Type = JsonSchemaType.Number | JsonSchemaType.String | (type == typeof(decimal) ? 0 : JsonSchemaType.Null);
+        schema.Pattern = @"^-?(?:0|[1-9]\d*)(?:\.\d+)?$";
+        schema.Format ??= "double";
     }
 
     /// <summary>Marks an endpoint served on the management port only.</summary>

@@ -100,14 +100,13 @@ public sealed class TallyApp : WebApplicationFactory<Program>
     /// <summary>A DbContext on the app's database, for arranging and asserting.</summary>
     public TallyDb Db()
     {
-        _ = Server; // make sure the host (and its migrations) started
+        _ = Services; // make sure the host (and its migrations) started, on the test server or Kestrel
         return Services.GetRequiredService<Microsoft.EntityFrameworkCore.IDbContextFactory<TallyDb>>().CreateDbContext();
     }
 
     public T Get<T>()
         where T : notnull
     {
-        _ = Server;
         return Services.GetRequiredService<T>();
     }
 

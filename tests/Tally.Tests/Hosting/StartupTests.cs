@@ -18,6 +18,8 @@ public class StartupTests
     [InlineData("Jobs:Lock", "zookeeper", "Jobs:Lock")]
     [InlineData("StoreIntegrity:ManagedSubscriptionTypes:0", " ", "StoreIntegrity:ManagedSubscriptionTypes")]
     [InlineData("Jobs:store.sync-accounts:Cron", "every five minutes", "Jobs:store.sync-accounts:Cron")]
+    [InlineData("Tally:MaxRequestBodyBytes", "12", "Tally:MaxRequestBodyBytes")]
+    [InlineData("Tally:MaxBulkRequestBodyBytes", "-1", "Tally:MaxBulkRequestBodyBytes")]
     [InlineData("Tally:ManagementPort", "70000", "Tally:ManagementPort")]
     public async Task BadSetting_StopsStartUpNamingTheSetting(string key, string value, string named)
     {
