@@ -55,6 +55,8 @@ public static class AllowanceBench
             ["Allowances__BatchSize"] = "1000",
             ["Auth__SigningKey"] = SigningKey,
             ["ASPNETCORE_ENVIRONMENT"] = "Production",
+            // A worker must name its core outside Development; no balance is synced in this benchmark.
+            ["T24__BaseUrl"] = "http://127.0.0.1:9/no-core/",
             ["Logging__LogLevel__Default"] = "Warning",
             ["Jobs__allowances.enqueue-due__Enabled"] = "false",
             ["Allowances__BatchCommits"] = options.Single ? "false" : "true",

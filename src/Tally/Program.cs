@@ -20,6 +20,8 @@ var builder = WebApplication.CreateBuilder(args);
 builder.AddConfigAliases()
     .AddTallyOptions()
     .AddTallyProblems()
+    .AddHttpJson()
+    .AddRequestLimits()
     .AddTallyAuth()
     .AddTallyData()
     .AddJobRuntime()
@@ -34,6 +36,7 @@ builder.AddConfigAliases()
 
 var app = builder.Build();
 app.UseTallyProblems();
+app.UseRequestLimits();
 app.UseAuthentication();
 app.UseAuthorization();
 app.MapObservability();

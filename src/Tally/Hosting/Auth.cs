@@ -61,16 +61,32 @@ public static class Auth
                 ClockSkew = TimeSpan.FromSeconds(30),
             };
         });
+        // The user and guardian policies act on the caller's own data, so they also require a person:
+        // exactly one sub that is a UUID other than the all-zero one. Without that check a token whose
+        // sub is "abc" would read and write the data of user 00000000-0000-0000-0000-000000000000.
         builder.Services.AddAuthorizationBuilder()
             .AddPolicy(Roles.Admin, p => p.RequireRole(Roles.Admin))
-            .AddPolicy(Roles.Guardian, p => p.RequireRole(Roles.Guardian))
-            .AddPolicy(Roles.User, p => p.RequireAuthenticatedUser().RequireClaim("sub"));
+            .AddPolicy(Roles.Guardian, p => p.RequireRole(Roles.Guardian).RequireAssertion(c => TryGetUserId(c.User, out _)))
+            .AddPolicy(Roles.User, p => p.RequireRole(Roles.User, Roles.Guardian).RequireAssertion(c => TryGetUserId(c.User, out _)));
         return builder;
     }
 
-    /// <summary>The caller's user id (<c>sub</c>). Endpoints behind an auth policy always have one.</summary>
+    /// <summary>
+    /// The caller's user id (<c>sub</c>). The user and guardian policies admit only callers that have
+    /// one, so reaching this without one is a bug (an endpoint mapped without its policy), not bad input.
+    /// </summary>
     public static Guid UserId(this ClaimsPrincipal user) =>
-        Guid.TryParse(user.FindFirstValue("sub"), out var id) ? id : Guid.Empty;
+        TryGetUserId(user, out var id)
+            ? id
+            : throw new InvalidOperationException("The caller has no user id: the endpoint is missing the user or guardian policy.");
+
+    /// <summary>Exactly one <c>sub</c>, a UUID in its usual 8-4-4-4-12 form, and not the all-zero UUID.</summary>
+    public static bool TryGetUserId(ClaimsPrincipal user, out Guid id)
+    {
+        id = Guid.Empty;
+        var subjects = user.FindAll("sub").ToList();
+        return subjects.Count == 1 && Guid.TryParseExact(subjects[0].Value, "D", out id) && id != Guid.Empty;
+    }
 
     /// <summary>Signs a development token (HS256) for the README's examples and for tests.</summary>
     public static string CreateToken(string signingKey, Guid subject, IEnumerable<string> roles, TimeSpan lifetime)

@@ -46,6 +46,12 @@ public static class DevToken
         {
             roles.Add(Roles.Admin);
         }
+        if (subject == Guid.Empty && roles.Any(r => r is Roles.User or Roles.Guardian))
+        {
+            // Tally refuses such a token on every user endpoint; say so now rather than with a 403 later.
+            Console.Error.WriteLine("A user or guardian token needs --sub <user id> (a UUID other than the all-zero one).");
+            return 2;
+        }
         Console.WriteLine(Auth.CreateToken(key, subject, roles, TimeSpan.FromHours(hours)));
         return 0;
     }

@@ -1,11 +1,12 @@
-using Microsoft.AspNetCore.Diagnostics;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 
 namespace Tally.Hosting;
 
 /// <summary>
-/// RFC 7807 answers with a stable <c>code</c>. Endpoints return these as typed results; the
-/// exception handler below turns what escapes (bad JSON, bugs) into the same shape.
+/// RFC 7807 answers with a stable <c>code</c>. Endpoints return these as typed results;
+/// <see cref="BadRequestHandler"/> answers what ASP.NET Core refuses before an endpoint runs in the
+/// same shape, and status code pages give a bare status (404, 405, 413) its problem.
 /// </summary>
 public static class Problems
 {
@@ -25,6 +26,15 @@ public static class Problems
     public static ValidationProblem Invalid(string field, string message) =>
         Invalid(new Dictionary<string, string[]> { [field] = [message] });
 
+    /// <summary>413 <c>PAYLOAD_TOO_LARGE</c>: a request body above the limit that applies to it.</summary>
+    public static ProblemDetails PayloadTooLarge(long? limit) => new()
+    {
+        Status = StatusCodes.Status413PayloadTooLarge,
+        Title = "The request body is too large.",
+        Detail = limit is { } bytes ? $"A request body here may be at most {bytes} bytes." : "The request body is larger than this server accepts.",
+        Extensions = { ["code"] = "PAYLOAD_TOO_LARGE" },
+    };
+
     public static WebApplicationBuilder AddTallyProblems(this WebApplicationBuilder builder)
     {
         builder.Services.AddProblemDetails(options => options.CustomizeProblemDetails = context =>
@@ -39,6 +49,7 @@ public static class Problems
                     403 => "FORBIDDEN",
                     404 => "NOT_FOUND",
                     405 => "METHOD_NOT_ALLOWED",
+                    413 => "PAYLOAD_TOO_LARGE",
                     415 => "UNSUPPORTED_MEDIA_TYPE",
                     _ => "INTERNAL_ERROR",
                 };
@@ -56,29 +67,5 @@ public static class Problems
         app.UseExceptionHandler();
         app.UseStatusCodePages();
         return app;
-    }
-
-    /// <summary>Malformed JSON, a wrong type or a missing body: a 400 problem, never a 500.</summary>
-    private sealed class BadRequestHandler(IProblemDetailsService problems) : IExceptionHandler
-    {
-        public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
-        {
-            if (exception is not BadHttpRequestException bad)
-            {
-                return false;
-            }
-            httpContext.Response.StatusCode = bad.StatusCode;
-            return await problems.TryWriteAsync(new ProblemDetailsContext
-            {
-                HttpContext = httpContext,
-                ProblemDetails =
-                {
-                    Status = bad.StatusCode,
-                    Title = "The request could not be read.",
-                    Detail = bad.Message,
-                    Extensions = { ["code"] = bad.StatusCode == 413 ? "PAYLOAD_TOO_LARGE" : "BAD_REQUEST" },
-                },
-            });
-        }
     }
 }

@@ -3,7 +3,10 @@ using Microsoft.Extensions.Options;
 
 namespace Tally.Hosting;
 
-/// <summary>The <c>Tally</c> section: which roles this instance plays and the default currency.</summary>
+/// <summary>
+/// The <c>Tally</c> section: which roles this instance plays, the default currency, how large a request
+/// body may be, and the management port.
+/// </summary>
 public sealed class TallyOptions
 {
     public const string Section = "Tally";
@@ -16,6 +19,21 @@ public sealed class TallyOptions
 
     /// <summary>A name for this process in <c>cron_runs.instance_id</c>; host name and process id when empty.</summary>
     public string? InstanceId { get; set; }
+
+    /// <summary>The largest request body the API reads; a larger one is answered 413 <c>PAYLOAD_TOO_LARGE</c>.</summary>
+    [Range(1024, 1L << 30, ErrorMessage = "Tally:MaxRequestBodyBytes must be between 1024 and 1073741824.")]
+    public long MaxRequestBodyBytes { get; set; } = 1 << 20;
+
+    /// <summary>The same for the admin bulk loads (<c>POST /api/admin/store/accounts|orders</c>, up to 10,000 rows each).</summary>
+    [Range(1024, 1L << 30, ErrorMessage = "Tally:MaxBulkRequestBodyBytes must be between 1024 and 1073741824.")]
+    public long MaxBulkRequestBodyBytes { get; set; } = 32 << 20;
+
+    /// <summary>
+    /// A port, not exposed publicly, on which <c>/metrics</c>, <c>/openapi</c> and <c>/docs</c> are served
+    /// anonymously, and only there. Unset: they are anonymous in Development and need the admin role elsewhere.
+    /// </summary>
+    [Range(1, 65535, ErrorMessage = "Tally:ManagementPort must be between 1 and 65535.")]
+    public int? ManagementPort { get; set; }
 
     public bool Has(string role) => Roles.Length == 0 || Roles.Contains(role, StringComparer.OrdinalIgnoreCase);
 

@@ -1,11 +1,9 @@
-using Tally.Data;
-
 namespace Tally.Sandbox;
 
 /// <summary>
 /// <c>Sandbox</c>: fake upstreams served by Tally itself over real HTTP, so embedded mode works with no
-/// outside service. On by default in Development and in embedded mode (SQLite); <c>Sandbox:Enabled</c>
-/// says otherwise.
+/// outside service. On by default in Development only; anywhere else only when <c>Sandbox:Enabled</c>
+/// is <c>true</c>, and then with a warning at start.
 /// </summary>
 public sealed class SandboxOptions
 {
@@ -14,15 +12,21 @@ public sealed class SandboxOptions
     public bool? Enabled { get; set; }
 
     public SandboxT24Settings T24 { get; set; } = new();
+
+    /// <summary>
+    /// The one switch for every sandbox (the fake T24 core and the SimpleFIN bank). Never on by the
+    /// storage in use: a Production instance on SQLite would otherwise serve the fake core, its reset
+    /// route included, and sync real users' balances from it.
+    /// </summary>
+    public static bool IsEnabled(IConfiguration configuration, IHostEnvironment environment) =>
+        configuration.GetValue<bool?>($"{Section}:Enabled") ?? environment.IsDevelopment();
 }
 
-public static class SandboxSetup
+public static partial class SandboxSetup
 {
     public static WebApplicationBuilder AddSandbox(this WebApplicationBuilder builder)
     {
-        var enabled = builder.Configuration.GetValue<bool?>($"{SandboxOptions.Section}:Enabled")
-            ?? (builder.Environment.IsDevelopment() || StorageSettings.From(builder.Configuration).Provider == StorageProvider.Sqlite);
-        if (!enabled)
+        if (!SandboxOptions.IsEnabled(builder.Configuration, builder.Environment))
         {
             return builder;
         }
@@ -42,6 +46,10 @@ public static class SandboxSetup
         {
             return app;
         }
+        if (!app.Environment.IsDevelopment())
+        {
+            LogEnabledOutsideDevelopment(app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Tally.Sandbox"), app.Environment.EnvironmentName);
+        }
         var t24 = app.MapGroup("/sandbox/t24").WithTags("Sandbox: T24").AllowAnonymous();
         t24.MapGet("/holdings/accounts/{accountId}/balances", (string accountId, HttpContext http, SandboxT24 sandbox, CancellationToken ct) =>
             sandbox.HandleAsync(accountId, http, ct));
@@ -53,4 +61,7 @@ public static class SandboxSetup
         });
         return app;
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Sandbox:Enabled is true in {Environment}: the fake upstreams answer anonymously under /sandbox, and balance sync calls the fake core unless T24:BaseUrl is set")]
+    private static partial void LogEnabledOutsideDevelopment(ILogger logger, string environment);
 }

@@ -50,9 +50,16 @@ public sealed class TallyApp : WebApplicationFactory<Program>
         return new TallyApp(all, null, services);
     }
 
+    /// <summary>
+    /// A core nobody answers at (connections to it are refused at once). Outside Development an instance
+    /// with the worker role must name its core; a test that syncs balances passes a SandboxHost's address.
+    /// </summary>
+    public const string NoCore = "http://127.0.0.1:9/no-core/";
+
     private static Dictionary<string, string?> Defaults() => new()
     {
         ["Auth:SigningKey"] = SigningKey,
+        ["T24:BaseUrl"] = NoCore,
         ["Tally:DemoData"] = "false",
         ["Logging:LogLevel:Default"] = "Warning",
         ["Logging:LogLevel:Microsoft.EntityFrameworkCore"] = "None",
@@ -93,14 +100,13 @@ public sealed class TallyApp : WebApplicationFactory<Program>
     /// <summary>A DbContext on the app's database, for arranging and asserting.</summary>
     public TallyDb Db()
     {
-        _ = Server; // make sure the host (and its migrations) started
+        _ = Services; // make sure the host (and its migrations) started, on the test server or Kestrel
         return Services.GetRequiredService<Microsoft.EntityFrameworkCore.IDbContextFactory<TallyDb>>().CreateDbContext();
     }
 
     public T Get<T>()
         where T : notnull
     {
-        _ = Server;
         return Services.GetRequiredService<T>();
     }
 

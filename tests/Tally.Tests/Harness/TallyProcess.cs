@@ -34,6 +34,7 @@ public sealed class TallyProcess : IAsyncDisposable
         };
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Testing";
         start.Environment["Auth__SigningKey"] = TallyApp.SigningKey;
+        start.Environment["T24__BaseUrl"] = TallyApp.NoCore;
         start.Environment["Tally__InstanceId"] = name;
         start.Environment["Logging__LogLevel__Default"] = "Warning";
         start.Environment["Logging__LogLevel__Microsoft.EntityFrameworkCore"] = "None";

@@ -100,7 +100,8 @@ public sealed record CoreRate(int Permits, TimeSpan Window)
 
 /// <summary>
 /// The <c>T24</c> section: where the core is and how to call it. Without <see cref="BaseUrl"/>, an
-/// instance with the sandbox enabled calls its own sandbox (<c>/sandbox/t24</c>) over HTTP.
+/// instance with the sandbox enabled calls its own sandbox (<c>/sandbox/t24</c>) over HTTP; an instance
+/// with the worker role and no sandbox refuses to start.
 /// </summary>
 public sealed class T24Options
 {

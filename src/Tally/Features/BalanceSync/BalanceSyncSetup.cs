@@ -26,9 +26,15 @@ public static class BalanceSyncSetup
                 "BalanceSync:PriorityReserve must be below RateLimits:t24:PermitsPerSecond.")
             .Validate<IConfiguration>((_, c) => (c.GetSection($"RateLimits:{BalanceSyncOptions.Upstream}").Get<RateLimitOptions>() ?? new RateLimitOptions()).PermitsPerSecond > 0,
                 "RateLimits:t24:PermitsPerSecond must be above 0.");
+        // Only the worker role calls the core (the api and scheduler roles queue users for it). Without
+        // T24:BaseUrl it has nowhere real to call, and outside Development it never falls back to a fake.
+        var callsTheCore = configuration.Read<TallyOptions>(TallyOptions.Section).IsWorker;
+        var sandbox = Sandbox.SandboxOptions.IsEnabled(configuration, builder.Environment);
         services.AddValidatedOptions<T24Options>(T24Options.Section)
             .Validate(o => string.IsNullOrEmpty(o.BaseUrl) || (Uri.TryCreate(o.BaseUrl, UriKind.Absolute, out var url) && url.Scheme is "http" or "https"),
-                "T24:BaseUrl must be an absolute http(s) URL.");
+                "T24:BaseUrl must be an absolute http(s) URL.")
+            .Validate(o => !callsTheCore || sandbox || !string.IsNullOrWhiteSpace(o.BaseUrl),
+                "T24:BaseUrl must be set on an instance with the worker role: it syncs balances with the core, and the sandbox core is off (Sandbox:Enabled is on by default in Development only).");
 
         var options = configuration.Read<BalanceSyncOptions>(BalanceSyncOptions.Section);
         var storage = StorageSettings.From(configuration);

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Hosting;
 using Tally.Jobs.Scheduling;
@@ -43,9 +44,11 @@ public static class StoreEndpoints
     public static WebApplication MapStoreIntegrity(this WebApplication app)
     {
         var admin = app.MapGroup("/api/admin/store").WithTags("Admin: store").RequireAuthorization(Roles.Admin);
-        admin.MapPost("/accounts", ImportAccountsAsync);
+        // A full batch of orders with their metadata is well above the API's usual body limit.
+        var bulk = app.Services.GetRequiredService<IOptions<TallyOptions>>().Value.MaxBulkRequestBodyBytes;
+        admin.MapPost("/accounts", ImportAccountsAsync).WithRequestBodyLimit(bulk);
         admin.MapGet("/accounts/{id:guid}", GetAccountAsync);
-        admin.MapPost("/orders", ImportOrdersAsync);
+        admin.MapPost("/orders", ImportOrdersAsync).WithRequestBodyLimit(bulk);
         admin.MapGet("/orders/{id:guid}", GetOrderAsync);
         admin.MapPost("/sync-accounts", SyncAccountsNowAsync);
         return app;

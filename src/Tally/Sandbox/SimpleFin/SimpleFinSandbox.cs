@@ -48,7 +48,7 @@ public static class SimpleFinSandbox
     public const int MaxAccounts = 20_000;
 
     public static bool IsEnabled(IConfiguration configuration, IHostEnvironment environment) =>
-        configuration.GetValue("Sandbox:Enabled", environment.IsDevelopment());
+        SandboxOptions.IsEnabled(configuration, environment);
 
     public static WebApplicationBuilder AddSimpleFinSandbox(this WebApplicationBuilder builder)
     {

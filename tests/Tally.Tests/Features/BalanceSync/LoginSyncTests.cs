@@ -39,8 +39,8 @@ public class LoginSyncTests
         Assert.Equal(JsonValueKind.Null, payload.GetProperty("previous").ValueKind);
         Assert.Equal(working, payload.GetProperty("new").GetDecimal());
 
-        // Monitoring: calls by outcome, login answer times and lane depths on /metrics.
-        var metrics = await banking.App.CreateClient().GetStringAsync("/metrics", TestContext.Current.CancellationToken);
+        // Monitoring: calls by outcome, login answer times and lane depths on /metrics (admin only outside Development).
+        var metrics = await banking.Admin.GetStringAsync("/metrics", TestContext.Current.CancellationToken);
         Assert.Contains("tally_balance_sync_core_calls", metrics);
         Assert.Contains("tally_balance_sync_login_seconds", metrics);
         Assert.Contains("tally_balance_sync_lane_depth", metrics);
