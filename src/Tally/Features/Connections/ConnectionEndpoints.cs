@@ -49,6 +49,7 @@ public static class ConnectionEndpoints
 {
     private const string NotFoundCode = "CONNECTION_NOT_FOUND";
     private const string NotFoundDetail = "No connection with this id.";
+    private const int MaxNameLength = 100;
 
     public static WebApplication MapConnections(this WebApplication app)
     {
@@ -69,7 +70,7 @@ public static class ConnectionEndpoints
     {
         var errors = new FieldErrors()
             .Check(body.ProviderSlug is not null && providers.Find(body.ProviderSlug) is not null, "providerSlug", $"must be one of {string.Join(", ", providers.Slugs)}")
-            .Check(body.Name is null || body.Name.Length <= 100, "name", "is at most 100 characters");
+            .CheckText(body.Name, "name", MaxNameLength, required: false);
         if (errors.Any)
         {
             return Problems.Invalid(errors.ToDictionary());
