@@ -21,6 +21,10 @@ public sealed class ConnectionsOptions
     [Range(1, 100_000, ErrorMessage = "Connections:PageSize must be between 1 and 100000.")]
     public int PageSize { get; set; } = 500;
 
+    /// <summary>Live (not deleted) connections one user may have; one more is refused with 409 <c>CONNECTION_LIMIT_REACHED</c>.</summary>
+    [Range(1, 10_000, ErrorMessage = "Connections:MaxConnectionsPerUser must be between 1 and 10000.")]
+    public int MaxConnectionsPerUser { get; set; } = 25;
+
     /// <summary>Per provider slug: <c>Connections:Providers:simplefin:DailyQuota</c>, <c>:SchedulePeriod</c>.</summary>
     public Dictionary<string, ProviderPolicyOptions> Providers { get; set; } = new(StringComparer.Ordinal);
 
