@@ -242,11 +242,13 @@ public static class ConnectionEndpoints
             SyncFailureReasons.ConnectionNotFound or SyncFailureReasons.NotOwnedByUser => (404, NotFoundCode),
             SyncFailureReasons.ConnectionNotActive => (409, "CONNECTION_NOT_ACTIVE"),
             SyncFailureReasons.RecentlySynced => (429, "RECENTLY_SYNCED"),
+            SyncFailureReasons.ForcedSyncLimit => (429, "FORCED_SYNC_LIMIT_REACHED"),
             SyncFailureReasons.QuotaExhausted => (429, "PROVIDER_QUOTA_EXHAUSTED"),
             SyncFailureReasons.SyncInProgress => (409, "SYNC_IN_PROGRESS"),
             SyncFailureReasons.CredentialsInvalid => (409, "CREDENTIALS_INVALID"),
             SyncFailureReasons.CredentialsDecryptionFailed => (409, "CREDENTIALS_UNREADABLE"),
             SyncFailureReasons.ProviderNotSupported => (409, "PROVIDER_NOT_SUPPORTED"),
+            SyncFailureReasons.TooManyAccounts => (409, "ACCOUNT_LIMIT_EXCEEDED"),
             _ => (502, "PROVIDER_ERROR"),
         };
         var extensions = new Dictionary<string, object?> { ["code"] = problem.Code };

@@ -6,6 +6,8 @@ public class ConnectionSettingsTests
 {
     [Theory]
     [InlineData("Connections:MaxConnectionsPerUser", "0")]
+    [InlineData("Connections:MaxAccountsPerConnection", "0")]
+    [InlineData("Connections:MaxForcedSyncsPerDay", "-1")]
     public async Task BadLimit_StopsStartUpNamingTheSetting(string key, string value)
     {
         var messages = "";
