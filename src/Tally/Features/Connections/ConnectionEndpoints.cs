@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Features.Connections.Providers;
 using Tally.Hosting;
@@ -49,6 +50,7 @@ public static class ConnectionEndpoints
 {
     private const string NotFoundCode = "CONNECTION_NOT_FOUND";
     private const string NotFoundDetail = "No connection with this id.";
+    private const int MaxNameLength = 100;
 
     public static WebApplication MapConnections(this WebApplication app)
     {
@@ -65,11 +67,12 @@ public static class ConnectionEndpoints
     }
 
     internal static async Task<Results<Created<ConnectionView>, ValidationProblem, ProblemHttpResult>> CreateAsync(
-        ConnectRequest body, HttpContext http, TallyDb db, AccountProviders providers, CredentialProtector protector, TimeProvider clock, CancellationToken ct)
+        ConnectRequest body, HttpContext http, TallyDb db, AccountProviders providers, CredentialProtector protector, IOptions<ConnectionsOptions> options,
+        TimeProvider clock, CancellationToken ct)
     {
         var errors = new FieldErrors()
             .Check(body.ProviderSlug is not null && providers.Find(body.ProviderSlug) is not null, "providerSlug", $"must be one of {string.Join(", ", providers.Slugs)}")
-            .Check(body.Name is null || body.Name.Length <= 100, "name", "is at most 100 characters");
+            .CheckText(body.Name, "name", MaxNameLength, required: false);
         if (errors.Any)
         {
             return Problems.Invalid(errors.ToDictionary());
@@ -78,6 +81,12 @@ public static class ConnectionEndpoints
         if (!await db.Users.AnyAsync(u => u.Id == userId, ct))
         {
             return UnknownUser();
+        }
+        var max = options.Value.MaxConnectionsPerUser;
+        // Checked before the provider is called too, so a refusal does not spend the user's setup token.
+        if (await db.ProviderConnections.OwnedBy(userId).CountAsync(ct) >= max)
+        {
+            return LimitReached(max);
         }
         var connected = await providers.Find(body.ProviderSlug!)!.ConnectAsync(new ConnectInput(body.SetupToken, body.Credentials), ct);
         switch (connected)
@@ -101,8 +110,18 @@ public static class ConnectionEndpoints
             CreatedAt = now,
             UpdatedAt = now,
         };
+        // The guarantee: the count and the insert in one transaction that holds the user's row
+        // (PostgreSQL) or the database's one write lock (SQLite), so concurrent creates cannot both
+        // take the last place.
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        await db.LockUserAsync(userId, ct);
+        if (await db.ProviderConnections.OwnedBy(userId).CountAsync(ct) >= max)
+        {
+            return LimitReached(max);
+        }
         db.ProviderConnections.Add(connection);
         await db.SaveChangesAsync(ct);
+        await tx.CommitAsync(ct);
         return TypedResults.Created($"/api/connections/{connection.Id}", ConnectionView.Of(connection));
     }
 
@@ -223,11 +242,13 @@ public static class ConnectionEndpoints
             SyncFailureReasons.ConnectionNotFound or SyncFailureReasons.NotOwnedByUser => (404, NotFoundCode),
             SyncFailureReasons.ConnectionNotActive => (409, "CONNECTION_NOT_ACTIVE"),
             SyncFailureReasons.RecentlySynced => (429, "RECENTLY_SYNCED"),
+            SyncFailureReasons.ForcedSyncLimit => (429, "FORCED_SYNC_LIMIT_REACHED"),
             SyncFailureReasons.QuotaExhausted => (429, "PROVIDER_QUOTA_EXHAUSTED"),
             SyncFailureReasons.SyncInProgress => (409, "SYNC_IN_PROGRESS"),
             SyncFailureReasons.CredentialsInvalid => (409, "CREDENTIALS_INVALID"),
             SyncFailureReasons.CredentialsDecryptionFailed => (409, "CREDENTIALS_UNREADABLE"),
             SyncFailureReasons.ProviderNotSupported => (409, "PROVIDER_NOT_SUPPORTED"),
+            SyncFailureReasons.TooManyAccounts => (409, "ACCOUNT_LIMIT_EXCEEDED"),
             _ => (502, "PROVIDER_ERROR"),
         };
         var extensions = new Dictionary<string, object?> { ["code"] = problem.Code };
@@ -254,6 +275,9 @@ public static class ConnectionEndpoints
     }
 
     private static ProblemHttpResult Missing() => Problems.NotFound(NotFoundCode, NotFoundDetail);
+
+    private static ProblemHttpResult LimitReached(int max) =>
+        Problems.Conflict("CONNECTION_LIMIT_REACHED", $"You have {max} connections, the most Tally keeps for one user: delete one first.");
 
     private static ProblemHttpResult UnknownUser() =>
         Problems.Of(StatusCodes.Status403Forbidden, "USER.NOT_FOUND", "Your user id is not known to Tally; an administrator creates users first.");

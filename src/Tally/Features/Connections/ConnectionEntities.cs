@@ -1,5 +1,6 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
+using Tally.Data;
 
 namespace Tally.Data
 {
@@ -130,6 +131,19 @@ namespace Tally.Features.Connections
         /// <summary>The caller's live connection with this id: a foreign or deleted one is simply not there.</summary>
         public static IQueryable<ProviderConnection> OwnedBy(this IQueryable<ProviderConnection> connections, Guid userId) =>
             connections.Where(c => c.UserId == userId && c.DeletedAt == null);
+
+        /// <summary>
+        /// Holds the user's row until the caller's transaction ends, so decisions about the user's
+        /// connections (how many) are taken one at a time. PostgreSQL only: on SQLite the
+        /// transaction already holds the database's single write lock.
+        /// </summary>
+        public static async Task LockUserAsync(this TallyDb db, Guid userId, CancellationToken ct)
+        {
+            if (db.Database.IsNpgsql())
+            {
+                await db.Database.SqlQuery<Guid>($"SELECT id AS \"Value\" FROM users WHERE id = {userId} FOR UPDATE").ToListAsync(ct);
+            }
+        }
 
         public static IQueryable<ConnectionSyncRun> ProviderCallsSince(this IQueryable<ConnectionSyncRun> runs, DateTime since) =>
             runs.Where(r => r.ProviderCalled && r.StartedAt > since);

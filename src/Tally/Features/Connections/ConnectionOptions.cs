@@ -21,6 +21,24 @@ public sealed class ConnectionsOptions
     [Range(1, 100_000, ErrorMessage = "Connections:PageSize must be between 1 and 100000.")]
     public int PageSize { get; set; } = 500;
 
+    /// <summary>Live (not deleted) connections one user may have; one more is refused with 409 <c>CONNECTION_LIMIT_REACHED</c>.</summary>
+    [Range(1, 10_000, ErrorMessage = "Connections:MaxConnectionsPerUser must be between 1 and 10000.")]
+    public int MaxConnectionsPerUser { get; set; } = 25;
+
+    /// <summary>
+    /// Accounts one connection may hold. A provider answer that would take a connection past it is
+    /// refused whole (409 <c>ACCOUNT_LIMIT_EXCEEDED</c>, a failed run), never stored in part.
+    /// </summary>
+    [Range(1, 100_000, ErrorMessage = "Connections:MaxAccountsPerConnection must be between 1 and 100000.")]
+    public int MaxAccountsPerConnection { get; set; } = 1_000;
+
+    /// <summary>
+    /// Forced syncs (<c>{force: true}</c>) of one connection in any 24 hours that may skip
+    /// <see cref="MinSyncInterval"/>; past it, 429 <c>FORCED_SYNC_LIMIT_REACHED</c>. 0: force never skips it.
+    /// </summary>
+    [Range(0, 1_000, ErrorMessage = "Connections:MaxForcedSyncsPerDay must be between 0 and 1000.")]
+    public int MaxForcedSyncsPerDay { get; set; } = 10;
+
     /// <summary>Per provider slug: <c>Connections:Providers:simplefin:DailyQuota</c>, <c>:SchedulePeriod</c>.</summary>
     public Dictionary<string, ProviderPolicyOptions> Providers { get; set; } = new(StringComparer.Ordinal);
 

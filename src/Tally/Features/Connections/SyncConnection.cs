@@ -30,19 +30,31 @@ public static class SyncFailureReasons
     public const string NotOwnedByUser = "not_owned_by_user";
     public const string ConnectionNotActive = "connection_not_active";
     public const string RecentlySynced = "recently_synced";
+    public const string ForcedSyncLimit = "forced_sync_limit";
     public const string QuotaExhausted = "quota_exhausted";
     public const string SyncInProgress = "sync_in_progress";
     public const string CredentialsInvalid = "credentials_invalid";
     public const string CredentialsDecryptionFailed = "credentials_decryption_failed";
     public const string ProviderNotSupported = "provider_not_supported";
+    public const string TooManyAccounts = "too_many_accounts";
 }
 
-/// <summary>The checks before any provider call, as a pure decision.</summary>
+/// <summary>The bounds one sync is checked against (<see cref="ConnectionsOptions"/> and the provider's policy).</summary>
+public sealed record SyncLimits(TimeSpan MinInterval, ProviderPolicy Policy, int MaxForcedPerDay)
+{
+    public static SyncLimits Of(ConnectionsOptions options, string providerSlug) =>
+        new(options.MinSyncInterval, options.PolicyFor(providerSlug), options.MaxForcedSyncsPerDay);
+}
+
+/// <summary>One call a connection made to its provider: when, and whether it was forced.</summary>
+public sealed record ProviderCall(DateTime StartedAt, bool Forced);
+
+/// <summary>The checks of a sync, as pure decisions.</summary>
 public static class SyncRules
 {
     /// <summary>The first reason not to call the provider at all, in the seed's order; null when the sync may go ahead.</summary>
-    /// <param name="recentCalls">When this connection called its provider in the last 24 hours, oldest first.</param>
-    public static SyncFailure? Refusal(ProviderConnection? connection, SyncCommand command, DateTime now, TimeSpan minInterval, ProviderPolicy policy, IReadOnlyList<DateTime> recentCalls)
+    /// <param name="recentCalls">This connection's provider calls in the last 24 hours, oldest first.</param>
+    public static SyncFailure? Refusal(ProviderConnection? connection, SyncCommand command, DateTime now, SyncLimits limits, IReadOnlyList<ProviderCall> recentCalls)
     {
         if (connection is null)
         {
@@ -62,18 +74,28 @@ public static class SyncRules
         {
             return new(SyncFailureReasons.ConnectionNotActive, "The consent given to the provider expired: give new credentials with PUT /api/connections/{id}/credentials.");
         }
-        if (!command.Force && connection.LastSyncAt is { } last && now - last < minInterval)
+        if (connection.LastSyncAt is { } last && now - last < limits.MinInterval)
         {
-            return new(SyncFailureReasons.RecentlySynced, $"Synced less than {minInterval.TotalMinutes:0.#} minutes ago; try later or force the sync.", last + minInterval - now);
+            var intervalEnds = last + limits.MinInterval;
+            if (!command.Force)
+            {
+                return new(SyncFailureReasons.RecentlySynced, $"Synced less than {limits.MinInterval.TotalMinutes:0.#} minutes ago; try later or force the sync.", intervalEnds - now);
+            }
+            if (ForcedWindowEnds(recentCalls, limits.MaxForcedPerDay) is { } windowEnds)
+            {
+                // Whichever comes first: an ordinary sync after the interval, or a forced one once the oldest leaves the 24 hours.
+                var wait = (windowEnds < intervalEnds ? windowEnds : intervalEnds) - now;
+                return new(SyncFailureReasons.ForcedSyncLimit, $"This connection was forced {limits.MaxForcedPerDay} times in 24 hours, the most allowed; sync without force after the minimum interval.", wait);
+            }
         }
         // The provider's own limits hold even for a forced sync.
         if (connection.RetryNotBefore is { } notBefore && notBefore > now)
         {
             return new(ProviderFailureReasons.RateLimited, "The provider asked Tally to wait before calling it again.", notBefore - now);
         }
-        if (recentCalls.Count >= policy.DailyQuota)
+        if (recentCalls.Count >= limits.Policy.DailyQuota)
         {
-            return new(SyncFailureReasons.QuotaExhausted, $"This connection used its provider's quota of {policy.DailyQuota} requests a day.", recentCalls[0].AddDays(1) - now);
+            return new(SyncFailureReasons.QuotaExhausted, $"This connection used its provider's quota of {limits.Policy.DailyQuota} requests a day.", recentCalls[0].StartedAt.AddDays(1) - now);
         }
         if (string.IsNullOrEmpty(connection.CredentialsEncrypted))
         {
@@ -81,6 +103,29 @@ public static class SyncRules
         }
         return null;
     }
+
+    /// <summary>When the forced calls of the last 24 hours drop below <paramref name="max"/> again; null when they are below it now.</summary>
+    public static DateTime? ForcedWindowEnds(IReadOnlyList<ProviderCall> recentCalls, int max)
+    {
+        var forced = recentCalls.Where(c => c.Forced).Select(c => c.StartedAt).ToList();
+        if (forced.Count < max)
+        {
+            return null;
+        }
+        // With max = 0 no forced call ever fits: the window never ends.
+        return max == 0 ? DateTime.MaxValue : forced[forced.Count - max].AddDays(1);
+    }
+
+    /// <summary>
+    /// Refuses a provider answer that would leave a connection holding more than
+    /// <paramref name="max"/> accounts (<c>Connections:MaxAccountsPerConnection</c>): accounts are kept after the provider stops
+    /// reporting them, so the bound is on what would be stored, not on the answer alone.
+    /// </summary>
+    public static SyncFailure? AccountLimit(int existing, int created, int max) =>
+        existing + created <= max
+            ? null
+            : new(SyncFailureReasons.TooManyAccounts,
+                $"The provider reported accounts that would give this connection {existing + created}; a connection holds at most {max}, so nothing was stored.");
 }
 
 /// <summary>
@@ -133,24 +178,16 @@ public sealed partial class SyncConnection(
 
     public async Task<SyncOutcome> HandleAsync(SyncCommand command, CancellationToken ct)
     {
-        var settings = options.Value;
         var now = clock.GetUtcNow().UtcDateTime;
         ProviderConnection? connection;
-        List<DateTime> recentCalls = [];
+        List<ProviderCall> recentCalls;
         await using (var db = await dbs.CreateDbContextAsync(ct))
         {
-            connection = await db.ProviderConnections.AsNoTracking()
-                .FirstOrDefaultAsync(c => c.Id == command.ConnectionId && c.DeletedAt == null, ct);
-            if (connection is not null && connection.UserId == command.UserId)
-            {
-                recentCalls = await db.ConnectionSyncRuns.AsNoTracking()
-                    .Where(r => r.ConnectionId == connection.Id).ProviderCallsSince(now.AddDays(-1))
-                    .OrderBy(r => r.StartedAt).Select(r => r.StartedAt).ToListAsync(ct);
-            }
+            (connection, recentCalls) = await ReadAsync(db, command, now, ct);
         }
         var attempt = new Attempt(command, connection, now);
-        var policy = settings.PolicyFor(connection?.ProviderSlug ?? "");
-        if (SyncRules.Refusal(connection, command, now, settings.MinSyncInterval, policy, recentCalls) is { } refusal)
+        // A first look without the write lock: most refusals (recently synced) end here.
+        if (SyncRules.Refusal(connection, command, now, Limits(connection), recentCalls) is { } refusal)
         {
             return await FailAsync(attempt, refusal, ct);
         }
@@ -163,9 +200,9 @@ public sealed partial class SyncConnection(
         {
             return await FailAsync(attempt, new(SyncFailureReasons.ProviderNotSupported, $"Provider '{connection.ProviderSlug}' is not available on this server."), ct);
         }
-        if (!await ClaimAsync(attempt, ct))
+        if (await ClaimAsync(attempt, ct) is { } unclaimed)
         {
-            return await FailAsync(attempt, new(SyncFailureReasons.SyncInProgress, "Another sync of this connection is running."), ct);
+            return await FailAsync(attempt, unclaimed, ct);
         }
 
         FetchResult fetched;
@@ -188,8 +225,30 @@ public sealed partial class SyncConnection(
         return await ApplyAsync(attempt, (FetchResult.Fetched)fetched, restored, ct);
     }
 
-    /// <summary>Transaction 1: take the connection (or learn another sync has it), open the run, say we are trying.</summary>
-    private async Task<bool> ClaimAsync(Attempt attempt, CancellationToken ct)
+    private SyncLimits Limits(ProviderConnection? connection) => SyncLimits.Of(options.Value, connection?.ProviderSlug ?? "");
+
+    /// <summary>The connection (if the caller's) and its provider calls of the last 24 hours, oldest first.</summary>
+    private static async Task<(ProviderConnection? Connection, List<ProviderCall> RecentCalls)> ReadAsync(TallyDb db, SyncCommand command, DateTime now, CancellationToken ct)
+    {
+        var connection = await db.ProviderConnections.AsNoTracking()
+            .FirstOrDefaultAsync(c => c.Id == command.ConnectionId && c.DeletedAt == null, ct);
+        if (connection is null || connection.UserId != command.UserId)
+        {
+            return (connection, []);
+        }
+        var calls = await db.ConnectionSyncRuns.AsNoTracking()
+            .Where(r => r.ConnectionId == connection.Id).ProviderCallsSince(now.AddDays(-1))
+            .OrderBy(r => r.StartedAt).Select(r => new ProviderCall(r.StartedAt, r.Forced)).ToListAsync(ct);
+        return (connection, calls);
+    }
+
+    /// <summary>
+    /// Transaction 1: take the connection (or learn another sync has it), open the run, say we are
+    /// trying. Holding the claim, the checks are made again on what is committed now: the first look
+    /// may be stale (a sync finished, a forced one was counted), and the limits are guarantees only
+    /// if checked where no other sync of the connection can slip in. Null when claimed.
+    /// </summary>
+    private async Task<SyncFailure?> ClaimAsync(Attempt attempt, CancellationToken ct)
     {
         var now = attempt.StartedAt;
         var id = attempt.Command.ConnectionId;
@@ -206,7 +265,12 @@ public sealed partial class SyncConnection(
                 .SetProperty(c => c.UpdatedAt, now), ct);
         if (claimed == 0)
         {
-            return false;
+            return new(SyncFailureReasons.SyncInProgress, "Another sync of this connection is running.");
+        }
+        var (connection, recentCalls) = await ReadAsync(db, attempt.Command, now, ct);
+        if (SyncRules.Refusal(connection, attempt.Command, now, Limits(connection), recentCalls) is { } refusal)
+        {
+            return refusal; // rolled back: the claim is not taken
         }
         // Holding the claim, any run still RUNNING belongs to a sync that died.
         await db.ConnectionSyncRuns.Where(r => r.ConnectionId == id && r.Status == SyncRunStatus.Running)
@@ -229,7 +293,7 @@ public sealed partial class SyncConnection(
         await db.SaveChangesAsync(ct);
         await tx.CommitAsync(ct);
         attempt.RunId = runId;
-        return true;
+        return null;
     }
 
     /// <summary>Transaction 2a: the accounts, the connection's sync time, the run and the events commit together or not at all.</summary>
@@ -244,6 +308,11 @@ public sealed partial class SyncConnection(
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         var existing = await db.ProviderAccounts.AsNoTracking().Where(a => a.ConnectionId == connection.Id).ToListAsync(ct);
         var plan = AccountUpsert.Plan(connection.Id, existing, fetched.Accounts, fetched.Errors, now);
+        if (SyncRules.AccountLimit(existing.Count, plan.Created.Count, options.Value.MaxAccountsPerConnection) is { } tooMany)
+        {
+            await tx.RollbackAsync(ct);
+            return await FailAsync(attempt, tooMany, ct);
+        }
         await AccountUpsert.WriteAsync(db, plan, now, ct);
         await db.ProviderConnections.Where(c => c.Id == connection.Id)
             .ExecuteUpdateAsync(s => s

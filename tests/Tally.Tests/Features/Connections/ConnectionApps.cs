@@ -3,14 +3,22 @@ using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.Connections;
 
-/// <summary>An app for connection tests: API role only (no background work), the sandbox provider, a clock the test moves.</summary>
-internal sealed record ConnectionApp(TallyApp App, ManualClock Clock, Guid UserId, HttpClient User, HttpClient Admin) : IAsyncDisposable
+/// <summary>
+/// An app for connection tests: API role only (no background work), the sandbox provider, a clock the
+/// test moves, and on request a SimpleFIN sandbox bank on a real socket that the app may call.
+/// </summary>
+internal sealed record ConnectionApp(TallyApp App, ManualClock Clock, Guid UserId, HttpClient User, HttpClient Admin, SimpleFinSandboxHost? BankOrNull)
+    : IAsyncDisposable
 {
-    public static async Task<ConnectionApp> CreateAsync(string storage, IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
+    public SimpleFinSandboxHost Bank => BankOrNull ?? throw new InvalidOperationException("Create the app with bank: true.");
+
+    public static async Task<ConnectionApp> CreateAsync(
+        string storage, IDictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null, bool bank = false)
     {
         // Balances drift once per 10 minutes, and the clock starts just after a drift: a test that
         // moves it less than 10 minutes sees the same balances, one that moves it more sees new ones.
         var clock = new ManualClock(alignTo: TimeSpan.FromMinutes(10));
+        var sandbox = bank ? await SimpleFinSandboxHost.StartAsync(clock) : null;
         var all = new Dictionary<string, string?>
         {
             ["Tally:Roles:0"] = "api",
@@ -31,8 +39,15 @@ internal sealed record ConnectionApp(TallyApp App, ManualClock Clock, Guid UserI
         });
         var admin = app.Admin();
         var user = await admin.CreateUserAsync();
-        return new ConnectionApp(app, clock, user, app.AsUser(user), admin);
+        return new ConnectionApp(app, clock, user, app.AsUser(user), admin, sandbox);
     }
 
-    public async ValueTask DisposeAsync() => await App.DisposeAsync();
+    public async ValueTask DisposeAsync()
+    {
+        await App.DisposeAsync();
+        if (BankOrNull is { } bank)
+        {
+            await bank.DisposeAsync();
+        }
+    }
 }

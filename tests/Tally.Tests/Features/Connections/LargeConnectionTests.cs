@@ -17,7 +17,7 @@ public class LargeConnectionTests
     public async Task Sync_TenThousandAccounts_TakesABoundedNumberOfRoundTrips(string storage)
     {
         var commands = new CommandCounter();
-        await using var t = await ConnectionApp.CreateAsync(storage,
+        await using var t = await ConnectionApp.CreateAsync(storage, new Dictionary<string, string?> { ["Connections:MaxAccountsPerConnection"] = "10000" },
             services: s => s.ConfigureDbContext<TallyDb>(o => o.AddInterceptors(commands), ServiceLifetime.Singleton));
         var id = await t.User.CreateSandboxConnectionAsync(new { login = "whale", accounts = 10_000 });
 

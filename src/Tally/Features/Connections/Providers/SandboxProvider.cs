@@ -15,6 +15,8 @@ public sealed class SandboxProvider(TimeProvider clock, IConfiguration configura
     public const string ProviderSlug = "sandbox";
     public const int MaxAccounts = 20_000;
     private const int MaxCredentialsLength = 4_096;
+    private const int MaxConsentDays = 3_650;
+    private const int MaxRetryAfterSeconds = 86_400;
 
     public string Slug => ProviderSlug;
 
@@ -35,7 +37,10 @@ public sealed class SandboxProvider(TimeProvider clock, IConfiguration configura
         {
             return Task.FromResult<ConnectResult>(new ConnectResult.Rejected("credentials", error));
         }
-        var consentDays = credentials.TryGetProperty("consentDays", out var d) && d.TryGetInt32(out var days) ? days : 90;
+        if (WholeNumber(credentials, "consentDays", 90, 1, MaxConsentDays) is not { } consentDays)
+        {
+            return Task.FromResult<ConnectResult>(new ConnectResult.Rejected("credentials", $"consentDays must be a whole number between 1 and {MaxConsentDays}"));
+        }
         var consent = clock.GetUtcNow().UtcDateTime.AddDays(consentDays);
         return Task.FromResult<ConnectResult>(new ConnectResult.Connected(new ProviderSecret(json), consent));
     }
@@ -59,8 +64,7 @@ public sealed class SandboxProvider(TimeProvider clock, IConfiguration configura
 
     private static Settings Read(JsonElement credentials)
     {
-        var accounts = 3;
-        if (credentials.TryGetProperty("accounts", out var a) && (!a.TryGetInt32(out accounts) || accounts is < 0 or > MaxAccounts))
+        if (WholeNumber(credentials, "accounts", 3, 0, MaxAccounts) is not { } accounts)
         {
             return new Settings(0, null, $"accounts must be a whole number between 0 and {MaxAccounts}");
         }
@@ -68,7 +72,10 @@ public sealed class SandboxProvider(TimeProvider clock, IConfiguration configura
         {
             return new Settings(accounts, null, null);
         }
-        var retryAfter = credentials.TryGetProperty("retryAfterSeconds", out var r) && r.TryGetInt32(out var seconds) ? seconds : 60;
+        if (WholeNumber(credentials, "retryAfterSeconds", 60, 1, MaxRetryAfterSeconds) is not { } retryAfter)
+        {
+            return new Settings(0, null, $"retryAfterSeconds must be a whole number between 1 and {MaxRetryAfterSeconds}");
+        }
         ProviderFailure? failure = f.ValueKind == JsonValueKind.String ? f.GetString() switch
         {
             ProviderFailureReasons.AuthRequired => ProviderFailure.AuthRequired("The sandbox bank refused the credentials.", credentialsRejected: true),
@@ -83,4 +90,10 @@ public sealed class SandboxProvider(TimeProvider clock, IConfiguration configura
             ? new Settings(0, null, $"fail must be one of {string.Join(", ", ProviderFailureReasons.All)}")
             : new Settings(accounts, failure, null);
     }
+
+    /// <summary>The property as a whole number within bounds, the fallback when absent, null when it is anything else.</summary>
+    private static int? WholeNumber(JsonElement credentials, string name, int fallback, int min, int max) =>
+        !credentials.TryGetProperty(name, out var value) ? fallback
+        : value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var n) && n >= min && n <= max ? n
+        : null;
 }

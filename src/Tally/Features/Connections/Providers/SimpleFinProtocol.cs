@@ -16,6 +16,8 @@ public static partial class SimpleFinProtocol
     private const int MaxMessageLength = 200;
     private const int MaxMetadataLength = 4_000;
 
+    private static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
     /// <summary>A setup token is the base64 of a claim URL.</summary>
     public static Uri? DecodeSetupToken(string? token)
     {
@@ -27,8 +29,16 @@ public static partial class SimpleFinProtocol
         text = text.PadRight(text.Length + ((4 - (text.Length % 4)) % 4), '=');
         try
         {
-            var decoded = Encoding.UTF8.GetString(Convert.FromBase64String(text)).Trim();
-            return Uri.TryCreate(decoded, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" ? uri : null;
+            var decoded = Strict.GetString(Convert.FromBase64String(text)).Trim();
+            // A claim URL is printable ASCII; anything else (spaces, control characters) is not one.
+            return decoded.All(c => c is > ' ' and < (char)127)
+                && Uri.TryCreate(decoded, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.Host.Length > 0
+                ? uri
+                : null;
+        }
+        catch (DecoderFallbackException)
+        {
+            return null;
         }
         catch (FormatException)
         {

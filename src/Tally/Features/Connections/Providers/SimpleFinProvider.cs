@@ -24,9 +24,13 @@ public sealed partial class SimpleFinProvider(
     public async Task<ConnectResult> ConnectAsync(ConnectInput input, CancellationToken ct)
     {
         var token = input.SetupToken ?? ReadSetupToken(input.Credentials);
-        if (SimpleFinProtocol.DecodeSetupToken(token) is not { } claimUrl)
+        if (string.IsNullOrWhiteSpace(token))
         {
             return new ConnectResult.Rejected("setupToken", "is required: the SimpleFIN setup token (base64 of a claim URL)");
+        }
+        if (SimpleFinProtocol.DecodeSetupToken(token) is not { } claimUrl)
+        {
+            return new ConnectResult.Rejected("setupToken", "is not a SimpleFIN setup token (base64 of a claim URL)");
         }
         if (!options.Value.Allows(claimUrl))
         {
