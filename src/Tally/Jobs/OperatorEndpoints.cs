@@ -16,9 +16,17 @@ public sealed record QueueView(string Queue, string Transport, long Ready, long 
 
 public sealed record EventView(long Sequence, Guid EventId, string EventType, string? SubjectId, System.Text.Json.JsonElement Payload, DateTime OccurredAt, DateTime? PublishedAt);
 
-/// <summary>The operator API: jobs, runs, queues, dead letters and events.</summary>
+/// <summary>
+/// The operator API: jobs, runs, queues, dead letters and events. Names and filters from the client are
+/// checked like any text (at most <see cref="MaxNameLength"/> characters, no control characters) before
+/// they reach a query: PostgreSQL refuses a NUL in a parameter with an error, not with no rows.
+/// </summary>
 public static class OperatorEndpoints
 {
+    public const int MaxNameLength = 200;
+    private const int MaxLimit = 1000;
+    private static readonly string[] RunStatuses = [CronRunStatus.Running, CronRunStatus.Success, CronRunStatus.Failed, CronRunStatus.SkippedLocked];
+
     public static WebApplication MapOperator(this WebApplication app)
     {
         var admin = app.MapGroup("/api/admin").WithTags("Admin: operations").RequireAuthorization(Roles.Admin);
@@ -50,9 +58,13 @@ public static class OperatorEndpoints
             j.Enabled ? j.NextAfter(now) : null, lastRuns.Find(r => r.JobName == j.Name))).ToList());
     }
 
-    internal static async Task<Results<Ok<JobRunView>, ProblemHttpResult>> RunJobAsync(
+    internal static async Task<Results<Ok<JobRunView>, ValidationProblem, ProblemHttpResult>> RunJobAsync(
         string name, JobRegistry jobs, JobRunner runner, IHostApplicationLifetime lifetime)
     {
+        if (new FieldErrors().CheckText(name, "name", MaxNameLength) is { Any: true } errors)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
         if (jobs.Find(name) is not { } job)
         {
             return Problems.NotFound("JOB.NOT_FOUND", $"No job named '{name}'.");
@@ -62,8 +74,12 @@ public static class OperatorEndpoints
         return TypedResults.Ok(new JobRunView(outcome.Run, outcome.Detail));
     }
 
-    private static async Task<Results<NoContent, ProblemHttpResult>> SetPausedAsync(string name, bool paused, JobRegistry jobs, JobRunner runner, CancellationToken ct)
+    private static async Task<Results<NoContent, ValidationProblem, ProblemHttpResult>> SetPausedAsync(string name, bool paused, JobRegistry jobs, JobRunner runner, CancellationToken ct)
     {
+        if (new FieldErrors().CheckText(name, "name", MaxNameLength) is { Any: true } errors)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
         if (jobs.Find(name) is null)
         {
             return Problems.NotFound("JOB.NOT_FOUND", $"No job named '{name}'.");
@@ -75,10 +91,12 @@ public static class OperatorEndpoints
     internal static async Task<Results<Ok<List<CronRun>>, ValidationProblem>> ListRunsAsync(
         TallyDb db, CancellationToken ct, string? job = null, string? status = null, int? limit = null)
     {
-        var take = limit ?? 100;
-        if (take is < 1 or > 1000)
+        var errors = Limit(limit, out var take)
+            .CheckText(job, "job", MaxNameLength, required: false)
+            .Check(status is null || RunStatuses.Contains(status), "status", $"must be one of {string.Join(", ", RunStatuses)}");
+        if (errors.Any)
         {
-            return Problems.Invalid("limit", "must be between 1 and 1000");
+            return Problems.Invalid(errors.ToDictionary());
         }
         var query = db.CronRuns.AsNoTracking();
         if (job is not null)
@@ -108,10 +126,10 @@ public static class OperatorEndpoints
     internal static async Task<Results<Ok<List<DeadLetter>>, ValidationProblem>> ListDeadLettersAsync(
         TallyDb db, CancellationToken ct, string? queue = null, int? limit = null)
     {
-        var take = limit ?? 100;
-        if (take is < 1 or > 1000)
+        var errors = Limit(limit, out var take).CheckText(queue, "queue", MaxNameLength, required: false);
+        if (errors.Any)
         {
-            return Problems.Invalid("limit", "must be between 1 and 1000");
+            return Problems.Invalid(errors.ToDictionary());
         }
         var query = db.DeadLetters.AsNoTracking();
         if (queue is not null)
@@ -134,10 +152,13 @@ public static class OperatorEndpoints
     internal static async Task<Results<Ok<List<EventView>>, ValidationProblem>> ListEventsAsync(
         TallyDb db, CancellationToken ct, string? type = null, string? subject = null, long? after = null, int? limit = null)
     {
-        var take = limit ?? 100;
-        if (take is < 1 or > 1000)
+        var errors = Limit(limit, out var take)
+            .CheckText(type, "type", MaxNameLength, required: false)
+            .CheckText(subject, "subject", MaxNameLength, required: false)
+            .Check(after is null or >= 0, "after", "must not be negative");
+        if (errors.Any)
         {
-            return Problems.Invalid("limit", "must be between 1 and 1000");
+            return Problems.Invalid(errors.ToDictionary());
         }
         var query = db.OutboxEvents.AsNoTracking();
         if (type is not null)
@@ -155,5 +176,12 @@ public static class OperatorEndpoints
         var rows = await query.OrderBy(e => e.Sequence).Take(take).ToListAsync(ct);
         return TypedResults.Ok(rows.Select(e => new EventView(e.Sequence, e.EventId, e.EventType, e.SubjectId,
             System.Text.Json.JsonDocument.Parse(e.Payload).RootElement.Clone(), e.OccurredAt, e.PublishedAt)).ToList());
+    }
+
+    /// <summary>A page size: 100 when not given, else between 1 and <see cref="MaxLimit"/>.</summary>
+    private static FieldErrors Limit(int? limit, out int take)
+    {
+        take = limit ?? 100;
+        return new FieldErrors().Check(take is >= 1 and <= MaxLimit, "limit", $"must be between 1 and {MaxLimit}");
     }
 }

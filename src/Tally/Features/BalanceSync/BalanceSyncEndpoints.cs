@@ -75,7 +75,7 @@ public static class BalanceSyncEndpoints
         var errors = new FieldErrors()
             .Check(body.UserId is not null && body.UserId != Guid.Empty, "userId", "is required")
             .Check(IsAccountNumber(body.AccountNumber), "accountNumber", "is required: 1 to 34 letters, digits, '-', '_' or '.'")
-            .Check(!string.IsNullOrWhiteSpace(body.AccountType) && body.AccountType.Length <= 40, "accountType", "is required, at most 40 characters (SAVINGS, CURRENT, ...)")
+            .CheckText(body.AccountType, "accountType", 40)
             .Check(Currencies.IsKnown(body.Currency), "currency", "must be a supported ISO 4217 code such as USD")
             .Check(body.Id != Guid.Empty, "id", "must not be the empty uuid");
         if (errors.Any)

@@ -80,10 +80,11 @@ public static class StoreEndpoints
         [
             (o.SellerAccount is not null && o.SellerAccount != Guid.Empty, $"{at}.sellerAccount", "is required (a store account id)"),
             (o.BuyerAccount is not null && o.BuyerAccount != Guid.Empty, $"{at}.buyerAccount", "is required (a store account id)"),
-            (IsText(o.Status, MaxStatusLength), $"{at}.status", $"is required, at most {MaxStatusLength} characters"),
-            (IsText(o.ProductType, MaxProductTypeLength), $"{at}.productType", $"is required, at most {MaxProductTypeLength} characters"),
+            .. Text(o.Status, $"{at}.status", MaxStatusLength),
+            .. Text(o.ProductType, $"{at}.productType", MaxProductTypeLength),
             (o.Metadata is null || o.Metadata.Value.ValueKind is JsonValueKind.Object or JsonValueKind.Null, $"{at}.metadata", "must be a JSON object"),
             (o.Metadata is null || o.Metadata.Value.GetRawText().Length <= MaxMetadataLength, $"{at}.metadata", $"is at most {MaxMetadataLength} characters of JSON"),
+            (o.Metadata is null || CanBeWrittenBack(o.Metadata.Value), $"{at}.metadata", "must hold valid Unicode text (no lone surrogate such as \\ud800)"),
         ], out var ids);
         if (errors.Any)
         {
@@ -260,7 +261,28 @@ public static class StoreEndpoints
             _ => false,
         };
 
-    private static bool IsText(string? value, int maxLength) => !string.IsNullOrWhiteSpace(value) && value.Trim().Length <= maxLength;
+    /// <summary>A required text rule as FieldErrors.CheckText states it (length, no control characters), as the item rules' tuples.</summary>
+    private static IEnumerable<(bool Ok, string Field, string Message)> Text(string? value, string field, int maxLength) =>
+        new FieldErrors().CheckText(value?.Trim(), field, maxLength).ToDictionary()
+            .SelectMany(e => e.Value.Select(message => (false, e.Key, message)));
+
+    /// <summary>
+    /// JSON may escape a lone surrogate (<c>"\ud800"</c>), which no UTF-8 writer can write back: stored, the
+    /// order could never be read or compared again. The writer is the only judge of that, hence the catch.
+    /// </summary>
+    private static bool CanBeWrittenBack(JsonElement metadata)
+    {
+        using var writer = new Utf8JsonWriter(Stream.Null);
+        try
+        {
+            metadata.WriteTo(writer);
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
 
     private static string Describe(IReadOnlyCollection<Guid> ids) =>
         string.Join(", ", ids.Take(5)) + (ids.Count > 5 ? $" and {ids.Count - 5} more" : "");

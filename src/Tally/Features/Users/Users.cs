@@ -70,6 +70,9 @@ namespace Tally.Features.Users
     /// <summary>Users and guardian-junior links, loaded by the host platform through the admin API.</summary>
     public static class UsersEndpoints
     {
+        public const int MaxUsernameLength = 200;
+        public const int MaxCustomerNumberLength = 64;
+
         public static WebApplication MapUsers(this WebApplication app)
         {
             var admin = app.MapGroup("/api/admin").WithTags("Admin: users").RequireAuthorization(Roles.Admin);
@@ -84,9 +87,9 @@ namespace Tally.Features.Users
         {
             var context = body.Context ?? UserContexts.MobileBanking;
             var errors = new FieldErrors()
-                .Check(!string.IsNullOrWhiteSpace(body.Username) && body.Username.Length <= 200, "username", "is required, at most 200 characters")
+                .CheckText(body.Username, "username", MaxUsernameLength)
                 .Check(context is UserContexts.MobileBanking or UserContexts.Wallet, "context", "must be MOBILE_BANKING or WALLET")
-                .Check(body.CustomerNumber is null || body.CustomerNumber.Length <= 64, "customerNumber", "is at most 64 characters")
+                .CheckText(body.CustomerNumber, "customerNumber", MaxCustomerNumberLength, required: false)
                 .Check(body.Id != Guid.Empty, "id", "must not be the empty uuid");
             if (errors.Any)
             {
