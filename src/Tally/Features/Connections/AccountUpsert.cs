@@ -20,12 +20,58 @@ public sealed record UpsertPlan(
 
     public string Message => $"Synced {Total} accounts: {Created.Count} created, {Updated.Count} updated, {Unchanged.Count} unchanged"
         + (Errors > 0 ? $", {Errors} errors" : "");
+
+    /// <summary>
+    /// The plan cut into consecutive parts of at most <paramref name="size"/> accounts, to commit one
+    /// per transaction: every account in exactly one part, each balance change in the part of its
+    /// account (so a part's events commit with its rows). Errors belong to the whole, not to a part.
+    /// </summary>
+    public IReadOnlyList<UpsertPlan> Chunks(int size)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(size, 1);
+        var changes = BalanceChanges.ToDictionary(c => c.AccountId);
+        var chunks = new List<UpsertPlan>();
+        List<ProviderAccount> created = [], updated = [];
+        List<Guid> unchanged = [];
+        List<BalanceChange> moved = [];
+        void Cut(bool last)
+        {
+            var count = created.Count + updated.Count + unchanged.Count;
+            if (count == size || (last && count > 0))
+            {
+                chunks.Add(new UpsertPlan(created, updated, unchanged, 0, moved));
+                (created, updated, unchanged, moved) = ([], [], [], []);
+            }
+        }
+        foreach (var account in Created)
+        {
+            created.Add(account);
+            Cut(last: false);
+        }
+        foreach (var account in Updated)
+        {
+            updated.Add(account);
+            if (changes.TryGetValue(account.Id, out var change))
+            {
+                moved.Add(change);
+            }
+            Cut(last: false);
+        }
+        foreach (var id in Unchanged)
+        {
+            unchanged.Add(id);
+            Cut(last: false);
+        }
+        Cut(last: true);
+        return chunks;
+    }
 }
 
 /// <summary>
 /// The account upsert: <see cref="Plan"/> is the pure decision (created / updated / unchanged /
-/// errors, and which balances changed); <see cref="WriteAsync"/> applies it with multi-row
-/// statements, a fixed number of rows per round trip, whatever the number of accounts.
+/// errors, and which balances changed); <see cref="WriteAsync"/> applies it (or one of its
+/// <see cref="UpsertPlan.Chunks"/>) with multi-row statements, a fixed number of rows per round
+/// trip, whatever the number of accounts.
 /// </summary>
 public static class AccountUpsert
 {

@@ -39,6 +39,13 @@ public sealed class ConnectionsOptions
     [Range(0, 1_000, ErrorMessage = "Connections:MaxForcedSyncsPerDay must be between 0 and 1000.")]
     public int MaxForcedSyncsPerDay { get; set; } = 10;
 
+    /// <summary>
+    /// Accounts a sync writes per transaction. A large sync commits in chunks of this many (each with
+    /// its events), so another writer waits for one chunk at most, never for the whole sync.
+    /// </summary>
+    [Range(1, 5_000, ErrorMessage = "Connections:AccountsPerTransaction must be between 1 and 5000.")]
+    public int AccountsPerTransaction { get; set; } = 250;
+
     /// <summary>Per provider slug: <c>Connections:Providers:simplefin:DailyQuota</c>, <c>:SchedulePeriod</c>.</summary>
     public Dictionary<string, ProviderPolicyOptions> Providers { get; set; } = new(StringComparer.Ordinal);
 

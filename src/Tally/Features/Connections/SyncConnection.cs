@@ -132,13 +132,23 @@ public static class SyncRules
 /// Syncs one connection (the seed's SyncAccounts): checks, decrypted credentials, the provider by
 /// slug, the accounts upserted, and the events, as a plain handler whose outcome is a value.
 /// <para>
-/// Three short transactions, so nothing is held open across the provider call: (1) the claim of
-/// the connection with its RUNNING run and <c>AccountSyncAttempted</c>; (2a) on success, the
-/// accounts, <c>last_sync_at</c>, the run's counts, <c>AccountSyncSucceeded</c> and every
-/// <c>AccountBalanceUpdated</c>, all committed together; (2b) on any failure, <see cref="FailAsync"/>:
-/// the one place that records a failure and emits <c>AccountSyncFailed(reason)</c>, committed even
-/// though the sync did not happen. The claim (<c>sync_claimed_until</c>, a conditional UPDATE) makes
-/// one sync per connection at a time a database fact, across instances.
+/// Short transactions, so nothing is held open across the provider call and no writer waits for a
+/// whole large sync: (1) the claim of the connection with its RUNNING run and
+/// <c>AccountSyncAttempted</c>; (2a) on success, the accounts in chunks of
+/// <c>Connections:AccountsPerTransaction</c>, each chunk committed with its
+/// <c>AccountBalanceUpdated</c> events and its counts on the run, then <c>last_sync_at</c>, the run's
+/// end and <c>AccountSyncSucceeded</c>; (2b) on any failure, <see cref="FailAsync"/>: the one place
+/// that records a failure and emits <c>AccountSyncFailed(reason)</c>, committed even though the sync
+/// did not happen. The claim (<c>sync_claimed_until</c>, a conditional UPDATE) makes one sync per
+/// connection at a time a database fact, across instances; every later transaction of the sync
+/// first checks that its run is still RUNNING (a sync that took over after a lease ran out marks it
+/// abandoned), so two syncs never write the same connection.
+/// </para>
+/// <para>
+/// A crash between chunks leaves the chunks committed so far, each with its events, and the run
+/// RUNNING with the counts of those chunks; <c>last_sync_at</c> is not moved. Once the lease runs
+/// out, the next sync marks that run abandoned and applies the rest: what was committed is now
+/// unchanged (no event twice), what was not is created or updated with its events (none lost).
 /// </para>
 /// </summary>
 public sealed partial class SyncConnection(
@@ -155,6 +165,14 @@ public sealed partial class SyncConnection(
     public const string SucceededEvent = "AccountSyncSucceeded";
     public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
 
+    /// <summary>
+    /// SQLite has one write lock and no queue for it: a waiting writer polls, at most 100 ms apart
+    /// (SQLite's busy handler), and a sync that took the lock again at once after each chunk would
+    /// starve it. Leaving the lock free this long between chunks lets every waiting writer in.
+    /// PostgreSQL locks rows, so there the chunks follow each other at once.
+    /// </summary>
+    public static readonly TimeSpan SqliteWritersTurn = TimeSpan.FromMilliseconds(110);
+
     public sealed record AccountSyncAttempted(Guid ConnectionId, Guid UserId, string Trigger, bool Forced);
 
     public sealed record AccountSyncFailed(Guid ConnectionId, Guid UserId, string Reason, int? RetryAfterSeconds);
@@ -170,6 +188,9 @@ public sealed partial class SyncConnection(
         public ProviderConnection? Connection { get; } = connection;
         public DateTime StartedAt { get; } = startedAt;
         public Guid? RunId { get; set; }
+
+        /// <summary>Another sync took the connection over (this one outlived its lease): the run and the connection are its now.</summary>
+        public bool Superseded { get; set; }
 
         public bool Owned => Connection is not null && Connection.UserId == Command.UserId;
 
@@ -272,7 +293,7 @@ public sealed partial class SyncConnection(
         {
             return refusal; // rolled back: the claim is not taken
         }
-        // Holding the claim, any run still RUNNING belongs to a sync that died.
+        // Holding the claim, any run still RUNNING belongs to a sync that died (its partial counts stay).
         await db.ConnectionSyncRuns.Where(r => r.ConnectionId == id && r.Status == SyncRunStatus.Running)
             .ExecuteUpdateAsync(s => s
                 .SetProperty(r => r.Status, SyncRunStatus.Failed)
@@ -296,24 +317,97 @@ public sealed partial class SyncConnection(
         return null;
     }
 
-    /// <summary>Transaction 2a: the accounts, the connection's sync time, the run and the events commit together or not at all.</summary>
+    /// <summary>
+    /// Transactions 2a: the plan, decided from one read of the connection's accounts (no write lock:
+    /// the claim keeps other syncs out, and nothing else writes a connection's accounts), then
+    /// applied a chunk per transaction, then the sync's end.
+    /// </summary>
     private async Task<SyncOutcome> ApplyAsync(Attempt attempt, FetchResult.Fetched fetched, string? restoredCredentials, CancellationToken ct)
     {
+        var settings = options.Value;
         var now = clock.GetUtcNow().UtcDateTime;
+        var connection = attempt.Connection!;
+        List<ProviderAccount> existing;
+        bool sqlite;
+        await using (var db = await dbs.CreateDbContextAsync(ct))
+        {
+            existing = await db.ProviderAccounts.AsNoTracking().Where(a => a.ConnectionId == connection.Id).ToListAsync(ct);
+            sqlite = !db.Database.IsNpgsql();
+        }
+        var plan = AccountUpsert.Plan(connection.Id, existing, fetched.Accounts, fetched.Errors, now);
+        if (SyncRules.AccountLimit(existing.Count, plan.Created.Count, settings.MaxAccountsPerConnection) is { } tooMany)
+        {
+            return await FailAsync(attempt, tooMany, ct);
+        }
+        var chunks = plan.Chunks(settings.AccountsPerTransaction);
+        for (var i = 0; i < chunks.Count; i++)
+        {
+            if (i > 0 && sqlite)
+            {
+                // Real time, not the clock: it is SQLite's busy handler that must see the lock free.
+                await Task.Delay(SqliteWritersTurn, ct);
+            }
+            if (!await ApplyChunkAsync(attempt, chunks[i], now, ct))
+            {
+                return await SupersededAsync(attempt, ct);
+            }
+        }
+        if (!await FinishAsync(attempt, plan, restoredCredentials, now, ct))
+        {
+            return await SupersededAsync(attempt, ct);
+        }
+        LogSynced(logger, connection.Id, attempt.Command.Trigger, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors, plan.BalanceChanges.Count, chunks.Count);
+        return new SyncOutcome.Synced(attempt.RunId!.Value, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors, plan.Message);
+    }
+
+    /// <summary>One chunk: its accounts, its balance events and its counts on the run commit together. False when the run is no longer ours.</summary>
+    private async Task<bool> ApplyChunkAsync(Attempt attempt, UpsertPlan chunk, DateTime now, CancellationToken ct)
+    {
+        var runId = attempt.RunId!.Value;
+        var connection = attempt.Connection!;
+        await using var db = await dbs.CreateDbContextAsync(ct);
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        // First, so the run's row is held (PostgreSQL) while the chunk is written: a sync taking over waits for this chunk, then stops the next.
+        var ours = await db.ConnectionSyncRuns.Where(r => r.Id == runId && r.Status == SyncRunStatus.Running)
+            .ExecuteUpdateAsync(s => s
+                .SetProperty(r => r.CreatedCount, r => r.CreatedCount + chunk.Created.Count)
+                .SetProperty(r => r.UpdatedCount, r => r.UpdatedCount + chunk.Updated.Count)
+                .SetProperty(r => r.UnchangedCount, r => r.UnchangedCount + chunk.Unchanged.Count), ct);
+        if (ours == 0)
+        {
+            return false;
+        }
+        // Still working: the lease runs from now, so a long sync is not taken for a dead one.
+        await db.ProviderConnections.Where(c => c.Id == connection.Id)
+            .ExecuteUpdateAsync(s => s.SetProperty(c => c.SyncClaimedUntil, clock.GetUtcNow().UtcDateTime + options.Value.SyncLease), ct);
+        await AccountUpsert.WriteAsync(db, chunk, now, ct);
+        var subject = attempt.Subject;
+        var userId = attempt.Command.UserId;
+        await OutboxBatch.InsertAsync(db, chunk.BalanceChanges.Select(c => new OutboxBatch.Event(BalanceUpdatedEvent, subject,
+            new AccountBalanceUpdated(connection.Id, userId, c.AccountId, c.ProviderAccountId, c.Previous, c.Current, AccountUpsert.Normalize(c.Current - c.Previous), c.Currency))).ToList(), now, ct);
+        await tx.CommitAsync(ct);
+        return true;
+    }
+
+    /// <summary>The sync's end: the connection's sync time, the run's outcome and <c>AccountSyncSucceeded</c>. False when the run is no longer ours.</summary>
+    private async Task<bool> FinishAsync(Attempt attempt, UpsertPlan plan, string? restoredCredentials, DateTime now, CancellationToken ct)
+    {
         var connection = attempt.Connection!;
         var runId = attempt.RunId!.Value;
         var userId = attempt.Command.UserId;
         var previousCredentials = connection.CredentialsEncrypted;
         await using var db = await dbs.CreateDbContextAsync(ct);
         await using var tx = await db.Database.BeginTransactionAsync(ct);
-        var existing = await db.ProviderAccounts.AsNoTracking().Where(a => a.ConnectionId == connection.Id).ToListAsync(ct);
-        var plan = AccountUpsert.Plan(connection.Id, existing, fetched.Accounts, fetched.Errors, now);
-        if (SyncRules.AccountLimit(existing.Count, plan.Created.Count, options.Value.MaxAccountsPerConnection) is { } tooMany)
+        var ours = await db.ConnectionSyncRuns.Where(r => r.Id == runId && r.Status == SyncRunStatus.Running)
+            .ExecuteUpdateAsync(s => s
+                .SetProperty(r => r.Status, SyncRunStatus.Succeeded)
+                .SetProperty(r => r.ErrorCount, plan.Errors)
+                .SetProperty(r => r.Message, plan.Message)
+                .SetProperty(r => r.FinishedAt, now), ct);
+        if (ours == 0)
         {
-            await tx.RollbackAsync(ct);
-            return await FailAsync(attempt, tooMany, ct);
+            return false;
         }
-        await AccountUpsert.WriteAsync(db, plan, now, ct);
         await db.ProviderConnections.Where(c => c.Id == connection.Id)
             .ExecuteUpdateAsync(s => s
                 .SetProperty(c => c.LastSyncAt, now)
@@ -325,26 +419,17 @@ public sealed partial class SyncConnection(
                 .SetProperty(c => c.CredentialsEncrypted, c => restoredCredentials != null && c.CredentialsEncrypted == previousCredentials
                     ? restoredCredentials
                     : c.CredentialsEncrypted), ct);
-        await db.ConnectionSyncRuns.Where(r => r.Id == runId)
-            .ExecuteUpdateAsync(s => s
-                .SetProperty(r => r.Status, SyncRunStatus.Succeeded)
-                .SetProperty(r => r.CreatedCount, plan.Created.Count)
-                .SetProperty(r => r.UpdatedCount, plan.Updated.Count)
-                .SetProperty(r => r.UnchangedCount, plan.Unchanged.Count)
-                .SetProperty(r => r.ErrorCount, plan.Errors)
-                .SetProperty(r => r.Message, plan.Message)
-                .SetProperty(r => r.FinishedAt, now), ct);
-        var subject = attempt.Subject;
-        var events = new List<OutboxBatch.Event>(1 + plan.BalanceChanges.Count)
-        {
-            new(SucceededEvent, subject, new AccountSyncSucceeded(connection.Id, userId, plan.Total, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors)),
-        };
-        events.AddRange(plan.BalanceChanges.Select(c => new OutboxBatch.Event(BalanceUpdatedEvent, subject,
-            new AccountBalanceUpdated(connection.Id, userId, c.AccountId, c.ProviderAccountId, c.Previous, c.Current, AccountUpsert.Normalize(c.Current - c.Previous), c.Currency))));
-        await OutboxBatch.InsertAsync(db, events, now, ct);
+        Outbox.Add(db, SucceededEvent, attempt.Subject,
+            new AccountSyncSucceeded(connection.Id, userId, plan.Total, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors), now);
+        await db.SaveChangesAsync(ct);
         await tx.CommitAsync(ct);
-        LogSynced(logger, connection.Id, attempt.Command.Trigger, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors, plan.BalanceChanges.Count);
-        return new SyncOutcome.Synced(runId, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors, plan.Message);
+        return true;
+    }
+
+    private Task<SyncOutcome> SupersededAsync(Attempt attempt, CancellationToken ct)
+    {
+        attempt.Superseded = true;
+        return FailAsync(attempt, new(SyncFailureReasons.SyncInProgress, "Another sync took this connection over before this one finished."), ct);
     }
 
     /// <summary>
@@ -367,7 +452,8 @@ public sealed partial class SyncConnection(
         Outbox.Add(db, FailedEvent, attempt.Subject, new AccountSyncFailed(command.ConnectionId, command.UserId, failure.Reason, retryAfter), now);
 
         var runId = attempt.RunId;
-        if (attempt.Owned)
+        // A superseded sync only says it failed: its run was closed, and the connection is held, by the sync that took over.
+        if (attempt.Owned && !attempt.Superseded)
         {
             if (runId is { } claimed)
             {
@@ -425,8 +511,8 @@ public sealed partial class SyncConnection(
     private static bool IsAboutTheConnection(string reason) =>
         reason is SyncFailureReasons.CredentialsInvalid or SyncFailureReasons.CredentialsDecryptionFailed or SyncFailureReasons.ProviderNotSupported;
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} synced ({Trigger}): {Created} created, {Updated} updated, {Unchanged} unchanged, {Errors} errors, {BalanceChanges} balance changes")]
-    private static partial void LogSynced(ILogger logger, Guid connectionId, string trigger, int created, int updated, int unchanged, int errors, int balanceChanges);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} synced ({Trigger}): {Created} created, {Updated} updated, {Unchanged} unchanged, {Errors} errors, {BalanceChanges} balance changes, in {Chunks} transactions")]
+    private static partial void LogSynced(ILogger logger, Guid connectionId, string trigger, int created, int updated, int unchanged, int errors, int balanceChanges, int chunks);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Connection {ConnectionId} sync failed at the provider: {Reason}")]
     private static partial void LogProviderFailed(ILogger logger, Guid connectionId, string reason);

@@ -8,6 +8,8 @@ public class ConnectionSettingsTests
     [InlineData("Connections:MaxConnectionsPerUser", "0")]
     [InlineData("Connections:MaxAccountsPerConnection", "0")]
     [InlineData("Connections:MaxForcedSyncsPerDay", "-1")]
+    [InlineData("Connections:AccountsPerTransaction", "0")]
+    [InlineData("Connections:AccountsPerTransaction", "5001")]
     public async Task BadLimit_StopsStartUpNamingTheSetting(string key, string value)
     {
         var messages = "";

@@ -8,8 +8,14 @@ namespace Tally.Tests.Features.Connections;
 
 public class LargeConnectionTests
 {
-    /// <summary>Round trips of one sync, whatever the number of accounts: a few fixed ones plus one per 1,000 rows written.</summary>
-    private const int MaxRoundTrips = 40;
+    private const int Accounts = 10_000;
+    private const int AccountsPerTransaction = 1_000;
+
+    /// <summary>
+    /// Round trips of one sync, whatever the number of accounts: a few fixed ones plus at most five
+    /// per chunk (the run's counts, the lease, the upserted rows, the unchanged rows, the events).
+    /// </summary>
+    private const int MaxRoundTrips = 20 + (5 * Accounts / AccountsPerTransaction);
 
     [Theory]
     [InlineData("sqlite")]
@@ -17,7 +23,11 @@ public class LargeConnectionTests
     public async Task Sync_TenThousandAccounts_TakesABoundedNumberOfRoundTrips(string storage)
     {
         var commands = new CommandCounter();
-        await using var t = await ConnectionApp.CreateAsync(storage, new Dictionary<string, string?> { ["Connections:MaxAccountsPerConnection"] = "10000" },
+        await using var t = await ConnectionApp.CreateAsync(storage, new Dictionary<string, string?>
+        {
+            ["Connections:MaxAccountsPerConnection"] = $"{Accounts}",
+            ["Connections:AccountsPerTransaction"] = $"{AccountsPerTransaction}",
+        },
             services: s => s.ConfigureDbContext<TallyDb>(o => o.AddInterceptors(commands), ServiceLifetime.Singleton));
         var id = await t.User.CreateSandboxConnectionAsync(new { login = "whale", accounts = 10_000 });
 

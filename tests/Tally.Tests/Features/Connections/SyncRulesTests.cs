@@ -3,7 +3,7 @@ using Tally.Features.Connections.Providers;
 
 namespace Tally.Tests.Features.Connections;
 
-/// <summary>The pure decisions of a sync: its limits.</summary>
+/// <summary>The pure decisions of a sync: its limits, and how a plan is cut into transactions.</summary>
 public class SyncRulesTests
 {
     private static readonly DateTime Now = new(2025, 3, 1, 12, 0, 0, DateTimeKind.Utc);
@@ -52,6 +52,34 @@ public class SyncRulesTests
     public void AccountLimit_CountsWhatWouldBeStored(int existing, int created, string? reason) =>
         Assert.Equal(reason, SyncRules.AccountLimit(existing, created, 100)?.Reason);
 
+    [Theory]
+    [InlineData(0, 0, 0, 250)]
+    [InlineData(7, 0, 0, 3)]
+    [InlineData(3, 5, 4, 4)]
+    [InlineData(250, 250, 250, 250)]
+    [InlineData(1, 999, 17, 100)]
+    [InlineData(10, 10, 10, 1)]
+    public void Chunks_CoverEveryAccountOnce_AndKeepEachBalanceChangeWithItsAccount(int created, int updated, int unchanged, int size)
+    {
+        var connectionId = Guid.NewGuid();
+        var existing = Enumerable.Range(0, updated + unchanged).Select(i => Account(connectionId, $"E{i}", 10m)).ToList();
+        var incoming = existing.Select((a, i) => Data(a.ProviderAccountId, i < updated ? 10m + i + 1 : 10m))
+            .Concat(Enumerable.Range(0, created).Select(i => Data($"N{i}", 1m))).ToList();
+        var plan = AccountUpsert.Plan(connectionId, existing, incoming, providerErrors: 2, Now);
+        Assert.Equal((created, updated, unchanged), (plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count));
+
+        var chunks = plan.Chunks(size);
+        Assert.Equal((created + updated + unchanged + size - 1) / size, chunks.Count);
+        Assert.All(chunks, c => Assert.InRange(c.Total, 1, size));
+        Assert.All(chunks.SkipLast(1), c => Assert.Equal(size, c.Total));
+        Assert.All(chunks, c => Assert.Equal(0, c.Errors));
+        Assert.Equal(plan.Created.Select(a => a.Id), chunks.SelectMany(c => c.Created).Select(a => a.Id));
+        Assert.Equal(plan.Updated.Select(a => a.Id), chunks.SelectMany(c => c.Updated).Select(a => a.Id));
+        Assert.Equal(plan.Unchanged, chunks.SelectMany(c => c.Unchanged));
+        Assert.Equal(plan.BalanceChanges, chunks.SelectMany(c => c.BalanceChanges));
+        Assert.All(chunks, c => Assert.All(c.BalanceChanges, change => Assert.Contains(c.Updated, a => a.Id == change.AccountId)));
+    }
+
     private static ProviderConnection Connection(DateTime? lastSyncAt) => new()
     {
         Id = Guid.NewGuid(),
@@ -63,4 +91,22 @@ public class SyncRulesTests
         CreatedAt = Now.AddDays(-1),
         UpdatedAt = Now.AddDays(-1),
     };
+
+    private static ProviderAccount Account(Guid connectionId, string providerId, decimal balance) => new()
+    {
+        Id = Guid.NewGuid(),
+        ConnectionId = connectionId,
+        ProviderAccountId = providerId,
+        Name = providerId,
+        AccountType = AccountTypes.Checking,
+        Balance = balance,
+        Currency = "USD",
+        IsActive = true,
+        LastSyncedAt = Now.AddDays(-1),
+        CreatedAt = Now.AddDays(-1),
+        UpdatedAt = Now.AddDays(-1),
+    };
+
+    private static ProviderAccountData Data(string providerId, decimal balance) =>
+        new(providerId, providerId, AccountTypes.Checking, null, balance, null, "USD", true, null, null);
 }
