@@ -37,6 +37,7 @@ builder.AddConfigAliases()
 var app = builder.Build();
 app.UseTallyProblems();
 app.UseRequestLimits();
+app.UseRequestText();
 app.UseAuthentication();
 app.UseAuthorization();
 app.MapObservability();

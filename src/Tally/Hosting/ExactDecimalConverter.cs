@@ -148,7 +148,7 @@ public sealed class ExactDecimalConverter : JsonConverter<decimal>
 public static class HttpJson
 {
     /// <summary>
-    /// The HTTP API's JSON: the web defaults, decimals read exactly or refused, and a nesting limit of
+    /// The HTTP API's JSON: the web defaults, decimals read exactly or refused, strings without NUL, and a nesting limit of
     /// 64 levels (deeper bodies are refused as unreadable before any endpoint runs).
     /// </summary>
     public static WebApplicationBuilder AddHttpJson(this WebApplicationBuilder builder)
@@ -156,6 +156,7 @@ public static class HttpJson
         builder.Services.ConfigureHttpJsonOptions(o =>
         {
             o.SerializerOptions.Converters.Add(new ExactDecimalConverter());
+            o.SerializerOptions.Converters.Add(new NulFreeStringConverter());
             o.SerializerOptions.MaxDepth = 64;
         });
         return builder;
