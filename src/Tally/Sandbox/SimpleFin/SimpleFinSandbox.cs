@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 using Tally.Features.Connections;
 using Tally.Hosting;
@@ -19,17 +20,54 @@ public sealed class SimpleFinSandboxOptions
 
     /// <summary>Signs the sandbox's claim tokens and passwords. A sandbox secret, not a production one.</summary>
     public string SimpleFinSecret { get; set; } = "tally-simplefin-sandbox";
+
+    /// <summary><c>Sandbox:SimpleFin</c>: where the SimpleFIN sandbox says it lives, and how much it hands out.</summary>
+    public SimpleFinSandboxSettings SimpleFin { get; set; } = new();
+
+    internal string? Invalid()
+    {
+        if (DriftPeriod < TimeSpan.FromSeconds(1))
+        {
+            return "Sandbox:DriftPeriod must be at least one second.";
+        }
+        if (SimpleFin.MaxSetupTokensPerHour is < 1 or > 100_000)
+        {
+            return "Sandbox:SimpleFin:MaxSetupTokensPerHour must be between 1 and 100000.";
+        }
+        if (SimpleFin.PublicUrl is { } url && SandboxAddress.Parse(url) is null)
+        {
+            return "Sandbox:SimpleFin:PublicUrl must be an absolute http or https URL with no user, query or fragment (where this server is reached, e.g. http://127.0.0.1:5080).";
+        }
+        return null;
+    }
+}
+
+public sealed class SimpleFinSandboxSettings
+{
+    /// <summary>
+    /// The URL this server is reached at, put into setup tokens and access URLs (and the one plain
+    /// HTTP address Tally's own SimpleFIN client may call). Unset: the server's own bound address,
+    /// never the Host header of a request.
+    /// </summary>
+    public string? PublicUrl { get; set; }
+
+    /// <summary>Setup tokens (new sandbox users) the anonymous route hands out in any hour; past it, 429.</summary>
+    public int MaxSetupTokensPerHour { get; set; } = 60;
 }
 
 /// <summary>
 /// A SimpleFIN server for trying Tally without a bank, served over real HTTP under
 /// <c>/sandbox/simplefin</c> when <c>Sandbox:Enabled</c> (on by default in Development):
 /// <list type="bullet">
-/// <item><c>POST /setup-token</c> <c>{scenario?, accounts?}</c> answers <c>{setupToken, username}</c> for a new sandbox user;</item>
+/// <item><c>POST /setup-token</c> <c>{scenario?, accounts?}</c> answers <c>{setupToken, username, scenarioToken}</c> for a new
+/// sandbox user, at most <c>Sandbox:SimpleFin:MaxSetupTokensPerHour</c> in any hour;</item>
 /// <item><c>POST /claim/{token}</c> answers the access URL once, then 403 (as the protocol says);</item>
 /// <item><c>GET /accounts</c> with the access URL's basic auth answers an Account Set;</item>
-/// <item><c>PUT /users/{username}/scenario</c> <c>{scenario}</c> changes how a user's bank behaves from now on.</item>
+/// <item><c>PUT /users/{username}/scenario</c> <c>{scenario}</c> with <c>Authorization: Bearer {scenarioToken}</c> changes how
+/// that user's bank behaves from now on: only whoever created the user holds its scenario token.</item>
 /// </list>
+/// Every URL it hands out starts with <see cref="SandboxAddress"/>: configuration or the server's own
+/// address, never a request's Host header (which anyone can write).
 /// Scenarios: <c>ok</c>, <c>legacy</c> (protocol 1.0 shape: <c>errors</c> and <c>org</c>, no <c>errlist</c>),
 /// <c>errlist-auth</c> (<c>con.auth</c>, no accounts), <c>errlist-partial</c> (<c>act.failed</c> for one
 /// account), <c>payment-required</c> (402), <c>revoked</c> (403), <c>rate-limited</c> (429, Retry-After 120),
@@ -56,9 +94,11 @@ public static class SimpleFinSandbox
         {
             return builder;
         }
-        builder.Services.AddValidatedOptions<SimpleFinSandboxOptions>(SimpleFinSandboxOptions.Section)
-            .Validate(o => o.DriftPeriod >= TimeSpan.FromSeconds(1), "Sandbox:DriftPeriod must be at least one second.");
+        builder.Services.AddValidatedOptions<SimpleFinSandboxOptions>(SimpleFinSandboxOptions.Section);
+        builder.Services.AddSingleton<IValidateOptions<SimpleFinSandboxOptions>, ValidateSandbox>();
         builder.Services.AddSingleton<SandboxBank>();
+        builder.Services.AddSingleton<SandboxAddress>();
+        builder.Services.AddSingleton<SetupTokenWindow>();
         // The sandbox answers on this machine over plain HTTP; let Tally's SimpleFIN client reach it.
         builder.Services.PostConfigure<SimpleFinOptions>(o => o.AllowLoopback = true);
         return builder;
@@ -82,11 +122,12 @@ public static class SimpleFinSandbox
 
     public sealed record SetupTokenRequest(string? Scenario, int? Accounts);
 
-    public sealed record SetupTokenView(string SetupToken, string Username, string Scenario, int Accounts);
+    /// <param name="ScenarioToken">Lets its holder change this user's scenario; given only here, to whoever created the user.</param>
+    public sealed record SetupTokenView(string SetupToken, string Username, string Scenario, int Accounts, string ScenarioToken);
 
     public sealed record ScenarioRequest(string? Scenario);
 
-    internal static IResult CreateSetupToken(HttpContext http, SandboxBank bank, SetupTokenRequest? body)
+    internal static IResult CreateSetupToken(HttpContext http, SandboxBank bank, SandboxAddress address, SetupTokenWindow window, SetupTokenRequest? body)
     {
         var scenario = body?.Scenario ?? "ok";
         var accounts = body?.Accounts ?? 3;
@@ -97,24 +138,46 @@ public static class SimpleFinSandbox
         {
             return Problems.Invalid(errors.ToDictionary());
         }
+        if (address.Root is not { } root)
+        {
+            return NoAddress();
+        }
+        // Anyone may call this route: the window bounds how many users (and how much memory) it makes.
+        if (window.TryTake() is { } wait)
+        {
+            var seconds = Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds));
+            http.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+            return TypedResults.Problem(detail: "The sandbox hands out a limited number of setup tokens an hour; try later.", statusCode: StatusCodes.Status429TooManyRequests,
+                extensions: new Dictionary<string, object?> { ["code"] = "SANDBOX.SETUP_TOKEN_LIMIT", ["retryAfterSeconds"] = seconds });
+        }
         var username = $"{scenario}.{accounts}.{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}";
-        var claimUrl = $"{Root(http)}/claim/{bank.ClaimToken(username)}";
+        var claimUrl = $"{root}/claim/{bank.ClaimToken(username)}";
         var token = Convert.ToBase64String(Encoding.UTF8.GetBytes(claimUrl));
-        return TypedResults.Ok(new SetupTokenView(token, username, scenario, accounts));
+        return TypedResults.Ok(new SetupTokenView(token, username, scenario, accounts, bank.ScenarioToken(username)));
     }
 
-    internal static IResult Claim(string token, HttpContext http, SandboxBank bank)
+    internal static IResult Claim(string token, SandboxBank bank, SandboxAddress address)
     {
+        if (address.Root is not { } root)
+        {
+            return NoAddress();
+        }
         if (bank.TryClaim(token) is not { } username)
         {
             return TypedResults.Text("This token does not exist or was already claimed.", statusCode: StatusCodes.Status403Forbidden);
         }
-        var root = new UriBuilder(Root(http)) { UserName = username, Password = bank.Password(username) };
-        return TypedResults.Text(root.Uri.ToString().TrimEnd('/'), "text/plain");
+        var access = new UriBuilder(root) { UserName = username, Password = bank.Password(username) };
+        return TypedResults.Text(access.Uri.ToString().TrimEnd('/'), "text/plain");
     }
 
-    internal static IResult ChangeScenario(string username, ScenarioRequest body, SandboxBank bank)
+    internal static IResult ChangeScenario(string username, HttpContext http, ScenarioRequest body, SandboxBank bank)
     {
+        // Only the holder of this user's own scenario token: a stranger cannot turn someone else's bank bad.
+        if (!bank.HoldsScenarioToken(username, http.Request.Headers.Authorization.ToString()))
+        {
+            return Problems.Of(StatusCodes.Status403Forbidden, "SANDBOX.FORBIDDEN",
+                "Changing a sandbox user's scenario takes its scenario token (Authorization: Bearer ...), given when the user was made.");
+        }
         if (body.Scenario is null || !Scenarios.Contains(body.Scenario))
         {
             return Problems.Invalid("scenario", $"must be one of {string.Join(", ", Scenarios)}");
@@ -123,7 +186,7 @@ public static class SimpleFinSandbox
         return TypedResults.NoContent();
     }
 
-    internal static IResult Accounts(HttpContext http, SandboxBank bank, IOptions<SimpleFinSandboxOptions> options, TimeProvider clock)
+    internal static IResult Accounts(HttpContext http, SandboxBank bank, SandboxAddress address, IOptions<SimpleFinSandboxOptions> options, TimeProvider clock)
     {
         if (bank.Authenticate(http.Request.Headers.Authorization.ToString()) is not { } user)
         {
@@ -147,6 +210,7 @@ public static class SimpleFinSandbox
 
         var now = clock.GetUtcNow().UtcDateTime;
         var connId = bank.ConnectionId(user.Username);
+        var root = address.Root?.ToString();
         var accounts = SandboxAccounts.For(user.Username, user.Accounts, now, options.Value.DriftPeriod).ToList();
         var errlist = new JsonArray();
         if (user.Scenario == "errlist-auth")
@@ -171,7 +235,7 @@ public static class SimpleFinSandbox
                 ["name"] = "Tally Sandbox Bank",
                 ["org_id"] = "ORG-tally-sandbox",
                 ["org_url"] = "https://sandbox.tally.invalid",
-                ["sfin_url"] = Root(http),
+                ["sfin_url"] = root,
             });
         }
         // Protocol 1.0 field, kept by servers during the migration to errlist.
@@ -193,7 +257,7 @@ public static class SimpleFinSandbox
             }
             if (legacy)
             {
-                account["org"] = new JsonObject { ["domain"] = "sandbox.tally.invalid", ["name"] = "Tally Sandbox Bank", ["sfin-url"] = Root(http) };
+                account["org"] = new JsonObject { ["domain"] = "sandbox.tally.invalid", ["name"] = "Tally Sandbox Bank", ["sfin-url"] = root };
             }
             else
             {
@@ -209,7 +273,15 @@ public static class SimpleFinSandbox
         return TypedResults.Text(set.ToJsonString(), "application/json");
     }
 
-    private static string Root(HttpContext http) => $"{http.Request.Scheme}://{http.Request.Host}{http.Request.PathBase}{BasePath}";
+    private static ProblemHttpResult NoAddress() =>
+        Problems.Of(StatusCodes.Status503ServiceUnavailable, "SANDBOX.NO_PUBLIC_URL",
+            "The sandbox does not know the address it is served at: set Sandbox:SimpleFin:PublicUrl.");
+
+    private sealed class ValidateSandbox : IValidateOptions<SimpleFinSandboxOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, SimpleFinSandboxOptions options) =>
+            options.Invalid() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
+    }
 
     /// <summary>The sandbox's memory: which tokens were claimed, and scenario changes. Everything else is derived from the username.</summary>
     public sealed class SandboxBank(IOptions<SimpleFinSandboxOptions> options)
@@ -224,6 +296,14 @@ public static class SimpleFinSandbox
         public string Password(string username) => Mac("access", username);
 
         public string ConnectionId(string username) => $"CON-{Mac("connection", username)[..16]}";
+
+        public string ScenarioToken(string username) => Mac("scenario", username);
+
+        /// <summary>Whether <paramref name="authorization"/> is <c>Bearer</c> with this user's scenario token.</summary>
+        public bool HoldsScenarioToken(string username, string authorization) =>
+            authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase)
+            && Parse(username) is not null
+            && FixedEquals(authorization["Bearer ".Length..].Trim(), ScenarioToken(username));
 
         /// <summary>The username of a valid, unclaimed token, marking it claimed; null otherwise.</summary>
         public string? TryClaim(string token)

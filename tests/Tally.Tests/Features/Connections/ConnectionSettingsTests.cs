@@ -10,6 +10,9 @@ public class ConnectionSettingsTests
     [InlineData("Connections:MaxForcedSyncsPerDay", "-1")]
     [InlineData("Connections:AccountsPerTransaction", "0")]
     [InlineData("Connections:AccountsPerTransaction", "5001")]
+    [InlineData("Sandbox:SimpleFin:MaxSetupTokensPerHour", "0")]
+    [InlineData("Sandbox:SimpleFin:PublicUrl", "sandbox.example")]
+    [InlineData("Sandbox:SimpleFin:PublicUrl", "http://user:pw@127.0.0.1:5080")]
     public async Task BadLimit_StopsStartUpNamingTheSetting(string key, string value)
     {
         var messages = "";
