@@ -30,7 +30,9 @@ public class UserApiTests
         var admin = app.Admin();
         foreach (var (json, field) in BadText)
         {
-            var problem = await admin.PostRawAsync("/api/admin/users", json).ExpectProblemAsync(HttpStatusCode.BadRequest, "VALIDATION_FAILED");
+            // NUL is refused while the body is read (no string in Tally may hold one), other text by the endpoint.
+            var code = json.Contains("\\u0000", StringComparison.Ordinal) ? "BAD_REQUEST" : "VALIDATION_FAILED";
+            var problem = await admin.PostRawAsync("/api/admin/users", json).ExpectProblemAsync(HttpStatusCode.BadRequest, code);
             Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), $"{json}: errors should name {field}: {problem}");
         }
         await using var db = app.Db();
