@@ -100,7 +100,8 @@ public sealed record ProviderPolicy(int DailyQuota, TimeSpan SchedulePeriod);
 
 /// <summary>
 /// The <c>SimpleFin</c> section. Tally only ever calls hosts listed here (the setup token is
-/// user input: without the list it would make Tally POST to any URL a user chose).
+/// user input: without the list it would make Tally POST to any URL a user chose); see
+/// <see cref="Providers.SimpleFinEgress"/> for how that is enforced.
 /// </summary>
 public sealed class SimpleFinOptions
 {
@@ -108,19 +109,33 @@ public sealed class SimpleFinOptions
 
     public static readonly string[] BridgeHosts = ["bridge.simplefin.org", "beta-bridge.simplefin.org"];
 
-    /// <summary>HTTPS hosts Tally may claim tokens from and read accounts at; the SimpleFIN Bridge when empty.</summary>
+    /// <summary>HTTPS hosts Tally may claim tokens from and read accounts at (on public addresses only); the SimpleFIN Bridge when empty.</summary>
     public string[] AllowedHosts { get; set; } = [];
 
-    /// <summary>Also allow plain HTTP to this machine (the built-in sandbox). On by itself when <c>Sandbox:Enabled</c>.</summary>
+    /// <summary>
+    /// Also allow the SimpleFIN sandbox, over plain HTTP: exactly its own scheme, host and port
+    /// (<see cref="SandboxUrl"/>, else the built-in sandbox's address), nothing else on this machine.
+    /// On by itself when the built-in sandbox runs.
+    /// </summary>
     public bool AllowLoopback { get; set; }
+
+    /// <summary>The sandbox's address when it is not the built-in one (another process): <c>http://127.0.0.1:5080</c>.</summary>
+    public string? SandboxUrl { get; set; }
 
     public TimeSpan Timeout { get; set; } = TimeSpan.FromSeconds(30);
 
     public IReadOnlyList<string> EffectiveHosts => AllowedHosts.Length == 0 ? BridgeHosts : AllowedHosts;
 
-    /// <summary>Whether Tally may send a request (and a secret) to <paramref name="uri"/>.</summary>
-    public bool Allows(Uri uri) =>
-        uri.IsAbsoluteUri
-        && ((uri.Scheme == Uri.UriSchemeHttps && EffectiveHosts.Contains(uri.Host, StringComparer.OrdinalIgnoreCase))
-            || (AllowLoopback && uri.IsLoopback && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps)));
+    internal string? Invalid()
+    {
+        if (Timeout <= TimeSpan.Zero)
+        {
+            return "SimpleFin:Timeout must be positive.";
+        }
+        if (SandboxUrl is { } url && Providers.SimpleFinEgress.OriginOf(url) is null)
+        {
+            return "SimpleFin:SandboxUrl must be an http or https origin (scheme, host and port only, e.g. http://127.0.0.1:5080).";
+        }
+        return null;
+    }
 }

@@ -13,14 +13,22 @@ public static class ConnectionsSetup
         var services = builder.Services;
         services.AddValidatedOptions<ConnectionsOptions>(ConnectionsOptions.Section);
         services.AddSingleton<IValidateOptions<ConnectionsOptions>, ValidateConnections>();
-        services.AddValidatedOptions<SimpleFinOptions>(SimpleFinOptions.Section)
-            .Validate(o => o.Timeout > TimeSpan.Zero, "SimpleFin:Timeout must be positive.");
+        services.AddValidatedOptions<SimpleFinOptions>(SimpleFinOptions.Section);
+        services.AddSingleton<IValidateOptions<SimpleFinOptions>, ValidateSimpleFin>();
         CredentialProtector.AddCredentialProtection(services, builder.Configuration);
 
-        // No redirects (a redirect could lead a secret to a host SimpleFin:AllowedHosts does not list)
-        // and no request logging (a claim URL carries its token).
+        // No redirects (a redirect could lead a secret to a host SimpleFin:AllowedHosts does not list),
+        // no request logging (a claim URL carries its token), and no proxy: every connection is made
+        // here, to an address SimpleFinEgress checked (through a proxy it would check the proxy's).
+        services.AddSingleton<SimpleFinEgress>();
         services.AddHttpClient(SimpleFinProvider.HttpClientName)
-            .ConfigurePrimaryHttpMessageHandler(() => new SocketsHttpHandler { AllowAutoRedirect = false, PooledConnectionLifetime = TimeSpan.FromMinutes(5) })
+            .ConfigurePrimaryHttpMessageHandler(s => new SocketsHttpHandler
+            {
+                AllowAutoRedirect = false,
+                UseProxy = false,
+                PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+                ConnectCallback = s.GetRequiredService<SimpleFinEgress>().ConnectAsync,
+            })
             .RemoveAllLoggers();
         services.AddSingleton<IAccountProvider, SimpleFinProvider>();
         if (SimpleFinSandbox.IsEnabled(builder.Configuration, builder.Environment))
@@ -36,6 +44,12 @@ public static class ConnectionsSetup
     private sealed class ValidateConnections : IValidateOptions<ConnectionsOptions>
     {
         public ValidateOptionsResult Validate(string? name, ConnectionsOptions options) =>
+            options.Invalid() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
+    }
+
+    private sealed class ValidateSimpleFin : IValidateOptions<SimpleFinOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, SimpleFinOptions options) =>
             options.Invalid() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
     }
 }

@@ -28,6 +28,10 @@ internal sealed record ConnectionApp(TallyApp App, ManualClock Clock, Guid UserI
             ["RateLimits:sandbox:PermitsPerSecond"] = "1000",
             ["RateLimits:simplefin:PermitsPerSecond"] = "1000",
         };
+        if (sandbox is not null)
+        {
+            all["SimpleFin:SandboxUrl"] = sandbox.Root.GetLeftPart(UriPartial.Authority);
+        }
         foreach (var (k, v) in settings ?? new Dictionary<string, string?>())
         {
             all[k] = v;

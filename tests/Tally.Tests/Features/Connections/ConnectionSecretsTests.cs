@@ -26,8 +26,8 @@ public class ConnectionSecretsTests
             logs.Register(s);
             // Everything, from every category: a secret could leak through the framework too.
             s.Configure<LoggerFilterOptions>(o => o.AddFilter<CapturedLogs>(null, LogLevel.Trace).AddFilter<CapturedLogs>("Tally", LogLevel.Trace));
-        });
-        await using var bank = await SimpleFinSandboxHost.StartAsync(t.Clock);
+        }, bank: true);
+        var bank = t.Bank;
         var answers = new StringBuilder();
         async Task<string> Call(Task<HttpResponseMessage> call)
         {

@@ -11,6 +11,8 @@ public class ConnectionSettingsTests
     [InlineData("Connections:AccountsPerTransaction", "0")]
     [InlineData("Connections:AccountsPerTransaction", "5001")]
     [InlineData("Sandbox:SimpleFin:MaxSetupTokensPerHour", "0")]
+    [InlineData("SimpleFin:SandboxUrl", "http://127.0.0.1:5080/sandbox/simplefin")]
+    [InlineData("SimpleFin:SandboxUrl", "127.0.0.1:5080")]
     [InlineData("Sandbox:SimpleFin:PublicUrl", "sandbox.example")]
     [InlineData("Sandbox:SimpleFin:PublicUrl", "http://user:pw@127.0.0.1:5080")]
     public async Task BadLimit_StopsStartUpNamingTheSetting(string key, string value)

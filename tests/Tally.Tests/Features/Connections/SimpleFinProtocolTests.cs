@@ -125,18 +125,4 @@ public class SimpleFinProtocolTests
         Assert.DoesNotContain("p:ss", access.ToString(), StringComparison.Ordinal);
         Assert.Null(SimpleFinProtocol.ParseAccessUrl("https://bridge.simplefin.org/simplefin"));
     }
-
-    [Fact]
-    public void HostPolicy_OnlyTheBridgeOverHttps_UnlessLoopbackIsAllowed()
-    {
-        var strict = new SimpleFinOptions();
-        Assert.True(strict.Allows(new Uri("https://bridge.simplefin.org/simplefin/claim/x")));
-        Assert.False(strict.Allows(new Uri("http://bridge.simplefin.org/simplefin/claim/x")));
-        Assert.False(strict.Allows(new Uri("https://evil.example/claim/x")));
-        Assert.False(strict.Allows(new Uri("http://127.0.0.1:5080/sandbox/simplefin/claim/x")));
-        var local = new SimpleFinOptions { AllowLoopback = true };
-        Assert.True(local.Allows(new Uri("http://127.0.0.1:5080/sandbox/simplefin/claim/x")));
-        Assert.True(local.Allows(new Uri("http://localhost:5080/sandbox/simplefin/claim/x")));
-        Assert.False(local.Allows(new Uri("http://10.0.0.1/claim/x")));
-    }
 }

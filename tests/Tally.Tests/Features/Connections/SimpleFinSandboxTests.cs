@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using Microsoft.Extensions.DependencyInjection;
 using Tally.Sandbox.SimpleFin;
 using Tally.Tests.Harness;
 
@@ -99,5 +100,28 @@ public class SimpleFinSandboxTests
         Assert.Null(SetupTokenWindow.Wait(issued, now, 4));
         Assert.Equal(TimeSpan.FromMinutes(10), SetupTokenWindow.Wait(issued, now, 3));
         Assert.Equal(TimeSpan.FromMinutes(40), SetupTokenWindow.Wait(issued, now, 2));
+    }
+
+    [Fact]
+    public async Task EmbeddedSandbox_OnARealPort_ServesTheClaimFlowAtItsBoundAddress_WhateverTheHostHeader()
+    {
+        // Tally itself on Kestrel, its own sandbox enabled, no address configured: the bound address is the one.
+        await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { ["Tally:Roles:0"] = "api", ["Sandbox:Enabled"] = "true" });
+        app.UseKestrel(options => options.Listen(System.Net.IPAddress.Loopback, 0));
+        app.StartServer();
+        var bound = new Uri(app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First());
+        var admin = app.Admin();
+        var user = app.AsUser(await admin.CreateUserAsync());
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/sandbox/simplefin/setup-token") { Content = new StringContent("{}", Encoding.UTF8, "application/json") };
+        request.Headers.Host = "evil.example";
+        var body = await app.CreateClient().SendAsync(request).ExpectAsync(HttpStatusCode.OK);
+        var token = body.GetProperty("setupToken").GetString()!;
+        Assert.StartsWith($"http://127.0.0.1:{bound.Port}/sandbox/simplefin/claim/", Encoding.UTF8.GetString(Convert.FromBase64String(token)), StringComparison.Ordinal);
+
+        var id = (await user.PostJsonAsync("/api/connections", new { providerSlug = "simplefin", setupToken = token })
+            .ExpectAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();
+        Assert.Equal((3, 0, 0, 0), SyncConnectionTests.Counts(await user.SyncAsync(id).ExpectAsync(HttpStatusCode.OK)));
     }
 }

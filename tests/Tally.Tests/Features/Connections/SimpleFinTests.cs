@@ -15,8 +15,8 @@ public class SimpleFinTests
     [InlineData("postgres")]
     public async Task SimpleFin_ClaimThenSync_MirrorsTheNumericStringsExactly_AndASecondSyncReportsUnchanged(string storage)
     {
-        await using var t = await ConnectionApp.CreateAsync(storage);
-        await using var bank = await SimpleFinSandboxHost.StartAsync(t.Clock);
+        await using var t = await ConnectionApp.CreateAsync(storage, bank: true);
+        var bank = t.Bank;
         var (token, username) = await bank.SetupTokenAsync(accounts: 4);
 
         var connection = await t.User.PostJsonAsync("/api/connections", new { providerSlug = "simplefin", setupToken = token, name = "My bridge" })
@@ -60,8 +60,8 @@ public class SimpleFinTests
     [Fact]
     public async Task SimpleFin_SetupTokenClaimedTwice_IsRefusedAsPossiblyCompromised()
     {
-        await using var t = await ConnectionApp.CreateAsync("sqlite");
-        await using var bank = await SimpleFinSandboxHost.StartAsync(t.Clock);
+        await using var t = await ConnectionApp.CreateAsync("sqlite", bank: true);
+        var bank = t.Bank;
         var (token, _) = await bank.SetupTokenAsync();
         await t.User.PostJsonAsync("/api/connections", new { providerSlug = "simplefin", setupToken = token }).ExpectAsync(HttpStatusCode.Created);
 
@@ -98,8 +98,8 @@ public class SimpleFinTests
     [MemberData(nameof(FailingBanks))]
     public async Task SimpleFin_BankTurnsBad_Answers502WithTheTypedReason_AndKeepsTheLastGoodNumbers(string scenario, string reason, bool credentialsRefused)
     {
-        await using var t = await ConnectionApp.CreateAsync("sqlite");
-        await using var bank = await SimpleFinSandboxHost.StartAsync(t.Clock);
+        await using var t = await ConnectionApp.CreateAsync("sqlite", bank: true);
+        var bank = t.Bank;
         var (token, username) = await bank.SetupTokenAsync();
         var id = (await t.User.PostJsonAsync("/api/connections", new { providerSlug = "simplefin", setupToken = token })
             .ExpectAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();
@@ -133,8 +133,8 @@ public class SimpleFinTests
     [Fact]
     public async Task SimpleFin_AccessRevoked_ThenANewSetupToken_SyncsAgain()
     {
-        await using var t = await ConnectionApp.CreateAsync("sqlite");
-        await using var bank = await SimpleFinSandboxHost.StartAsync(t.Clock);
+        await using var t = await ConnectionApp.CreateAsync("sqlite", bank: true);
+        var bank = t.Bank;
         var (token, _) = await bank.SetupTokenAsync(scenario: "revoked");
         var id = (await t.User.PostJsonAsync("/api/connections", new { providerSlug = "simplefin", setupToken = token })
             .ExpectAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();
@@ -149,8 +149,8 @@ public class SimpleFinTests
     [Fact]
     public async Task SimpleFin_Protocol10Server_WithOrgAndErrorsStrings_Syncs()
     {
-        await using var t = await ConnectionApp.CreateAsync("sqlite");
-        await using var bank = await SimpleFinSandboxHost.StartAsync(t.Clock);
+        await using var t = await ConnectionApp.CreateAsync("sqlite", bank: true);
+        var bank = t.Bank;
         var (token, _) = await bank.SetupTokenAsync(scenario: "legacy", accounts: 2);
         var id = (await t.User.PostJsonAsync("/api/connections", new { providerSlug = "simplefin", setupToken = token })
             .ExpectAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();

@@ -10,10 +10,11 @@ namespace Tally.Features.Connections.Providers;
 /// reads <c>{access}/accounts?balances-only=1</c>. The access URL's credentials go in an
 /// Authorization header, never in a request URI, so no HTTP log or exception can carry them; the
 /// HTTP client's own request logging is off for the same reason (a claim URL holds its token).
-/// Only hosts <see cref="SimpleFinOptions"/> allows are ever called.
+/// Only destinations <see cref="SimpleFinEgress"/> allows are ever called: checked here on the URL as
+/// written, and again by the HTTP handler on the address it connects to.
 /// </summary>
 public sealed partial class SimpleFinProvider(
-    IHttpClientFactory http, IOptions<SimpleFinOptions> options, ILogger<SimpleFinProvider> logger) : IAccountProvider
+    IHttpClientFactory http, IOptions<SimpleFinOptions> options, SimpleFinEgress egress, ILogger<SimpleFinProvider> logger) : IAccountProvider
 {
     public const string ProviderSlug = "simplefin";
     public const string HttpClientName = "simplefin";
@@ -32,13 +33,17 @@ public sealed partial class SimpleFinProvider(
         {
             return new ConnectResult.Rejected("setupToken", "is not a SimpleFIN setup token (base64 of a claim URL)");
         }
-        if (!options.Value.Allows(claimUrl))
+        if (!egress.Allows(claimUrl.OriginalString))
         {
-            return new ConnectResult.Rejected("setupToken", "points to a server Tally is not configured to trust for SimpleFIN");
+            return Untrusted();
         }
 
         using var request = new HttpRequestMessage(HttpMethod.Post, claimUrl) { Content = new ByteArrayContent([]) };
         var sent = await SendAsync(request, ct);
+        if (sent.Refused)
+        {
+            return Untrusted();
+        }
         if (sent.Failure is { } failure)
         {
             return new ConnectResult.Failed(failure);
@@ -54,26 +59,34 @@ public sealed partial class SimpleFinProvider(
         {
             return new ConnectResult.Failed(FromStatus(response));
         }
-        var body = await ReadLimitedAsync(response, 8_192, ct);
+        var body = (await ReadLimitedAsync(response, 8_192, ct))?.Trim();
         var access = SimpleFinProtocol.ParseAccessUrl(body);
-        if (access is null || !options.Value.Allows(access.Root))
+        if (access is null || !egress.Allows(body))
         {
             return new ConnectResult.Failed(ProviderFailure.ContractMismatch("SimpleFIN's claim answer is not an access URL Tally can use."));
         }
-        return new ConnectResult.Connected(new ProviderSecret(JsonSerializer.Serialize(new StoredSecret(body!.Trim()))), null);
+        return new ConnectResult.Connected(new ProviderSecret(JsonSerializer.Serialize(new StoredSecret(body!))), null);
     }
+
+    private static ConnectResult.Rejected Untrusted() =>
+        new("setupToken", "points to a server Tally is not configured to trust for SimpleFIN");
 
     public async Task<FetchResult> FetchAccountsAsync(ProviderSecret secret, CancellationToken ct)
     {
-        var access = SimpleFinProtocol.ParseAccessUrl(ReadAccessUrl(secret));
-        if (access is null || !options.Value.Allows(access.Root))
+        var accessUrl = ReadAccessUrl(secret);
+        var access = SimpleFinProtocol.ParseAccessUrl(accessUrl);
+        if (access is null || !egress.Allows(accessUrl))
         {
-            return new FetchResult.Failed(ProviderFailure.AuthRequired("The stored SimpleFIN access URL cannot be used; reconnect with a new setup token.", credentialsRejected: true));
+            return Unusable();
         }
         using var request = new HttpRequestMessage(HttpMethod.Get, access.Accounts);
         request.Headers.Authorization = new AuthenticationHeaderValue("Basic", access.BasicAuth);
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
         var sent = await SendAsync(request, ct);
+        if (sent.Refused)
+        {
+            return Unusable();
+        }
         if (sent.Failure is { } failure)
         {
             return new FetchResult.Failed(failure);
@@ -109,6 +122,9 @@ public sealed partial class SimpleFinProvider(
         }
     }
 
+    private static FetchResult.Failed Unusable() =>
+        new(ProviderFailure.AuthRequired("The stored SimpleFIN access URL cannot be used; reconnect with a new setup token.", credentialsRejected: true));
+
     /// <summary>What Tally keeps for a SimpleFIN connection (encrypted): the access URL.</summary>
     private sealed record StoredSecret(string AccessUrl);
 
@@ -129,24 +145,32 @@ public sealed partial class SimpleFinProvider(
         }
     }
 
-    private async Task<(HttpResponseMessage? Response, ProviderFailure? Failure)> SendAsync(HttpRequestMessage request, CancellationToken ct)
+    /// <summary>An answer, a failure, or <see cref="Refused"/>: the destination resolved to an address <see cref="SimpleFinEgress"/> does not allow.</summary>
+    private sealed record Sent(HttpResponseMessage? Response, ProviderFailure? Failure, bool Refused = false);
+
+    private async Task<Sent> SendAsync(HttpRequestMessage request, CancellationToken ct)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(options.Value.Timeout);
         try
         {
             var response = await http.CreateClient(HttpClientName).SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
-            return (response, null);
+            return new(response, null);
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            return (null, ProviderFailure.Unavailable("SimpleFIN did not answer in time."));
+            return new(null, ProviderFailure.Unavailable("SimpleFIN did not answer in time."));
+        }
+        catch (HttpRequestException e) when (SimpleFinEgress.IsRefusal(e))
+        {
+            LogRefused(logger, request.RequestUri?.Host ?? "?");
+            return new(null, null, Refused: true);
         }
         catch (HttpRequestException e)
         {
             // The message names the host at most: the URI carries no credentials.
             LogUnreachable(logger, request.RequestUri?.Host ?? "?", e.HttpRequestError.ToString());
-            return (null, ProviderFailure.Unavailable("SimpleFIN could not be reached."));
+            return new(null, ProviderFailure.Unavailable("SimpleFIN could not be reached."));
         }
     }
 
@@ -223,6 +247,9 @@ public sealed partial class SimpleFinProvider(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "SimpleFIN at {Host} answered {Status}")]
     private static partial void LogAnswered(ILogger logger, string host, int status);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "SimpleFIN at {Host} was not called: it resolves to an address Tally may not reach")]
+    private static partial void LogRefused(ILogger logger, string host);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "SimpleFIN at {Host} could not be reached: {Error}")]
     private static partial void LogUnreachable(ILogger logger, string host, string error);
