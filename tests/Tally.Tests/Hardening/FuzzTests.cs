@@ -20,6 +20,8 @@ public class FuzzTests
     {
         ["Tally:Roles:0"] = "api",
         ["Sandbox:Enabled"] = "true",
+        // The in-memory server is bound to no address: the SimpleFIN sandbox builds its URLs from this.
+        ["Sandbox:SimpleFin:PublicUrl"] = "http://127.0.0.1:5080",
         // The login sync waits for a worker this instance does not run: a short wait keeps the fuzz short.
         ["BalanceSync:AuthSyncTimeoutMs"] = "250",
         ["RateLimits:sandbox:PermitsPerSecond"] = "1000",

@@ -92,7 +92,10 @@ public sealed class FuzzWorld
         var username = sandboxUser.GetProperty("username").GetString()!;
         world.Name(["username"], username);
         world.Name(["token", "claim"], claimUrl.Split('/')[^1]);
-        await world.CallAsync(app.CreateClient(), "PUT", "/sandbox/simplefin/users/{username}/scenario", new { scenario = "ok" }, HttpStatusCode.NoContent, ("username", username));
+        // Only the user's own scenario token may change its scenario.
+        var owner = app.CreateClient();
+        owner.DefaultRequestHeaders.Authorization = new("Bearer", sandboxUser.GetProperty("scenarioToken").GetString());
+        await world.CallAsync(owner, "PUT", "/sandbox/simplefin/users/{username}/scenario", new { scenario = "ok" }, HttpStatusCode.NoContent, ("username", username));
         return world;
     }
 
