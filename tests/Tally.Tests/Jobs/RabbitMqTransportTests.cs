@@ -34,11 +34,17 @@ public class RabbitMqTransportTests
                 ["x-dead-letter-exchange"] = "",
                 ["x-dead-letter-routing-key"] = queue.Name,
             };
-            foreach (var name in new[] { queue.Name, queue.DeadLetterQueue })
+            var mainArgs = new Dictionary<string, object?>
             {
-                Assert.Null(await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(name, durable: true, exclusive: false, autoDelete: false, arguments: null, cancellationToken: Ct)));
-                Assert.Equal(PreconditionFailed, await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(name, durable: false, exclusive: false, autoDelete: false, arguments: null, cancellationToken: Ct)));
+                ["x-dead-letter-exchange"] = queue.RetryExchange,
+                ["x-dead-letter-routing-key"] = queue.Name,
+            };
+            foreach (var (name, args) in new[] { (queue.Name, mainArgs), (queue.DeadLetterQueue, null) })
+            {
+                Assert.Null(await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(name, durable: true, exclusive: false, autoDelete: false, arguments: args, cancellationToken: Ct)));
+                Assert.Equal(PreconditionFailed, await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(name, durable: false, exclusive: false, autoDelete: false, arguments: args, cancellationToken: Ct)));
             }
+            Assert.Equal(PreconditionFailed, await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(queue.Name, durable: true, exclusive: false, autoDelete: false, arguments: null, cancellationToken: Ct)));
             Assert.Null(await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(queue.RetryQueue, durable: true, exclusive: false, autoDelete: false, arguments: retryArgs, cancellationToken: Ct)));
             Assert.Equal(PreconditionFailed, await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(
                 queue.RetryQueue, durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>(retryArgs) { ["x-message-ttl"] = 301 }, cancellationToken: Ct)));
@@ -51,7 +57,7 @@ public class RabbitMqTransportTests
             }
 
             // The bindings: the retry exchange feeds Q.retry, which hands the message back to Q after the TTL;
-            // the dead-letter exchange feeds Q.dlq.
+            // the dead-letter exchange feeds Q.dlq. A message the broker dead-letters from Q goes to Q.retry too.
             await broker.OnChannelAsync(async c =>
             {
                 await c.BasicPublishAsync(queue.RetryExchange, queue.Name, Encoding.UTF8.GetBytes("retry me"), Ct);
@@ -60,14 +66,92 @@ public class RabbitMqTransportTests
             await Eventually.TrueAsync(async () => await broker.CountAsync(queue.Name) == 1, "the retried message to come back to Q after the TTL");
             Assert.Equal(0u, await broker.CountAsync(queue.RetryQueue));
             Assert.Equal(1u, await broker.CountAsync(queue.DeadLetterQueue));
-            var back = await broker.OnChannelAsync(c => c.BasicGetAsync(queue.Name, autoAck: true, Ct));
+            var back = await broker.OnChannelAsync(c => c.BasicGetAsync(queue.Name, autoAck: false, Ct));
             Assert.Equal("retry me", Encoding.UTF8.GetString(back!.Body.Span));
+            await using (var rejecting = await broker.OpenChannelAsync())
+            {
+                var delivery = await rejecting.BasicGetAsync(queue.Name, autoAck: false, Ct);
+                Assert.NotNull(delivery);
+                await rejecting.BasicRejectAsync(delivery.DeliveryTag, requeue: false, Ct);
+            }
+            await Eventually.TrueAsync(async () => await broker.CountAsync(queue.Name) == 1, "the rejected message to come back to Q through Q.retry");
         }
         finally
         {
             await broker.DeleteTopologyAsync(queue.Name);
         }
     }
+
+    /// <summary>The main queue as the seed's service (with or without the dead-letter key) or an earlier Tally declared it.</summary>
+    public static TheoryData<string> ExistingMainQueueForms => new() { "seed", "seed-without-key", "earlier-tally" };
+
+    [Theory]
+    [MemberData(nameof(ExistingMainQueueForms))]
+    public async Task Declare_TopologyTheSeedsServiceCreated_IsTakenOverAsItStands(string form)
+    {
+        await using var broker = await TestBroker.ConnectAsync();
+        var queue = new QueueDefinition($"test.{Guid.NewGuid():N}", MaxRetries: 3, RetryDelay: TimeSpan.FromMilliseconds(300));
+        Dictionary<string, object?>? mainArgs = form switch
+        {
+            "seed" => new() { ["x-dead-letter-exchange"] = queue.RetryExchange, ["x-dead-letter-routing-key"] = queue.Name },
+            "seed-without-key" => new() { ["x-dead-letter-exchange"] = queue.RetryExchange },
+            _ => null,
+        };
+        try
+        {
+            await DeclareAsTheSeedDoesAsync(broker, queue, mainArgs);
+            await using var connection = NewConnection();
+            await using var transport = NewTransport(connection);
+            await transport.DeclareAsync(queue, Ct);
+
+            // Still exactly as it was: the same declaration is accepted, any other refused.
+            Assert.Null(await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(queue.Name, durable: true, exclusive: false, autoDelete: false, arguments: mainArgs, cancellationToken: Ct)));
+            await transport.PublishAsync(queue.Name, [new QueueMessage("m-1", "{}")], Ct);
+            Assert.Equal(1u, await broker.CountAsync(queue.Name));
+        }
+        finally
+        {
+            await broker.DeleteTopologyAsync(queue.Name);
+        }
+    }
+
+    [Fact]
+    public async Task Declare_ExistingMainQueueDeadLetteringElsewhere_FailsNamingQueueAndSetting()
+    {
+        await using var broker = await TestBroker.ConnectAsync();
+        var queue = new QueueDefinition($"test.{Guid.NewGuid():N}", MaxRetries: 3, RetryDelay: TimeSpan.FromMilliseconds(300));
+        try
+        {
+            await DeclareAsTheSeedDoesAsync(broker, queue, new() { ["x-dead-letter-exchange"] = "elsewhere" });
+            await using var connection = NewConnection();
+            await using var transport = NewTransport(connection);
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => transport.DeclareAsync(queue, Ct));
+            Assert.Contains($"'{queue.Name}'", error.Message, StringComparison.Ordinal);
+            Assert.Contains("x-dead-letter-exchange", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await broker.DeleteTopologyAsync(queue.Name);
+        }
+    }
+
+    /// <summary>Seed 003's topology as its service declares it, through a plain client.</summary>
+    internal static Task DeclareAsTheSeedDoesAsync(TestBroker broker, QueueDefinition queue, Dictionary<string, object?>? mainArgs) =>
+        broker.OnChannelAsync(async c =>
+        {
+            await c.ExchangeDeclareAsync(queue.RetryExchange, ExchangeType.Direct, durable: true, autoDelete: false, cancellationToken: Ct);
+            await c.ExchangeDeclareAsync(queue.DeadLetterExchange, ExchangeType.Direct, durable: true, autoDelete: false, cancellationToken: Ct);
+            await c.QueueDeclareAsync(queue.Name, durable: true, exclusive: false, autoDelete: false, arguments: mainArgs, cancellationToken: Ct);
+            await c.QueueDeclareAsync(queue.RetryQueue, durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?>
+            {
+                ["x-message-ttl"] = (int)queue.RetryDelay.TotalMilliseconds,
+                ["x-dead-letter-exchange"] = "",
+                ["x-dead-letter-routing-key"] = queue.Name,
+            }, cancellationToken: Ct);
+            await c.QueueBindAsync(queue.RetryQueue, queue.RetryExchange, queue.Name, cancellationToken: Ct);
+            await c.QueueDeclareAsync(queue.DeadLetterQueue, durable: true, exclusive: false, autoDelete: false, arguments: null, cancellationToken: Ct);
+            await c.QueueBindAsync(queue.DeadLetterQueue, queue.DeadLetterExchange, queue.Name, cancellationToken: Ct);
+        });
 
     [Fact]
     public async Task Declare_ExistingQueueWithOtherRetryDelay_FailsNamingQueueAndSetting()

@@ -9,9 +9,10 @@ using RabbitMQ.Client.Exceptions;
 namespace Tally.Jobs.Queues;
 
 /// <summary>
-/// The scaled-out transport. For a queue <c>Q</c> (seed 003): durable <c>Q</c>; direct exchange
-/// <c>Q.retry.exchange</c> bound to <c>Q.retry</c>, whose messages expire after the retry delay and
-/// are dead-lettered back to <c>Q</c>; direct exchange <c>Q.dlq.exchange</c> bound to <c>Q.dlq</c>.
+/// The scaled-out transport. For a queue <c>Q</c>, seed 003's topology: durable <c>Q</c>, dead-lettering
+/// to the direct exchange <c>Q.retry.exchange</c>, which is bound to <c>Q.retry</c>, whose messages
+/// expire after the retry delay and are dead-lettered back to <c>Q</c>; direct exchange
+/// <c>Q.dlq.exchange</c> bound to <c>Q.dlq</c>. Queues the seed's service declared are taken over.
 /// Messages are persistent and published with confirms; deliveries are acked by hand.
 /// At least once: a delivery is acked only after its retry or dead-letter copy is confirmed, and a
 /// dead letter only after <see cref="DeadLetterStore"/> committed it, so a crash at any point leaves
@@ -38,19 +39,40 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
         await broker.WithChannelAsync(
             async channel =>
             {
-                // Q and Q.dlq: classic durable queues with no arguments of their own.
-                await DeclareQueueAsync(channel, queue.Name, arguments: null, ct);
+                // The exchanges first: Q names Q.retry.exchange as its dead-letter exchange.
                 await DeclareExchangeAsync(channel, queue.RetryExchange, ExchangeType.Direct, ct);
-                await DeclareQueueAsync(channel, queue.RetryQueue, RetryQueueArguments(queue), ct);
-                await channel.QueueBindAsync(queue.RetryQueue, queue.RetryExchange, queue.Name, cancellationToken: ct);
                 await DeclareExchangeAsync(channel, queue.DeadLetterExchange, ExchangeType.Direct, ct);
-                await DeclareQueueAsync(channel, queue.DeadLetterQueue, arguments: null, ct);
+                return true;
+            },
+            ct);
+        await DeclareQueueAsync(queue.RetryQueue, [RetryQueueArguments(queue)], ct);
+        await DeclareQueueAsync(queue.DeadLetterQueue, [null], ct);
+        await DeclareQueueAsync(queue.Name, MainQueueForms(queue), ct);
+        await broker.WithChannelAsync(
+            async channel =>
+            {
+                await channel.QueueBindAsync(queue.RetryQueue, queue.RetryExchange, queue.Name, cancellationToken: ct);
                 await channel.QueueBindAsync(queue.DeadLetterQueue, queue.DeadLetterExchange, queue.Name, cancellationToken: ct);
                 return true;
             },
             ct);
         _declared[queue.Name] = queue;
     }
+
+    /// <summary>
+    /// The arguments <c>Q</c> is declared with, newest first; a queue that already exists in any of these
+    /// forms is taken over as it stands. The first is seed 003's topology: <c>Q</c> dead-letters to
+    /// <c>Q.retry.exchange</c> under the key <c>Q</c>. The second is the same written without the key
+    /// (the broker then keeps the message's own key, which is <c>Q</c> too), the third Tally's own
+    /// declaration before it followed the seed. Tally never lets the broker dead-letter from <c>Q</c>
+    /// itself (it publishes a counted copy and acks), so the three behave the same.
+    /// </summary>
+    public static IReadOnlyList<Dictionary<string, object?>?> MainQueueForms(QueueDefinition queue) =>
+    [
+        new() { ["x-dead-letter-exchange"] = queue.RetryExchange, ["x-dead-letter-routing-key"] = queue.Name },
+        new() { ["x-dead-letter-exchange"] = queue.RetryExchange },
+        null,
+    ];
 
     /// <summary><c>Q.retry</c> holds a message for the retry delay, then dead-letters it through the default exchange back to <c>Q</c>.</summary>
     public static Dictionary<string, object?> RetryQueueArguments(QueueDefinition queue) => new()
@@ -60,19 +82,43 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
         ["x-dead-letter-routing-key"] = queue.Name,
     };
 
-    private static async Task DeclareQueueAsync(IChannel channel, string name, Dictionary<string, object?>? arguments, CancellationToken ct)
+    /// <summary>
+    /// A durable queue in the first of <paramref name="forms"/> the broker accepts (each try on its own
+    /// channel: a refused declaration closes it). A queue that exists in none of them stops start-up
+    /// naming the queue and the first argument that differs.
+    /// </summary>
+    private async Task DeclareQueueAsync(string name, IReadOnlyList<Dictionary<string, object?>?> forms, CancellationToken ct)
     {
-        try
+        string? refusal = null;
+        foreach (var arguments in forms)
         {
-            await channel.QueueDeclareAsync(name, durable: true, exclusive: false, autoDelete: false, arguments: arguments, cancellationToken: ct);
+            var refused = await broker.WithChannelAsync(
+                async channel =>
+                {
+                    try
+                    {
+                        await channel.QueueDeclareAsync(name, durable: true, exclusive: false, autoDelete: false, arguments: arguments, cancellationToken: ct);
+                        return null;
+                    }
+                    catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
+                    {
+                        return e.ShutdownReason.ReplyText ?? "PRECONDITION_FAILED";
+                    }
+                },
+                ct);
+            if (refused is null)
+            {
+                if (refusal is not null)
+                {
+                    LogTakenOverAsItStands(logger, name);
+                }
+                return;
+            }
+            refusal ??= refused;
         }
-        catch (OperationInterruptedException e) when (e.ShutdownReason?.ReplyCode == Constants.PreconditionFailed)
-        {
-            var setting = RabbitMqConnection.InequivalentSetting(e.ShutdownReason.ReplyText);
-            throw new InvalidOperationException(
-                $"RabbitMQ queue '{name}' already exists with a different {setting} than Tally declares " +
-                $"(broker said: {e.ShutdownReason.ReplyText}). Delete the queue (after moving its messages) or change the setting back.", e);
-        }
+        throw new InvalidOperationException(
+            $"RabbitMQ queue '{name}' already exists with a different {RabbitMqConnection.InequivalentSetting(refusal)} than Tally declares " +
+            $"(broker said: {refusal}). Delete the queue (after moving its messages) or change the setting back.");
     }
 
     internal static async Task DeclareExchangeAsync(IChannel channel, string name, string type, CancellationToken ct)
@@ -450,6 +496,9 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Consuming {Queue} from RabbitMQ (prefetch {Prefetch}, concurrency {Concurrency})")]
     private static partial void LogConsuming(ILogger logger, string queue, int prefetch, int concurrency);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "RabbitMQ queue {Queue} exists in an earlier form of its arguments; taken over as it stands")]
+    private static partial void LogTakenOverAsItStands(ILogger logger, string queue);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Message {MessageId} of {Queue} handed back to the broker ({Cause})")]
     private static partial void LogHandedBack(ILogger logger, string queue, string messageId, string cause);
