@@ -12,6 +12,8 @@ public static class ConfigAliases
         ("ALLOWANCE_RETRY_DELAY_MS", "Allowances:RetryDelayMs"),
         ("BALANCE_SYNC_INTERVAL", "BalanceSync:IntervalMs"),
         ("AUTH_SYNC_TIMEOUT", "BalanceSync:AuthSyncTimeoutMs"),
+        ("T24_API_URL", "T24:BaseUrl"),
+        ("T24_API_KEY", "T24:ApiKey"),
     ];
 
     /// <summary>An alias fills its setting only when the setting itself is not configured.</summary>

@@ -7,9 +7,9 @@ namespace Tally.Tests.Harness;
 /// <summary>
 /// An in-memory logger provider: pass <c>logs.Register</c> as an app's test services, then assert on
 /// <see cref="Entries"/>. Captures Tally's own categories from Information up, whatever the
-/// app's configured levels, with each entry's structured fields.
+/// app's configured levels (or from <paramref name="tallyLevel"/>), with each entry's structured fields.
 /// </summary>
-public sealed class CapturedLogs : ILoggerProvider
+public sealed class CapturedLogs(LogLevel tallyLevel = LogLevel.Information) : ILoggerProvider
 {
     private readonly ConcurrentQueue<Entry> _entries = new();
 
@@ -25,7 +25,7 @@ public sealed class CapturedLogs : ILoggerProvider
         services.AddSingleton<ILoggerProvider>(this);
         services.Configure<LoggerFilterOptions>(o => o
             .AddFilter<CapturedLogs>(null, LogLevel.Warning)
-            .AddFilter<CapturedLogs>("Tally", LogLevel.Information));
+            .AddFilter<CapturedLogs>("Tally", tallyLevel));
     }
 
     public ILogger CreateLogger(string categoryName) => new Logger(categoryName, _entries);

@@ -153,6 +153,7 @@ public sealed partial class BalanceSyncDispatcher(
         }, description: "Users waiting per lane, and running, across the instances sharing the lanes");
         var priorityWorkers = o.MaxConcurrentCalls + 1;
         var backgroundWorkers = o.BackgroundWorkers > 0 ? o.BackgroundWorkers : (2 * (o.MaxConcurrentCalls - o.PriorityReserve)) + 1;
+        LogStarted(logger, o.Interval.TotalSeconds, o.AuthSyncTimeoutMs, lanes.Name, o.MaxConcurrentCalls);
         await Task.WhenAll(
             Enumerable.Range(0, priorityWorkers).Select(_ => WorkAsync(SyncLane.Priority, stoppingToken))
                 .Concat(Enumerable.Range(0, backgroundWorkers).Select(_ => WorkAsync(SyncLane.Background, stoppingToken)))
@@ -259,6 +260,10 @@ public sealed partial class BalanceSyncDispatcher(
             set => _lane = (int)value;
         }
     }
+
+    /// <summary>Seed 001's start lines, as one: what its operators look for when the service comes up.</summary>
+    [LoggerMessage(Level = LogLevel.Information, Message = "Balance sync service started: sync interval {IntervalSeconds} s, auth timeout {AuthTimeoutMs} ms, {Lanes} lanes, {MaxCalls} core call(s) at once")]
+    private static partial void LogStarted(ILogger logger, double intervalSeconds, int authTimeoutMs, string lanes, int maxCalls);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Balance sync {Lane} worker failed; carrying on")]
     private static partial void LogWorkerFailed(ILogger logger, Exception e, string lane);

@@ -11,29 +11,30 @@ namespace Tally.Features.BalanceSync;
 
 public sealed record CreateCoreAccount(Guid? Id, Guid? UserId, string? AccountNumber, string? AccountType, bool? IsPrimary, string? Currency, bool? IsActive);
 
+/// <summary>One core account's mirror. <see cref="Balance"/> is the core's available balance, as seed 001 answers it; <see cref="WorkingBalance"/> beside it.</summary>
 public sealed record CoreAccountView(
     Guid Id, Guid UserId, string AccountNumber, string AccountType, bool IsPrimary, bool IsActive, string Currency,
-    decimal? Balance, decimal? AvailableBalance, DateTime? AsOf, DateTime? LastSyncedAt, DateTime? LastAttemptAt, string? LastError)
+    decimal? Balance, decimal? WorkingBalance, DateTime? AsOf, DateTime? LastSyncedAt, DateTime? LastAttemptAt, string? LastError)
 {
     public static CoreAccountView Of(CoreAccount a) => new(
         a.Id, a.UserId, a.AccountNumber, a.AccountType, a.IsPrimary, a.IsActive, a.Currency,
-        a.Balance, a.AvailableBalance, a.BankAsOf, a.LastSyncedAt, a.LastAttemptAt, a.LastError);
+        a.AvailableBalance, a.WorkingBalance, a.BankAsOf, a.LastSyncedAt, a.LastAttemptAt, a.LastError);
 }
 
 /// <summary>
 /// A user's mirrored balances. <see cref="Balance"/> is the primary account's (else the first active
-/// one's); <see cref="AsOf"/> is the bank's as-of time of that balance. <see cref="Ok"/>: every active
+/// one's) available balance, as seed 001 answers it, with its <see cref="WorkingBalance"/> beside it; <see cref="AsOf"/> is the bank's as-of time of that balance. <see cref="Ok"/>: every active
 /// account's last sync succeeded (after a login sync: just now). <see cref="Queued"/>: the login's sync
 /// outlasted its wait and carries on in the background.
 /// </summary>
 public sealed record BalancesView(
-    bool Ok, bool Queued, decimal? Balance, decimal? AvailableBalance, string? Currency, DateTime? AsOf, DateTime? LastSyncedAt,
+    bool Ok, bool Queued, decimal? Balance, decimal? WorkingBalance, string? Currency, DateTime? AsOf, DateTime? LastSyncedAt,
     List<CoreAccountView> Accounts, string? Error)
 {
     public static BalancesView Of(List<CoreAccount> accounts, bool ok, bool queued, string? error)
     {
         var main = accounts.Find(a => a.IsActive && a.IsPrimary) ?? accounts.Find(a => a.IsActive);
-        return new BalancesView(ok, queued, main?.Balance, main?.AvailableBalance, main?.Currency, main?.BankAsOf, main?.LastSyncedAt,
+        return new BalancesView(ok, queued, main?.AvailableBalance, main?.WorkingBalance, main?.Currency, main?.BankAsOf, main?.LastSyncedAt,
             accounts.Select(CoreAccountView.Of).ToList(), error);
     }
 }

@@ -13,8 +13,9 @@ namespace Tally.Data
 namespace Tally.Features.BalanceSync
 {
     /// <summary>
-    /// A user's account at the core bank, and the mirror of its balances. <see cref="Balance"/> and
-    /// <see cref="AvailableBalance"/> are null until the first successful sync.
+    /// A user's account at the core bank, and the mirror of its balances. <see cref="AvailableBalance"/>
+    /// is what the user is shown as their <c>balance</c> (seed 001 reads the core's available balance);
+    /// <see cref="WorkingBalance"/> includes amounts the bank has locked. Both are null until the first successful sync.
     /// </summary>
     public sealed class CoreAccount
     {
@@ -25,7 +26,7 @@ namespace Tally.Features.BalanceSync
         public bool IsPrimary { get; set; }
         public bool IsActive { get; set; }
         public required string Currency { get; set; }
-        public decimal? Balance { get; set; }
+        public decimal? WorkingBalance { get; set; }
         public decimal? AvailableBalance { get; set; }
 
         /// <summary>When Tally last stored a balance from the core.</summary>
@@ -50,7 +51,7 @@ namespace Tally.Features.BalanceSync
         {
             e.ToTable("core_accounts");
             e.HasOne<Users.User>().WithMany().HasForeignKey(a => a.UserId);
-            e.Property(a => a.Balance).HasPrecision(19, 4);
+            e.Property(a => a.WorkingBalance).HasPrecision(19, 4);
             e.Property(a => a.AvailableBalance).HasPrecision(19, 4);
         }
     }
@@ -71,7 +72,7 @@ namespace Tally.Features.BalanceSync
     /// </summary>
     internal static class CoreAccountRows
     {
-        public const string Columns = "a.id, a.user_id, a.account_number, a.account_type, a.is_primary, a.is_active, a.currency, a.balance, "
+        public const string Columns = "a.id, a.user_id, a.account_number, a.account_type, a.is_primary, a.is_active, a.currency, a.working_balance, "
             + "a.available_balance, a.last_synced_at, a.last_attempt_at, a.bank_as_of, a.last_error, a.created_at, a.updated_at";
 
         /// <summary>The accounts of the current row and every row after it, from column <paramref name="first"/> on; a row without an account (an outer join's) adds none.</summary>
@@ -98,7 +99,7 @@ namespace Tally.Features.BalanceSync
             IsPrimary = r.GetBoolean(i + 4),
             IsActive = r.GetBoolean(i + 5),
             Currency = r.GetString(i + 6),
-            Balance = r.IsDBNull(i + 7) ? null : r.GetDecimal(i + 7),
+            WorkingBalance = r.IsDBNull(i + 7) ? null : r.GetDecimal(i + 7),
             AvailableBalance = r.IsDBNull(i + 8) ? null : r.GetDecimal(i + 8),
             LastSyncedAt = r.IsDBNull(i + 9) ? null : r.GetFieldValue<DateTime>(i + 9),
             LastAttemptAt = r.IsDBNull(i + 10) ? null : r.GetFieldValue<DateTime>(i + 10),

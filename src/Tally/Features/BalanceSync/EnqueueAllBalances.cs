@@ -43,10 +43,11 @@ public sealed partial class EnqueueAllBalances(TallyDb db, ISyncLanes lanes, IOp
                 break;
             }
         }
-        LogQueued(logger, queued, eligible);
+        LogQueued(logger, eligible, queued);
         return new JobResult(queued, new Detail(eligible, queued, eligible - queued));
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Queued {Queued} of {Eligible} mobile-banking users for a background balance sync")]
-    private static partial void LogQueued(ILogger logger, int queued, int eligible);
+    /// <summary>Seed 001's "Found N users to sync" of each periodic run.</summary>
+    [LoggerMessage(Level = LogLevel.Information, Message = "Periodic balance sync: found {Eligible} users to sync, queued {Queued}")]
+    private static partial void LogQueued(ILogger logger, int eligible, int queued);
 }

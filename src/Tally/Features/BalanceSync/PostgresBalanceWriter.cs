@@ -39,14 +39,14 @@ public sealed class PostgresBalanceWriter(StorageSettings storage) : IAsyncDispo
         await using var batch = _dataSource.CreateBatch();
         var update = new NpgsqlBatchCommand("""
             UPDATE core_accounts a
-            SET balance = v.balance, available_balance = v.available, bank_as_of = v.as_of, last_synced_at = v.synced_at,
+            SET working_balance = v.working, available_balance = v.available, bank_as_of = v.as_of, last_synced_at = v.synced_at,
                 last_attempt_at = v.attempted_at, last_error = v.error, updated_at = v.attempted_at
             FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::text[])
-                 AS v(id, balance, available, as_of, synced_at, attempted_at, error)
+                 AS v(id, working, available, as_of, synced_at, attempted_at, error)
             WHERE a.id = v.id
             """);
         update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.Id).ToArray() });
-        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.Balance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.WorkingBalance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
         update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.AvailableBalance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
         update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.BankAsOf).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
         update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.LastSyncedAt).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });

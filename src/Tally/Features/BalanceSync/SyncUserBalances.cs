@@ -6,10 +6,18 @@ using Tally.Jobs.Outbox;
 
 namespace Tally.Features.BalanceSync;
 
-/// <summary>The event a changed mirror balance emits, through the outbox, in the same transaction as the change.</summary>
-public sealed record AccountBalanceUpdated(
-    Guid AccountId, Guid UserId, string AccountNumber, decimal? Previous, decimal New, decimal? Delta, string Currency,
-    decimal AvailableBalance, DateTime? BankAsOf, DateTime SyncedAt);
+/// <summary>
+/// The event a changed mirror balance emits, through the outbox, in the same transaction as the change.
+/// Its own name (connection sync's <c>AccountBalanceUpdated</c> has another shape), and the seed's
+/// numbers: <see cref="PreviousBalance"/>, <see cref="NewBalance"/> and <see cref="Delta"/> are the
+/// available balance, the user's <c>balance</c>; the working balance rides beside them. Emitted
+/// when either balance changed; previous values are null on an account's first sync.
+/// </summary>
+public sealed record CoreBalanceUpdated(
+    Guid AccountId, Guid UserId, string AccountNumber, string Currency,
+    decimal? PreviousBalance, decimal NewBalance, decimal? Delta,
+    decimal? PreviousWorkingBalance, decimal WorkingBalance,
+    DateTime? BankAsOf, DateTime SyncedAt);
 
 /// <summary>
 /// How one attempt at a user's sync ended: settled (whatever each account's outcome), or worth
@@ -26,7 +34,7 @@ public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IRea
 /// <summary>
 /// Syncs one user: asks the core for each active account's balance, each call through the
 /// <see cref="CoreCallGate"/>, then records every answer in ONE transaction: balances, the three
-/// times, the last error, and an <c>AccountBalanceUpdated</c> event for each balance that changed
+/// times, the last error, and a <c>CoreBalanceUpdated</c> event for each account whose balances changed
 /// (on PostgreSQL one round trip of hand-written SQL; elsewhere EF Core's SaveChanges).
 /// A transient failure stops the user's remaining calls (the core is struggling: be gentle) and asks
 /// for a retry; a retry asks only for the accounts not synced since the user was queued.
@@ -36,7 +44,7 @@ public sealed partial class SyncUserBalances(
     TallyDb db, T24Client t24, CoreCallGate gate, StorageSettings storage, IEventPublisher publisher, TimeProvider clock, ILogger<SyncUserBalances> logger,
     PostgresBalanceWriter? postgresWriter = null)
 {
-    public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
+    public const string BalanceUpdatedEvent = "CoreBalanceUpdated";
     private const int MaxErrorLength = 500;
 
     private static readonly Meter Meter = new("Tally.BalanceSync");
@@ -148,7 +156,7 @@ public sealed partial class SyncUserBalances(
     public static bool IsEligible(string context, bool isActive) => isActive && context == UserContexts.MobileBanking;
 
     /// <summary>Records one answer on the account; answers the event to emit when its balance changed.</summary>
-    private AccountBalanceUpdated? Record(CoreAccount account, T24Result result, DateTime now)
+    private CoreBalanceUpdated? Record(CoreAccount account, T24Result result, DateTime now)
     {
         account.LastAttemptAt = now;
         account.UpdatedAt = now;
@@ -165,16 +173,22 @@ public sealed partial class SyncUserBalances(
             return null;
         }
         var balance = result.Balance;
-        var previous = account.Balance;
-        account.Balance = balance.Balance;
+        var (previous, previousWorking) = (account.AvailableBalance, account.WorkingBalance);
+        account.WorkingBalance = balance.Working;
         account.AvailableBalance = balance.Available;
         account.BankAsOf = balance.AsOf;
         account.LastSyncedAt = now;
         account.LastError = null;
-        return previous == balance.Balance ? null : new AccountBalanceUpdated(
-            account.Id, account.UserId, account.AccountNumber, previous, balance.Balance, balance.Balance - previous, account.Currency,
-            balance.Available, balance.AsOf, now);
+        LogSynced(logger, account.UserId, account.AccountNumber, balance.Available, account.Currency);
+        return previous == balance.Available && previousWorking == balance.Working ? null : new CoreBalanceUpdated(
+            account.Id, account.UserId, account.AccountNumber, account.Currency,
+            previous, balance.Available, balance.Available - previous,
+            previousWorking, balance.Working, balance.AsOf, now);
     }
+
+    /// <summary>Seed 001's "Synced balance for user ..." line, at Debug: one per account synced.</summary>
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Synced balance for user {UserId}: account {AccountNumber} {Balance} {Currency}")]
+    private static partial void LogSynced(ILogger logger, Guid userId, string accountNumber, decimal balance, string currency);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Core account {AccountId} of user {UserId}: sync failed with {Reason}")]
     private static partial void LogFailed(ILogger logger, Guid accountId, Guid userId, string reason);

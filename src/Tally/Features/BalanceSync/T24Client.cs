@@ -6,8 +6,8 @@ using Microsoft.Extensions.Options;
 
 namespace Tally.Features.BalanceSync;
 
-/// <summary>A balance as the core reported it: <see cref="Balance"/> is T24's working balance.</summary>
-public sealed record T24Balance(decimal Balance, decimal Available, string Currency, DateTime? AsOf);
+/// <summary>A balance as the core reported it: T24's working balance and its available balance (working less locked amounts).</summary>
+public sealed record T24Balance(decimal Working, decimal Available, string Currency, DateTime? AsOf);
 
 /// <summary>
 /// Why a call to the core failed. Transient failures are retried with backoff; the others wait for

@@ -135,7 +135,7 @@ public class BackgroundSyncTests
     [Theory]
     [InlineData("sqlite")]
     [InlineData("postgres")]
-    public async Task BalanceChange_EmitsAccountBalanceUpdatedWithPreviousNewAndDelta_OnlyWhenItChanged(string storage)
+    public async Task BalanceChange_EmitsCoreBalanceUpdatedWithPreviousNewAndDelta_OnlyWhenItChanged(string storage)
     {
         await using var banking = await CoreBanking.StartAsync(storage);
         var user = await banking.UserAsync("ACC-MOVES-1");
@@ -145,11 +145,12 @@ public class BackgroundSyncTests
         var second = (await banking.LoginSyncAsync(user, HttpStatusCode.OK)).GetProperty("balance").GetDecimal();
 
         Assert.Equal(first - 12.34m, second);
-        var events = await banking.Admin.GetAsync("/api/admin/events?type=AccountBalanceUpdated").ExpectAsync(HttpStatusCode.OK);
+        var events = await banking.Admin.GetAsync("/api/admin/events?type=CoreBalanceUpdated").ExpectAsync(HttpStatusCode.OK);
         Assert.Equal(2, events.GetArrayLength());
         var change = events[1].GetProperty("payload");
-        Assert.Equal(first, change.GetProperty("previous").GetDecimal());
-        Assert.Equal(second, change.GetProperty("new").GetDecimal());
+        Assert.Equal(first, change.GetProperty("previousBalance").GetDecimal());
+        Assert.Equal(second, change.GetProperty("newBalance").GetDecimal());
+        Assert.Equal(change.GetProperty("previousWorkingBalance").GetDecimal() - 12.34m, change.GetProperty("workingBalance").GetDecimal());
         Assert.Equal(-12.34m, change.GetProperty("delta").GetDecimal());
         Assert.Equal("USD", change.GetProperty("currency").GetString());
         Assert.Equal("ACC-MOVES-1", change.GetProperty("accountNumber").GetString());

@@ -25,7 +25,9 @@ internal sealed class CoreBanking : IAsyncDisposable
         ["RateLimits:t24:PermitsPerSecond"] = "100",
     };
 
-    public static async Task<CoreBanking> StartAsync(string storage, IDictionary<string, string?>? tally = null, IDictionary<string, string?>? sandbox = null)
+    public static async Task<CoreBanking> StartAsync(
+        string storage, IDictionary<string, string?>? tally = null, IDictionary<string, string?>? sandbox = null,
+        Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null)
     {
         var core = new Dictionary<string, string?>
         {
@@ -34,19 +36,20 @@ internal sealed class CoreBanking : IAsyncDisposable
         };
         Merge(core, sandbox);
         var banking = new CoreBanking(await SandboxHost.StartAsync(core));
-        await banking.AddInstanceAsync(storage, tally);
+        await banking.AddInstanceAsync(storage, tally, services);
         return banking;
     }
 
     /// <summary>Another instance on the same database as the first (scale-out), calling the same core.</summary>
-    public async Task<TallyApp> AddInstanceAsync(string storage, IDictionary<string, string?>? tally = null)
+    public async Task<TallyApp> AddInstanceAsync(
+        string storage, IDictionary<string, string?>? tally = null, Action<Microsoft.Extensions.DependencyInjection.IServiceCollection>? services = null)
     {
         var settings = Defaults();
         Merge(settings, Sandbox.TallySettings);
         Merge(settings, tally);
         var app = _apps.Count == 0
-            ? await Apps.CreateAsync(storage, settings)
-            : TallyApp.Postgres(App.ConnectionString, settings);
+            ? await Apps.CreateAsync(storage, settings, services)
+            : TallyApp.Postgres(App.ConnectionString, settings, services);
         _apps.Add(app);
         if (_apps.Count == 1)
         {

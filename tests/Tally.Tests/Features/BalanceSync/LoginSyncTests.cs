@@ -13,31 +13,38 @@ public class LoginSyncTests
     [Theory]
     [InlineData("sqlite")]
     [InlineData("postgres")]
-    public async Task LoginSync_FastCore_AnswersOkWithTheCoresBalance(string storage)
+    public async Task LoginSync_FastCore_AnswersOkWithTheCoresAvailableBalanceAndWorkingBesideIt(string storage)
     {
         await using var banking = await CoreBanking.StartAsync(storage);
         var user = await banking.UserAsync("ACC-FAST-1");
 
         var body = await banking.LoginSyncAsync(user, HttpStatusCode.OK);
 
+        // The seed's `balance` is the core's available balance (working less locked amounts).
         var (working, locked) = banking.Sandbox.T24.BalanceAt("ACC-FAST-1", DateTime.UtcNow);
+        Assert.NotEqual(0m, locked);
         Assert.True(body.GetProperty("ok").GetBoolean());
         Assert.False(body.GetProperty("queued").GetBoolean());
-        Assert.Equal(working, body.GetProperty("balance").GetDecimal());
-        Assert.Equal(working - locked, body.GetProperty("availableBalance").GetDecimal());
+        Assert.Equal(working - locked, body.GetProperty("balance").GetDecimal());
+        Assert.Equal(working, body.GetProperty("workingBalance").GetDecimal());
+        Assert.False(body.TryGetProperty("availableBalance", out _));
         Assert.Equal("USD", body.GetProperty("currency").GetString());
         var account = body.GetProperty("accounts")[0];
-        Assert.Equal(working, account.GetProperty("balance").GetDecimal());
+        Assert.Equal(working - locked, account.GetProperty("balance").GetDecimal());
+        Assert.Equal(working, account.GetProperty("workingBalance").GetDecimal());
         Assert.Equal(account.GetProperty("lastSyncedAt").GetDateTime(), account.GetProperty("lastAttemptAt").GetDateTime());
         Assert.Equal(DateTime.UtcNow.Date, account.GetProperty("asOf").GetDateTime().ToUniversalTime().Date);
         Assert.Equal(JsonValueKind.Null, account.GetProperty("lastError").ValueKind);
         Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-FAST-1"));
 
         // The first sync of an account is a change from nothing.
-        var events = await banking.Admin.GetAsync("/api/admin/events?type=AccountBalanceUpdated").ExpectAsync(HttpStatusCode.OK);
+        var events = await banking.Admin.GetAsync("/api/admin/events?type=CoreBalanceUpdated").ExpectAsync(HttpStatusCode.OK);
         var payload = Assert.Single(events.EnumerateArray()).GetProperty("payload");
-        Assert.Equal(JsonValueKind.Null, payload.GetProperty("previous").ValueKind);
-        Assert.Equal(working, payload.GetProperty("new").GetDecimal());
+        Assert.Equal(JsonValueKind.Null, payload.GetProperty("previousBalance").ValueKind);
+        Assert.Equal(working - locked, payload.GetProperty("newBalance").GetDecimal());
+        Assert.Equal(working, payload.GetProperty("workingBalance").GetDecimal());
+        // Connection sync's event of that name has another shape: balance sync never emits it.
+        Assert.Equal(0, (await banking.Admin.GetAsync("/api/admin/events?type=AccountBalanceUpdated").ExpectAsync(HttpStatusCode.OK)).GetArrayLength());
 
         // Monitoring: calls by outcome, login answer times and lane depths on /metrics (admin only outside Development).
         var metrics = await banking.Admin.GetStringAsync("/metrics", TestContext.Current.CancellationToken);
@@ -133,9 +140,9 @@ public class LoginSyncTests
         banking.Sandbox.T24.Release();
 
         var answers = await Task.WhenAll(logins);
-        var (working, _) = banking.Sandbox.T24.BalanceAt("ACC-TWICE-1", DateTime.UtcNow);
+        var (working, locked) = banking.Sandbox.T24.BalanceAt("ACC-TWICE-1", DateTime.UtcNow);
         Assert.All(answers, a => Assert.True(a.GetProperty("ok").GetBoolean()));
-        Assert.All(answers, a => Assert.Equal(working, a.GetProperty("balance").GetDecimal()));
+        Assert.All(answers, a => Assert.Equal(working - locked, a.GetProperty("balance").GetDecimal()));
         Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-TWICE-1"));
         await banking.DrainedAsync();
         Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-TWICE-1"));
