@@ -160,10 +160,10 @@ public sealed partial class SyncConnection(
     TimeProvider clock,
     ILogger<SyncConnection> logger)
 {
-    public const string AttemptedEvent = "AccountSyncAttempted";
-    public const string FailedEvent = "AccountSyncFailed";
-    public const string SucceededEvent = "AccountSyncSucceeded";
-    public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
+    public const string AttemptedEvent = nameof(AccountSyncAttempted);
+    public const string FailedEvent = nameof(AccountSyncFailed);
+    public const string SucceededEvent = nameof(AccountSyncSucceeded);
+    public const string BalanceUpdatedEvent = nameof(AccountBalanceUpdated);
 
     /// <summary>
     /// SQLite has one write lock and no queue for it: a waiting writer polls, at most 100 ms apart
@@ -172,14 +172,6 @@ public sealed partial class SyncConnection(
     /// PostgreSQL locks rows, so there the chunks follow each other at once.
     /// </summary>
     public static readonly TimeSpan SqliteWritersTurn = TimeSpan.FromMilliseconds(110);
-
-    public sealed record AccountSyncAttempted(Guid ConnectionId, Guid UserId, string Trigger, bool Forced);
-
-    public sealed record AccountSyncFailed(Guid ConnectionId, Guid UserId, string Reason, int? RetryAfterSeconds);
-
-    public sealed record AccountSyncSucceeded(Guid ConnectionId, Guid UserId, int Count, int Created, int Updated, int Unchanged, int Errors);
-
-    public sealed record AccountBalanceUpdated(Guid ConnectionId, Guid UserId, Guid AccountId, string ProviderAccountId, decimal Previous, decimal New, decimal Delta, string Currency);
 
     /// <summary>What is known about one attempt as it goes: who asked, the connection as read, and the run once claimed.</summary>
     private sealed class Attempt(SyncCommand command, ProviderConnection? connection, DateTime startedAt)
@@ -199,7 +191,7 @@ public sealed partial class SyncConnection(
 
     public async Task<SyncOutcome> HandleAsync(SyncCommand command, CancellationToken ct)
     {
-        var now = clock.GetUtcNow().UtcDateTime;
+        var now = Now();
         ProviderConnection? connection;
         List<ProviderCall> recentCalls;
         await using (var db = await dbs.CreateDbContextAsync(ct))
@@ -247,6 +239,20 @@ public sealed partial class SyncConnection(
     }
 
     private SyncLimits Limits(ProviderConnection? connection) => SyncLimits.Of(options.Value, connection?.ProviderSlug ?? "");
+
+    /// <summary>
+    /// Now, in whole microseconds: what PostgreSQL keeps of a time, so an event's <c>occurredAt</c> equals
+    /// its row's <c>occurred_at</c> on both databases.
+    /// </summary>
+    private DateTime Now()
+    {
+        var now = clock.GetUtcNow().UtcDateTime;
+        return now.AddTicks(-(now.Ticks % TimeSpan.TicksPerMicrosecond));
+    }
+
+    /// <summary>Stages a connection event under its own id and time, so the row (and the message published from it) carries what the payload says.</summary>
+    private static void Stage(TallyDb db, ConnectionEvent e) =>
+        Outbox.Add(db, e.EventType, e.ConnectionId.ToString(), e, e.OccurredAt, e.EventId);
 
     /// <summary>The connection (if the caller's) and its provider calls of the last 24 hours, oldest first.</summary>
     private static async Task<(ProviderConnection? Connection, List<ProviderCall> RecentCalls)> ReadAsync(TallyDb db, SyncCommand command, DateTime now, CancellationToken ct)
@@ -309,8 +315,7 @@ public sealed partial class SyncConnection(
             ProviderCalled = true,
             StartedAt = now,
         });
-        Outbox.Add(db, AttemptedEvent, attempt.Subject,
-            new AccountSyncAttempted(id, attempt.Command.UserId, attempt.Command.Trigger, attempt.Command.Force), now);
+        Stage(db, new AccountSyncAttempted(Guid.CreateVersion7(), now, id, attempt.Command.UserId, attempt.Command.Trigger, attempt.Command.Force));
         await db.SaveChangesAsync(ct);
         await tx.CommitAsync(ct);
         attempt.RunId = runId;
@@ -325,7 +330,7 @@ public sealed partial class SyncConnection(
     private async Task<SyncOutcome> ApplyAsync(Attempt attempt, FetchResult.Fetched fetched, string? restoredCredentials, CancellationToken ct)
     {
         var settings = options.Value;
-        var now = clock.GetUtcNow().UtcDateTime;
+        var now = Now();
         var connection = attempt.Connection!;
         List<ProviderAccount> existing;
         bool sqlite;
@@ -379,12 +384,13 @@ public sealed partial class SyncConnection(
         }
         // Still working: the lease runs from now, so a long sync is not taken for a dead one.
         await db.ProviderConnections.Where(c => c.Id == connection.Id)
-            .ExecuteUpdateAsync(s => s.SetProperty(c => c.SyncClaimedUntil, clock.GetUtcNow().UtcDateTime + options.Value.SyncLease), ct);
+            .ExecuteUpdateAsync(s => s.SetProperty(c => c.SyncClaimedUntil, Now() + options.Value.SyncLease), ct);
         await AccountUpsert.WriteAsync(db, chunk, now, ct);
         var subject = attempt.Subject;
         var userId = attempt.Command.UserId;
-        await OutboxBatch.InsertAsync(db, chunk.BalanceChanges.Select(c => new OutboxBatch.Event(BalanceUpdatedEvent, subject,
-            new AccountBalanceUpdated(connection.Id, userId, c.AccountId, c.ProviderAccountId, c.Previous, c.Current, AccountUpsert.Normalize(c.Current - c.Previous), c.Currency))).ToList(), now, ct);
+        var events = chunk.BalanceChanges.Select(c => new AccountBalanceUpdated(Guid.CreateVersion7(), now, connection.Id, userId, c.AccountId, c.ProviderAccountId,
+            c.Previous, c.Current, AccountUpsert.Normalize(c.Current - c.Previous), c.Currency));
+        await OutboxBatch.InsertAsync(db, events.Select(e => new OutboxBatch.Event(e.EventType, subject, e, e.EventId)).ToList(), now, ct);
         await tx.CommitAsync(ct);
         return true;
     }
@@ -419,8 +425,7 @@ public sealed partial class SyncConnection(
                 .SetProperty(c => c.CredentialsEncrypted, c => restoredCredentials != null && c.CredentialsEncrypted == previousCredentials
                     ? restoredCredentials
                     : c.CredentialsEncrypted), ct);
-        Outbox.Add(db, SucceededEvent, attempt.Subject,
-            new AccountSyncSucceeded(connection.Id, userId, plan.Total, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors), now);
+        Stage(db, new AccountSyncSucceeded(Guid.CreateVersion7(), now, connection.Id, userId, plan.Total, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors));
         await db.SaveChangesAsync(ct);
         await tx.CommitAsync(ct);
         return true;
@@ -440,16 +445,16 @@ public sealed partial class SyncConnection(
     /// </summary>
     private async Task<SyncOutcome> FailAsync(Attempt attempt, SyncFailure failure, CancellationToken ct)
     {
-        var now = clock.GetUtcNow().UtcDateTime;
+        var now = Now();
         var command = attempt.Command;
         await using var db = await dbs.CreateDbContextAsync(ct);
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         if (attempt.RunId is null)
         {
-            Outbox.Add(db, AttemptedEvent, attempt.Subject, new AccountSyncAttempted(command.ConnectionId, command.UserId, command.Trigger, command.Force), attempt.StartedAt);
+            Stage(db, new AccountSyncAttempted(Guid.CreateVersion7(), attempt.StartedAt, command.ConnectionId, command.UserId, command.Trigger, command.Force));
         }
         var retryAfter = failure.RetryAfter is { } wait ? (int?)Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds)) : null;
-        Outbox.Add(db, FailedEvent, attempt.Subject, new AccountSyncFailed(command.ConnectionId, command.UserId, failure.Reason, retryAfter), now);
+        Stage(db, new AccountSyncFailed(Guid.CreateVersion7(), now, command.ConnectionId, command.UserId, failure.Reason, retryAfter));
 
         var runId = attempt.RunId;
         // A superseded sync only says it failed: its run was closed, and the connection is held, by the sync that took over.

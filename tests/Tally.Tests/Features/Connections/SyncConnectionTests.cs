@@ -38,12 +38,12 @@ public class SyncConnectionTests
         // Each balance event commits with its account's row; the success, known last, comes last.
         Assert.Equal([Attempted, Succeeded, Attempted, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, Succeeded],
             events.Select(e => e.Type).ToList());
-        Assert.Equal(5, events[8].Payload.GetProperty("count").GetInt32());
+        Assert.Equal(5, events[8].Payload.GetProperty("accountCount").GetInt32());
         foreach (var (_, payload) in events.Skip(3).Take(5))
         {
             var account = payload.GetProperty("accountId").GetGuid();
-            var previous = payload.GetProperty("previous").GetDecimal();
-            var current = payload.GetProperty("new").GetDecimal();
+            var previous = payload.GetProperty("previousBalance").GetDecimal();
+            var current = payload.GetProperty("newBalance").GetDecimal();
             Assert.Equal(before[account].Balance, previous);
             Assert.Equal(after[account].Balance, current);
             Assert.Equal(current - previous, payload.GetProperty("delta").GetDecimal());
