@@ -40,7 +40,8 @@ public sealed record AccountSyncSucceeded(
 
 /// <summary>
 /// An account's balance moved: <c>delta</c> = <c>newBalance</c> - <c>previousBalance</c>, in
-/// <c>currency</c>. Tally adds <c>providerAccountId</c>, the provider's own id of the account.
+/// <c>currency</c>. A newly found account moved from 0 (none is emitted when it holds 0). Tally adds
+/// <c>providerAccountId</c>, the provider's own id of the account.
 /// </summary>
 public sealed record AccountBalanceUpdated(
     Guid EventId, DateTime OccurredAt, Guid ConnectionId, Guid UserId, Guid AccountId, string ProviderAccountId,

@@ -4,8 +4,10 @@ using System.Text.Json;
 using Microsoft.EntityFrameworkCore;
 using RabbitMQ.Client;
 using Tally.Features.Connections;
+using Tally.Features.Connections.Providers;
 using Tally.Jobs.Outbox;
 using Tally.Tests.Harness;
+using static Tally.Tests.Features.Connections.ScriptedProvider;
 
 namespace Tally.Tests.Features.Connections;
 
@@ -22,6 +24,40 @@ public class ConnectionEventTests
         [SyncConnection.SucceededEvent] = [.. Common, "accountCount", "created", "updated", "unchanged", "errors"],
         [SyncConnection.BalanceUpdatedEvent] = [.. Common, "accountId", "providerAccountId", "previousBalance", "newBalance", "delta", "currency"],
     };
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Sync_NewFundedAccount_EmitsAccountBalanceUpdatedFromZero_WithTheSeedsFields_AndAnUnfundedOneEmitsNothing(string storage)
+    {
+        var bank = new ScriptedProvider();
+        await using var t = await AppAsync(storage, bank);
+        var id = await ConnectAsync(t.User);
+        bank.Answer(Account("FUNDED", 125.50m, "EUR"), Account("EMPTY", 0m), Account("OWED", -300.25m, type: AccountTypes.CreditCard));
+
+        Assert.Equal((3, 0, 0, 0), SyncConnectionTests.Counts(await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK)));
+
+        var events = await t.Admin.EventsAsync(id);
+        Assert.Equal([SyncConnection.AttemptedEvent, SyncConnection.BalanceUpdatedEvent, SyncConnection.BalanceUpdatedEvent, SyncConnection.SucceededEvent],
+            events.Select(e => e.Type).ToList());
+        var accounts = await AccountIdsAsync(t, id);
+        var funded = events[1].Payload;
+        Assert.Equal(Fields[SyncConnection.BalanceUpdatedEvent], funded.EnumerateObject().Select(p => p.Name).ToArray());
+        Assert.Equal(accounts["FUNDED"], funded.GetProperty("accountId").GetGuid());
+        Assert.Equal((0m, 125.5m, 125.5m, "EUR"), Balance(funded));
+        Assert.Equal(accounts["OWED"], events[2].Payload.GetProperty("accountId").GetGuid());
+        Assert.Equal((0m, -300.25m, -300.25m, "USD"), Balance(events[2].Payload));
+        Assert.Equal(3, events[3].Payload.GetProperty("accountCount").GetInt32());
+
+        // Funded later, the empty account's balance moves from 0 as any balance does.
+        t.Clock.Advance(TimeSpan.FromMinutes(16));
+        bank.Answer(Account("FUNDED", 125.50m, "EUR"), Account("EMPTY", 10m), Account("OWED", -300.25m, type: AccountTypes.CreditCard));
+        Assert.Equal((0, 1, 2, 0), SyncConnectionTests.Counts(await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK)));
+        var later = (await t.Admin.EventsAsync(id)).Skip(4).ToList();
+        Assert.Equal([SyncConnection.AttemptedEvent, SyncConnection.BalanceUpdatedEvent, SyncConnection.SucceededEvent], later.Select(e => e.Type).ToList());
+        Assert.Equal(accounts["EMPTY"], later[1].Payload.GetProperty("accountId").GetGuid());
+        Assert.Equal((0m, 10m, 10m, "USD"), Balance(later[1].Payload));
+    }
 
     [Theory]
     [InlineData("sqlite")]
@@ -99,5 +135,17 @@ public class ConnectionEventTests
             "every event of the connection on the subscriber's queue");
         Assert.Equal(outbox.Select(e => (e.EventId.ToString(), e.EventType)), published.Select(p => (p.MessageId, p.Type)));
         Assert.All(published, p => Assert.Equal(p.MessageId, p.Payload.GetProperty("eventId").GetString()));
+    }
+
+    private static (decimal Previous, decimal New, decimal Delta, string Currency) Balance(JsonElement payload) => (
+        payload.GetProperty("previousBalance").GetDecimal(), payload.GetProperty("newBalance").GetDecimal(),
+        payload.GetProperty("delta").GetDecimal(), payload.GetProperty("currency").GetString()!);
+
+    /// <summary>Tally's account ids by the provider's.</summary>
+    private static async Task<Dictionary<string, Guid>> AccountIdsAsync(ConnectionApp t, Guid connectionId)
+    {
+        await using var db = t.App.Db();
+        return await db.ProviderAccounts.AsNoTracking().Where(a => a.ConnectionId == connectionId)
+            .ToDictionaryAsync(a => a.ProviderAccountId, a => a.Id, TestContext.Current.CancellationToken);
     }
 }
