@@ -75,9 +75,10 @@ public sealed record UpsertPlan(
 /// The account upsert: <see cref="Plan"/> is the pure decision (created / updated / unchanged /
 /// errors, and which balances changed), in the seed's terms: an account is updated when anything the
 /// provider reports of it changed (balance, name, active, metadata and the rest), but its balance
-/// changed only when the amount moved; a new account's balance moved from 0, unless it holds 0.
-/// <see cref="WriteAsync"/> applies the plan (or one of its <see cref="UpsertPlan.Chunks"/>) with
-/// multi-row statements, a fixed number of rows per round trip, whatever the number of accounts.
+/// changed only when the amount moved; a new account's balance moved from 0, unless it holds 0; a
+/// type Tally does not know is <see cref="AccountTypes.Other"/>. <see cref="WriteAsync"/> applies
+/// the plan (or one of its <see cref="UpsertPlan.Chunks"/>) with multi-row statements, a fixed
+/// number of rows per round trip, whatever the number of accounts.
 /// </summary>
 public static class AccountUpsert
 {
@@ -150,7 +151,7 @@ public static class AccountUpsert
         ProviderAccountId = d.ProviderAccountId,
         MaskedNumber = Clip(d.MaskedNumber),
         Name = Clip(d.Name) ?? d.ProviderAccountId,
-        AccountType = d.AccountType,
+        AccountType = AccountTypes.Known(d.AccountType),
         Balance = d.Balance,
         AvailableBalance = d.AvailableBalance,
         Currency = d.Currency,
