@@ -37,6 +37,9 @@ public static class SyncFailureReasons
     public const string CredentialsDecryptionFailed = "credentials_decryption_failed";
     public const string ProviderNotSupported = "provider_not_supported";
     public const string TooManyAccounts = "too_many_accounts";
+
+    /// <summary>The database refused or lost a transaction of the sync once under way (see <see cref="SyncConnection.HandleAsync"/>).</summary>
+    public const string DatabaseError = "database_error";
 }
 
 /// <summary>The bounds one sync is checked against (<see cref="ConnectionsOptions"/> and the provider's policy).</summary>
@@ -137,18 +140,21 @@ public static class SyncRules
 /// <c>AccountSyncAttempted</c>; (2a) on success, the accounts in chunks of
 /// <c>Connections:AccountsPerTransaction</c>, each chunk committed with its
 /// <c>AccountBalanceUpdated</c> events and its counts on the run, then <c>last_sync_at</c>, the run's
-/// end and <c>AccountSyncSucceeded</c>; (2b) on any failure, <see cref="FailAsync"/>: the one place
-/// that records a failure and emits <c>AccountSyncFailed(reason)</c>, committed even though the sync
-/// did not happen. The claim (<c>sync_claimed_until</c>, a conditional UPDATE) makes one sync per
-/// connection at a time a database fact, across instances; every later transaction of the sync
-/// first checks that its run is still RUNNING (a sync that took over after a lease ran out marks it
-/// abandoned), so two syncs never write the same connection.
+/// end and <c>AccountSyncSucceeded</c>; (2b) on any failure, a database failure included,
+/// <see cref="FailAsync"/>: the one place that records a failure and emits
+/// <c>AccountSyncFailed(reason)</c>, committed even though the sync did not happen. The claim
+/// (<c>sync_claimed_until</c>, a conditional UPDATE) makes one sync per connection at a time a
+/// database fact, across instances; every later transaction of the sync first checks that its run
+/// is still RUNNING (a sync that took over after a lease ran out marks it abandoned), so two syncs
+/// never write the same connection.
 /// </para>
 /// <para>
 /// A crash between chunks leaves the chunks committed so far, each with its events, and the run
 /// RUNNING with the counts of those chunks; <c>last_sync_at</c> is not moved. Once the lease runs
 /// out, the next sync marks that run abandoned and applies the rest: what was committed is now
-/// unchanged (no event twice), what was not is created or updated with its events (none lost).
+/// unchanged (no event twice), what was not is created or updated with its events (none lost). A
+/// chunk the database refuses or loses ends the same way, except that the run is FAILED
+/// (<c>database_error</c>) and the connection free at once.
 /// </para>
 /// </summary>
 public sealed partial class SyncConnection(
@@ -189,6 +195,13 @@ public sealed partial class SyncConnection(
         public string Subject => Command.ConnectionId.ToString();
     }
 
+    /// <summary>
+    /// Once the sync is under way (from its claim to its end), a database failure is an outcome too: a
+    /// transaction refused (a constraint, a trigger, a serialization failure) or lost (a dropped
+    /// connection). What committed before it stays, with its events; <see cref="FailAsync"/> records it
+    /// on a connection of its own and frees the claim at once, rather than when the lease runs out.
+    /// Any other exception is a bug, and leaves the claim to its lease like a crash.
+    /// </summary>
     public async Task<SyncOutcome> HandleAsync(SyncCommand command, CancellationToken ct)
     {
         var now = Now();
@@ -213,6 +226,21 @@ public sealed partial class SyncConnection(
         {
             return await FailAsync(attempt, new(SyncFailureReasons.ProviderNotSupported, $"Provider '{connection.ProviderSlug}' is not available on this server."), ct);
         }
+        try
+        {
+            return await ClaimAndSyncAsync(attempt, provider, credentials, ct);
+        }
+        catch (Exception e) when (DbErrors.IsDatabaseFailure(e) && !ct.IsCancellationRequested)
+        {
+            LogDatabaseFailed(logger, e, connection.Id);
+            return await FailAsync(attempt, new(SyncFailureReasons.DatabaseError,
+                "Tally's database refused or lost this sync's changes. What was stored before stays; sync again."), ct);
+        }
+    }
+
+    private async Task<SyncOutcome> ClaimAndSyncAsync(Attempt attempt, IAccountProvider provider, (ProviderSecret Secret, bool Stale) credentials, CancellationToken ct)
+    {
+        var connection = attempt.Connection!;
         if (await ClaimAsync(attempt, ct) is { } unclaimed)
         {
             return await FailAsync(attempt, unclaimed, ct);
@@ -440,8 +468,9 @@ public sealed partial class SyncConnection(
     /// <summary>
     /// Transaction 2b, the one place a failure is recorded, whatever the branch: the attempt (if not yet
     /// recorded) and <c>AccountSyncFailed(reason)</c>, the run, and what the connection should remember
-    /// (its last error, a provider's wait, credentials the provider refused). Committed on its own, so
-    /// the record survives although the sync did not happen.
+    /// (its last error, a provider's wait, credentials the provider refused). Committed on its own, on a
+    /// connection of its own (the sync's may be the one the database dropped), so the record survives
+    /// although the sync did not happen.
     /// </summary>
     private async Task<SyncOutcome> FailAsync(Attempt attempt, SyncFailure failure, CancellationToken ct)
     {
@@ -462,12 +491,13 @@ public sealed partial class SyncConnection(
         {
             if (runId is { } claimed)
             {
-                await db.ConnectionSyncRuns.Where(r => r.Id == claimed)
+                // Only a run still RUNNING is ours to close; one a later sync marked abandoned tells us the connection is that sync's now.
+                attempt.Superseded = await db.ConnectionSyncRuns.Where(r => r.Id == claimed && r.Status == SyncRunStatus.Running)
                     .ExecuteUpdateAsync(s => s
                         .SetProperty(r => r.Status, SyncRunStatus.Failed)
                         .SetProperty(r => r.Reason, failure.Reason)
                         .SetProperty(r => r.Message, failure.Detail)
-                        .SetProperty(r => r.FinishedAt, now), ct);
+                        .SetProperty(r => r.FinishedAt, now), ct) == 0;
             }
             else
             {
@@ -485,7 +515,7 @@ public sealed partial class SyncConnection(
                     FinishedAt = now,
                 });
             }
-            if (attempt.RunId is not null || IsAboutTheConnection(failure.Reason))
+            if (!attempt.Superseded && (attempt.RunId is not null || IsAboutTheConnection(failure.Reason)))
             {
                 var status = failure.CredentialsRejected ? ConnectionStatus.ReauthRequired : ConnectionStatus.Active;
                 DateTime? notBefore = failure.Reason == ProviderFailureReasons.RateLimited && failure.RetryAfter is { } w ? now + w : null;
@@ -503,7 +533,7 @@ public sealed partial class SyncConnection(
         await tx.CommitAsync(ct);
         if (attempt.RunId is not null)
         {
-            LogProviderFailed(logger, command.ConnectionId, failure.Reason);
+            LogFailed(logger, command.ConnectionId, failure.Reason);
         }
         else
         {
@@ -519,11 +549,14 @@ public sealed partial class SyncConnection(
     [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} synced ({Trigger}): {Created} created, {Updated} updated, {Unchanged} unchanged, {Errors} errors, {BalanceChanges} balance changes, in {Chunks} transactions")]
     private static partial void LogSynced(ILogger logger, Guid connectionId, string trigger, int created, int updated, int unchanged, int errors, int balanceChanges, int chunks);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Connection {ConnectionId} sync failed at the provider: {Reason}")]
-    private static partial void LogProviderFailed(ILogger logger, Guid connectionId, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Connection {ConnectionId} sync failed after calling the provider: {Reason}")]
+    private static partial void LogFailed(ILogger logger, Guid connectionId, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} sync refused: {Reason}")]
     private static partial void LogRefused(ILogger logger, Guid connectionId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The database failed while syncing connection {ConnectionId}; the sync is recorded as failed")]
+    private static partial void LogDatabaseFailed(ILogger logger, Exception e, Guid connectionId);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Provider {Provider} threw while syncing connection {ConnectionId}")]
     private static partial void LogProviderThrew(ILogger logger, Exception e, Guid connectionId, string provider);
