@@ -1,10 +1,11 @@
+using System.Data.Common;
 using Microsoft.Data.Sqlite;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
 
 namespace Tally.Data;
 
-/// <summary>The one place that knows how each database reports a constraint violation.</summary>
+/// <summary>The one place that knows how each database reports a constraint violation or a failure.</summary>
 public static class DbErrors
 {
     private const int SqliteConstraint = 19;
@@ -48,6 +49,14 @@ public static class DbErrors
         SqliteException lite => lite.SqliteErrorCode is 5 or 6, // SQLITE_BUSY, SQLITE_LOCKED
         _ => exception is TimeoutException || exception.InnerException is TimeoutException,
     };
+
+    /// <summary>
+    /// The database refused or lost a statement or a transaction: a constraint or a trigger, a
+    /// serialization failure or deadlock, a dropped connection, a timeout. Any other exception is a
+    /// bug in Tally, not a database failure.
+    /// </summary>
+    public static bool IsDatabaseFailure(Exception exception) =>
+        exception is DbUpdateException || Find(exception) is DbException || IsTransient(exception);
 
     private static Exception? Find(Exception exception)
     {

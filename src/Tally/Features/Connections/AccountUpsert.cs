@@ -5,7 +5,7 @@ using Tally.Features.Connections.Providers;
 
 namespace Tally.Features.Connections;
 
-/// <summary>A balance that really moved: same account, same currency, a different amount.</summary>
+/// <summary>A balance that really moved: same account, same currency, a different amount; or a new account's, from 0.</summary>
 public sealed record BalanceChange(Guid AccountId, string ProviderAccountId, decimal Previous, decimal Current, string Currency);
 
 /// <summary>What one sync does to a connection's accounts, decided in memory from one read of them.</summary>
@@ -46,6 +46,10 @@ public sealed record UpsertPlan(
         foreach (var account in Created)
         {
             created.Add(account);
+            if (changes.TryGetValue(account.Id, out var change))
+            {
+                moved.Add(change);
+            }
             Cut(last: false);
         }
         foreach (var account in Updated)
@@ -69,9 +73,12 @@ public sealed record UpsertPlan(
 
 /// <summary>
 /// The account upsert: <see cref="Plan"/> is the pure decision (created / updated / unchanged /
-/// errors, and which balances changed); <see cref="WriteAsync"/> applies it (or one of its
-/// <see cref="UpsertPlan.Chunks"/>) with multi-row statements, a fixed number of rows per round
-/// trip, whatever the number of accounts.
+/// errors, and which balances changed), in the seed's terms: an account is updated when anything the
+/// provider reports of it changed (balance, name, active, metadata and the rest), but its balance
+/// changed only when the amount moved; a new account's balance moved from 0, unless it holds 0; a
+/// type Tally does not know is <see cref="AccountTypes.Other"/>. <see cref="WriteAsync"/> applies
+/// the plan (or one of its <see cref="UpsertPlan.Chunks"/>) with multi-row statements, a fixed
+/// number of rows per round trip, whatever the number of accounts.
 /// </summary>
 public static class AccountUpsert
 {
@@ -90,6 +97,8 @@ public static class AccountUpsert
         var created = new List<ProviderAccount>();
         var updated = new List<ProviderAccount>();
         var unchanged = new List<Guid>();
+        // In the order the chunks write them: the new accounts' first, then the updated ones'.
+        var arrivals = new List<BalanceChange>();
         var changes = new List<BalanceChange>();
         var errors = providerErrors;
         foreach (var data in incoming)
@@ -101,8 +110,12 @@ public static class AccountUpsert
             }
             if (!known.TryGetValue(data.ProviderAccountId, out var current))
             {
-                // A newly seen account is not a balance change: there is no previous balance to compare.
-                created.Add(Row(Guid.CreateVersion7(), connectionId, data, now, now));
+                var row = Row(Guid.CreateVersion7(), connectionId, data, now, now);
+                created.Add(row);
+                if (row.Balance != 0)
+                {
+                    arrivals.Add(new BalanceChange(row.Id, row.ProviderAccountId, 0m, Normalize(row.Balance), row.Currency));
+                }
                 continue;
             }
             var next = Row(current.Id, connectionId, data, current.CreatedAt, now);
@@ -117,7 +130,7 @@ public static class AccountUpsert
                 changes.Add(new BalanceChange(current.Id, current.ProviderAccountId, Normalize(current.Balance), Normalize(next.Balance), next.Currency));
             }
         }
-        return new UpsertPlan(created, updated, unchanged, errors, changes);
+        return new UpsertPlan(created, updated, unchanged, errors, [.. arrivals, .. changes]);
     }
 
     /// <summary>100.2300 and 100.23 are the same amount; show the shorter.</summary>
@@ -138,7 +151,7 @@ public static class AccountUpsert
         ProviderAccountId = d.ProviderAccountId,
         MaskedNumber = Clip(d.MaskedNumber),
         Name = Clip(d.Name) ?? d.ProviderAccountId,
-        AccountType = d.AccountType,
+        AccountType = AccountTypes.Known(d.AccountType),
         Balance = d.Balance,
         AvailableBalance = d.AvailableBalance,
         Currency = d.Currency,

@@ -249,6 +249,7 @@ public static class ConnectionEndpoints
             SyncFailureReasons.CredentialsDecryptionFailed => (409, "CREDENTIALS_UNREADABLE"),
             SyncFailureReasons.ProviderNotSupported => (409, "PROVIDER_NOT_SUPPORTED"),
             SyncFailureReasons.TooManyAccounts => (409, "ACCOUNT_LIMIT_EXCEEDED"),
+            SyncFailureReasons.DatabaseError => (503, "DATABASE_ERROR"),
             _ => (502, "PROVIDER_ERROR"),
         };
         var extensions = new Dictionary<string, object?> { ["code"] = problem.Code };

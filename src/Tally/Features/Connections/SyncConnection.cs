@@ -37,6 +37,9 @@ public static class SyncFailureReasons
     public const string CredentialsDecryptionFailed = "credentials_decryption_failed";
     public const string ProviderNotSupported = "provider_not_supported";
     public const string TooManyAccounts = "too_many_accounts";
+
+    /// <summary>The database refused or lost a transaction of the sync once under way (see <see cref="SyncConnection.HandleAsync"/>).</summary>
+    public const string DatabaseError = "database_error";
 }
 
 /// <summary>The bounds one sync is checked against (<see cref="ConnectionsOptions"/> and the provider's policy).</summary>
@@ -137,18 +140,21 @@ public static class SyncRules
 /// <c>AccountSyncAttempted</c>; (2a) on success, the accounts in chunks of
 /// <c>Connections:AccountsPerTransaction</c>, each chunk committed with its
 /// <c>AccountBalanceUpdated</c> events and its counts on the run, then <c>last_sync_at</c>, the run's
-/// end and <c>AccountSyncSucceeded</c>; (2b) on any failure, <see cref="FailAsync"/>: the one place
-/// that records a failure and emits <c>AccountSyncFailed(reason)</c>, committed even though the sync
-/// did not happen. The claim (<c>sync_claimed_until</c>, a conditional UPDATE) makes one sync per
-/// connection at a time a database fact, across instances; every later transaction of the sync
-/// first checks that its run is still RUNNING (a sync that took over after a lease ran out marks it
-/// abandoned), so two syncs never write the same connection.
+/// end and <c>AccountSyncSucceeded</c>; (2b) on any failure, a database failure included,
+/// <see cref="FailAsync"/>: the one place that records a failure and emits
+/// <c>AccountSyncFailed(reason)</c>, committed even though the sync did not happen. The claim
+/// (<c>sync_claimed_until</c>, a conditional UPDATE) makes one sync per connection at a time a
+/// database fact, across instances; every later transaction of the sync first checks that its run
+/// is still RUNNING (a sync that took over after a lease ran out marks it abandoned), so two syncs
+/// never write the same connection.
 /// </para>
 /// <para>
 /// A crash between chunks leaves the chunks committed so far, each with its events, and the run
 /// RUNNING with the counts of those chunks; <c>last_sync_at</c> is not moved. Once the lease runs
 /// out, the next sync marks that run abandoned and applies the rest: what was committed is now
-/// unchanged (no event twice), what was not is created or updated with its events (none lost).
+/// unchanged (no event twice), what was not is created or updated with its events (none lost). A
+/// chunk the database refuses or loses ends the same way, except that the run is FAILED
+/// (<c>database_error</c>) and the connection free at once.
 /// </para>
 /// </summary>
 public sealed partial class SyncConnection(
@@ -160,10 +166,10 @@ public sealed partial class SyncConnection(
     TimeProvider clock,
     ILogger<SyncConnection> logger)
 {
-    public const string AttemptedEvent = "AccountSyncAttempted";
-    public const string FailedEvent = "AccountSyncFailed";
-    public const string SucceededEvent = "AccountSyncSucceeded";
-    public const string BalanceUpdatedEvent = "AccountBalanceUpdated";
+    public const string AttemptedEvent = nameof(AccountSyncAttempted);
+    public const string FailedEvent = nameof(AccountSyncFailed);
+    public const string SucceededEvent = nameof(AccountSyncSucceeded);
+    public const string BalanceUpdatedEvent = nameof(AccountBalanceUpdated);
 
     /// <summary>
     /// SQLite has one write lock and no queue for it: a waiting writer polls, at most 100 ms apart
@@ -172,14 +178,6 @@ public sealed partial class SyncConnection(
     /// PostgreSQL locks rows, so there the chunks follow each other at once.
     /// </summary>
     public static readonly TimeSpan SqliteWritersTurn = TimeSpan.FromMilliseconds(110);
-
-    public sealed record AccountSyncAttempted(Guid ConnectionId, Guid UserId, string Trigger, bool Forced);
-
-    public sealed record AccountSyncFailed(Guid ConnectionId, Guid UserId, string Reason, int? RetryAfterSeconds);
-
-    public sealed record AccountSyncSucceeded(Guid ConnectionId, Guid UserId, int Count, int Created, int Updated, int Unchanged, int Errors);
-
-    public sealed record AccountBalanceUpdated(Guid ConnectionId, Guid UserId, Guid AccountId, string ProviderAccountId, decimal Previous, decimal New, decimal Delta, string Currency);
 
     /// <summary>What is known about one attempt as it goes: who asked, the connection as read, and the run once claimed.</summary>
     private sealed class Attempt(SyncCommand command, ProviderConnection? connection, DateTime startedAt)
@@ -197,9 +195,16 @@ public sealed partial class SyncConnection(
         public string Subject => Command.ConnectionId.ToString();
     }
 
+    /// <summary>
+    /// Once the sync is under way (from its claim to its end), a database failure is an outcome too: a
+    /// transaction refused (a constraint, a trigger, a serialization failure) or lost (a dropped
+    /// connection). What committed before it stays, with its events; <see cref="FailAsync"/> records it
+    /// on a connection of its own and frees the claim at once, rather than when the lease runs out.
+    /// Any other exception is a bug, and leaves the claim to its lease like a crash.
+    /// </summary>
     public async Task<SyncOutcome> HandleAsync(SyncCommand command, CancellationToken ct)
     {
-        var now = clock.GetUtcNow().UtcDateTime;
+        var now = Now();
         ProviderConnection? connection;
         List<ProviderCall> recentCalls;
         await using (var db = await dbs.CreateDbContextAsync(ct))
@@ -221,6 +226,21 @@ public sealed partial class SyncConnection(
         {
             return await FailAsync(attempt, new(SyncFailureReasons.ProviderNotSupported, $"Provider '{connection.ProviderSlug}' is not available on this server."), ct);
         }
+        try
+        {
+            return await ClaimAndSyncAsync(attempt, provider, credentials, ct);
+        }
+        catch (Exception e) when (DbErrors.IsDatabaseFailure(e) && !ct.IsCancellationRequested)
+        {
+            LogDatabaseFailed(logger, e, connection.Id);
+            return await FailAsync(attempt, new(SyncFailureReasons.DatabaseError,
+                "Tally's database refused or lost this sync's changes. What was stored before stays; sync again."), ct);
+        }
+    }
+
+    private async Task<SyncOutcome> ClaimAndSyncAsync(Attempt attempt, IAccountProvider provider, (ProviderSecret Secret, bool Stale) credentials, CancellationToken ct)
+    {
+        var connection = attempt.Connection!;
         if (await ClaimAsync(attempt, ct) is { } unclaimed)
         {
             return await FailAsync(attempt, unclaimed, ct);
@@ -247,6 +267,20 @@ public sealed partial class SyncConnection(
     }
 
     private SyncLimits Limits(ProviderConnection? connection) => SyncLimits.Of(options.Value, connection?.ProviderSlug ?? "");
+
+    /// <summary>
+    /// Now, in whole microseconds: what PostgreSQL keeps of a time, so an event's <c>occurredAt</c> equals
+    /// its row's <c>occurred_at</c> on both databases.
+    /// </summary>
+    private DateTime Now()
+    {
+        var now = clock.GetUtcNow().UtcDateTime;
+        return now.AddTicks(-(now.Ticks % TimeSpan.TicksPerMicrosecond));
+    }
+
+    /// <summary>Stages a connection event under its own id and time, so the row (and the message published from it) carries what the payload says.</summary>
+    private static void Stage(TallyDb db, ConnectionEvent e) =>
+        Outbox.Add(db, e.EventType, e.ConnectionId.ToString(), e, e.OccurredAt, e.EventId);
 
     /// <summary>The connection (if the caller's) and its provider calls of the last 24 hours, oldest first.</summary>
     private static async Task<(ProviderConnection? Connection, List<ProviderCall> RecentCalls)> ReadAsync(TallyDb db, SyncCommand command, DateTime now, CancellationToken ct)
@@ -309,8 +343,7 @@ public sealed partial class SyncConnection(
             ProviderCalled = true,
             StartedAt = now,
         });
-        Outbox.Add(db, AttemptedEvent, attempt.Subject,
-            new AccountSyncAttempted(id, attempt.Command.UserId, attempt.Command.Trigger, attempt.Command.Force), now);
+        Stage(db, new AccountSyncAttempted(Guid.CreateVersion7(), now, id, attempt.Command.UserId, attempt.Command.Trigger, attempt.Command.Force));
         await db.SaveChangesAsync(ct);
         await tx.CommitAsync(ct);
         attempt.RunId = runId;
@@ -325,7 +358,7 @@ public sealed partial class SyncConnection(
     private async Task<SyncOutcome> ApplyAsync(Attempt attempt, FetchResult.Fetched fetched, string? restoredCredentials, CancellationToken ct)
     {
         var settings = options.Value;
-        var now = clock.GetUtcNow().UtcDateTime;
+        var now = Now();
         var connection = attempt.Connection!;
         List<ProviderAccount> existing;
         bool sqlite;
@@ -379,12 +412,13 @@ public sealed partial class SyncConnection(
         }
         // Still working: the lease runs from now, so a long sync is not taken for a dead one.
         await db.ProviderConnections.Where(c => c.Id == connection.Id)
-            .ExecuteUpdateAsync(s => s.SetProperty(c => c.SyncClaimedUntil, clock.GetUtcNow().UtcDateTime + options.Value.SyncLease), ct);
+            .ExecuteUpdateAsync(s => s.SetProperty(c => c.SyncClaimedUntil, Now() + options.Value.SyncLease), ct);
         await AccountUpsert.WriteAsync(db, chunk, now, ct);
         var subject = attempt.Subject;
         var userId = attempt.Command.UserId;
-        await OutboxBatch.InsertAsync(db, chunk.BalanceChanges.Select(c => new OutboxBatch.Event(BalanceUpdatedEvent, subject,
-            new AccountBalanceUpdated(connection.Id, userId, c.AccountId, c.ProviderAccountId, c.Previous, c.Current, AccountUpsert.Normalize(c.Current - c.Previous), c.Currency))).ToList(), now, ct);
+        var events = chunk.BalanceChanges.Select(c => new AccountBalanceUpdated(Guid.CreateVersion7(), now, connection.Id, userId, c.AccountId, c.ProviderAccountId,
+            c.Previous, c.Current, AccountUpsert.Normalize(c.Current - c.Previous), c.Currency));
+        await OutboxBatch.InsertAsync(db, events.Select(e => new OutboxBatch.Event(e.EventType, subject, e, e.EventId)).ToList(), now, ct);
         await tx.CommitAsync(ct);
         return true;
     }
@@ -419,8 +453,7 @@ public sealed partial class SyncConnection(
                 .SetProperty(c => c.CredentialsEncrypted, c => restoredCredentials != null && c.CredentialsEncrypted == previousCredentials
                     ? restoredCredentials
                     : c.CredentialsEncrypted), ct);
-        Outbox.Add(db, SucceededEvent, attempt.Subject,
-            new AccountSyncSucceeded(connection.Id, userId, plan.Total, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors), now);
+        Stage(db, new AccountSyncSucceeded(Guid.CreateVersion7(), now, connection.Id, userId, plan.Total, plan.Created.Count, plan.Updated.Count, plan.Unchanged.Count, plan.Errors));
         await db.SaveChangesAsync(ct);
         await tx.CommitAsync(ct);
         return true;
@@ -435,21 +468,22 @@ public sealed partial class SyncConnection(
     /// <summary>
     /// Transaction 2b, the one place a failure is recorded, whatever the branch: the attempt (if not yet
     /// recorded) and <c>AccountSyncFailed(reason)</c>, the run, and what the connection should remember
-    /// (its last error, a provider's wait, credentials the provider refused). Committed on its own, so
-    /// the record survives although the sync did not happen.
+    /// (its last error, a provider's wait, credentials the provider refused). Committed on its own, on a
+    /// connection of its own (the sync's may be the one the database dropped), so the record survives
+    /// although the sync did not happen.
     /// </summary>
     private async Task<SyncOutcome> FailAsync(Attempt attempt, SyncFailure failure, CancellationToken ct)
     {
-        var now = clock.GetUtcNow().UtcDateTime;
+        var now = Now();
         var command = attempt.Command;
         await using var db = await dbs.CreateDbContextAsync(ct);
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         if (attempt.RunId is null)
         {
-            Outbox.Add(db, AttemptedEvent, attempt.Subject, new AccountSyncAttempted(command.ConnectionId, command.UserId, command.Trigger, command.Force), attempt.StartedAt);
+            Stage(db, new AccountSyncAttempted(Guid.CreateVersion7(), attempt.StartedAt, command.ConnectionId, command.UserId, command.Trigger, command.Force));
         }
         var retryAfter = failure.RetryAfter is { } wait ? (int?)Math.Max(1, (int)Math.Ceiling(wait.TotalSeconds)) : null;
-        Outbox.Add(db, FailedEvent, attempt.Subject, new AccountSyncFailed(command.ConnectionId, command.UserId, failure.Reason, retryAfter), now);
+        Stage(db, new AccountSyncFailed(Guid.CreateVersion7(), now, command.ConnectionId, command.UserId, failure.Reason, retryAfter));
 
         var runId = attempt.RunId;
         // A superseded sync only says it failed: its run was closed, and the connection is held, by the sync that took over.
@@ -457,12 +491,13 @@ public sealed partial class SyncConnection(
         {
             if (runId is { } claimed)
             {
-                await db.ConnectionSyncRuns.Where(r => r.Id == claimed)
+                // Only a run still RUNNING is ours to close; one a later sync marked abandoned tells us the connection is that sync's now.
+                attempt.Superseded = await db.ConnectionSyncRuns.Where(r => r.Id == claimed && r.Status == SyncRunStatus.Running)
                     .ExecuteUpdateAsync(s => s
                         .SetProperty(r => r.Status, SyncRunStatus.Failed)
                         .SetProperty(r => r.Reason, failure.Reason)
                         .SetProperty(r => r.Message, failure.Detail)
-                        .SetProperty(r => r.FinishedAt, now), ct);
+                        .SetProperty(r => r.FinishedAt, now), ct) == 0;
             }
             else
             {
@@ -480,7 +515,7 @@ public sealed partial class SyncConnection(
                     FinishedAt = now,
                 });
             }
-            if (attempt.RunId is not null || IsAboutTheConnection(failure.Reason))
+            if (!attempt.Superseded && (attempt.RunId is not null || IsAboutTheConnection(failure.Reason)))
             {
                 var status = failure.CredentialsRejected ? ConnectionStatus.ReauthRequired : ConnectionStatus.Active;
                 DateTime? notBefore = failure.Reason == ProviderFailureReasons.RateLimited && failure.RetryAfter is { } w ? now + w : null;
@@ -498,7 +533,7 @@ public sealed partial class SyncConnection(
         await tx.CommitAsync(ct);
         if (attempt.RunId is not null)
         {
-            LogProviderFailed(logger, command.ConnectionId, failure.Reason);
+            LogFailed(logger, command.ConnectionId, failure.Reason);
         }
         else
         {
@@ -514,11 +549,14 @@ public sealed partial class SyncConnection(
     [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} synced ({Trigger}): {Created} created, {Updated} updated, {Unchanged} unchanged, {Errors} errors, {BalanceChanges} balance changes, in {Chunks} transactions")]
     private static partial void LogSynced(ILogger logger, Guid connectionId, string trigger, int created, int updated, int unchanged, int errors, int balanceChanges, int chunks);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Connection {ConnectionId} sync failed at the provider: {Reason}")]
-    private static partial void LogProviderFailed(ILogger logger, Guid connectionId, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Connection {ConnectionId} sync failed after calling the provider: {Reason}")]
+    private static partial void LogFailed(ILogger logger, Guid connectionId, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Connection {ConnectionId} sync refused: {Reason}")]
     private static partial void LogRefused(ILogger logger, Guid connectionId, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The database failed while syncing connection {ConnectionId}; the sync is recorded as failed")]
+    private static partial void LogDatabaseFailed(ILogger logger, Exception e, Guid connectionId);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Provider {Provider} threw while syncing connection {ConnectionId}")]
     private static partial void LogProviderThrew(ILogger logger, Exception e, Guid connectionId, string provider);

@@ -45,11 +45,12 @@ namespace Tally.Jobs.Outbox
         public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
         /// <summary>Stages <paramref name="payload"/> as event <paramref name="eventType"/>; it commits with the caller's SaveChanges.</summary>
-        public static OutboxEvent Add(TallyDb db, string eventType, string? subjectId, object payload, DateTime occurredAt)
+        /// <param name="eventId">The id the event is published with, when the payload carries it too; a new one otherwise.</param>
+        public static OutboxEvent Add(TallyDb db, string eventType, string? subjectId, object payload, DateTime occurredAt, Guid? eventId = null)
         {
             var row = new OutboxEvent
             {
-                EventId = Guid.CreateVersion7(),
+                EventId = eventId ?? Guid.CreateVersion7(),
                 EventType = eventType,
                 SubjectId = subjectId,
                 Payload = Serialize(payload),

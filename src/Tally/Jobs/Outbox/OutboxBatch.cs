@@ -14,7 +14,8 @@ public static class OutboxBatch
 {
     private const int RowsPerStatement = 1_000;
 
-    public sealed record Event(string EventType, string SubjectId, object Payload);
+    /// <param name="EventId">The id the event is published with, when the payload carries it too; a new one otherwise.</param>
+    public sealed record Event(string EventType, string SubjectId, object Payload, Guid? EventId = null);
 
     public static async Task<int> InsertAsync(TallyDb db, IReadOnlyList<Event> events, DateTime occurredAt, CancellationToken ct)
     {
@@ -27,7 +28,7 @@ public static class OutboxBatch
             {
                 var p = values.Count;
                 sql.Append(i == 0 ? "" : ", ").Append($"({{{p}}}, {{{p + 1}}}, {{{p + 2}}}, {{{p + 3}}}, {{{p + 4}}})");
-                values.Add(Guid.CreateVersion7());
+                values.Add(chunk[i].EventId ?? Guid.CreateVersion7());
                 values.Add(chunk[i].EventType);
                 values.Add(chunk[i].SubjectId);
                 values.Add(JsonSerializer.Serialize(chunk[i].Payload, chunk[i].Payload.GetType(), Outbox.Json));

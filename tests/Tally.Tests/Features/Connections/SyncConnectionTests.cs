@@ -25,25 +25,27 @@ public class SyncConnectionTests
         var first = await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
         Assert.Equal((5, 0, 0, 0), Counts(first));
         Assert.Equal("Synced 5 accounts: 5 created, 0 updated, 0 unchanged", first.GetProperty("message").GetString());
-        Assert.Equal([Attempted, Succeeded], await t.Admin.EventTypesAsync(id));
         var before = await AccountsAsync(t, id);
         Assert.Equal(5, before.Count);
+        // Each account found moved from 0 to its balance (the sandbox's are all funded).
+        Assert.All(before.Values, a => Assert.NotEqual(0m, a.Balance));
+        Assert.Equal([Attempted, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, Succeeded], await t.Admin.EventTypesAsync(id));
 
         // Balances drift once per 10 minutes: 25 minutes on, every balance moved.
         t.Clock.Advance(TimeSpan.FromMinutes(25));
         var second = await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
         Assert.Equal((0, 5, 0, 0), Counts(second));
         var after = await AccountsAsync(t, id);
-        var events = await t.Admin.EventsAsync(id);
+        var events = (await t.Admin.EventsAsync(id)).Skip(7).ToList();
         // Each balance event commits with its account's row; the success, known last, comes last.
-        Assert.Equal([Attempted, Succeeded, Attempted, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, Succeeded],
+        Assert.Equal([Attempted, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, BalanceUpdated, Succeeded],
             events.Select(e => e.Type).ToList());
-        Assert.Equal(5, events[8].Payload.GetProperty("count").GetInt32());
-        foreach (var (_, payload) in events.Skip(3).Take(5))
+        Assert.Equal(5, events[6].Payload.GetProperty("accountCount").GetInt32());
+        foreach (var (_, payload) in events.Skip(1).Take(5))
         {
             var account = payload.GetProperty("accountId").GetGuid();
-            var previous = payload.GetProperty("previous").GetDecimal();
-            var current = payload.GetProperty("new").GetDecimal();
+            var previous = payload.GetProperty("previousBalance").GetDecimal();
+            var current = payload.GetProperty("newBalance").GetDecimal();
             Assert.Equal(before[account].Balance, previous);
             Assert.Equal(after[account].Balance, current);
             Assert.Equal(current - previous, payload.GetProperty("delta").GetDecimal());
@@ -54,7 +56,7 @@ public class SyncConnectionTests
         // Same period, forced: nothing moved, nothing emitted but the attempt and its success.
         var third = await t.User.SyncAsync(id, force: true).ExpectAsync(HttpStatusCode.OK);
         Assert.Equal((0, 0, 5, 0), Counts(third));
-        Assert.Equal([Attempted, Succeeded], (await t.Admin.EventTypesAsync(id)).Skip(9).ToList());
+        Assert.Equal([Attempted, Succeeded], (await t.Admin.EventTypesAsync(id)).Skip(14).ToList());
 
         var runs = await t.User.GetAsync($"/api/connections/{id}/sync-runs").ExpectAsync(HttpStatusCode.OK);
         Assert.Equal(["SUCCEEDED", "SUCCEEDED", "SUCCEEDED"], runs.EnumerateArray().Select(r => r.GetProperty("status").GetString()!).ToArray());
@@ -78,14 +80,14 @@ public class SyncConnectionTests
         Assert.Equal("RECENTLY_SYNCED", problem.GetProperty("code").GetString());
         Assert.Equal(600, problem.GetProperty("retryAfterSeconds").GetInt32());
 
-        var events = await t.Admin.EventsAsync(id);
+        var events = await SyncEventsAsync(t, id);
         Assert.Equal([Attempted, Succeeded, Attempted, Failed], events.Select(e => e.Type).ToList());
         Assert.Equal("recently_synced", events[3].Payload.GetProperty("reason").GetString());
         Assert.Equal(600, events[3].Payload.GetProperty("retryAfterSeconds").GetInt32());
 
         var forced = await t.User.SyncAsync(id, force: true).ExpectAsync(HttpStatusCode.OK);
         Assert.Equal((0, 0, 3, 0), Counts(forced));
-        Assert.Equal([Attempted, Succeeded], (await t.Admin.EventTypesAsync(id)).Skip(4).ToList());
+        Assert.Equal([Attempted, Succeeded], (await t.Admin.EventTypesAsync(id))[^2..]);
 
         t.Clock.Advance(TimeSpan.FromMinutes(16));
         await t.User.SyncAsync(id).ExpectAsync(HttpStatusCode.OK);
@@ -289,6 +291,10 @@ public class SyncConnectionTests
     internal static (int Created, int Updated, int Unchanged, int Errors) Counts(System.Text.Json.JsonElement body) => (
         body.GetProperty("created").GetInt32(), body.GetProperty("updated").GetInt32(),
         body.GetProperty("unchanged").GetInt32(), body.GetProperty("errors").GetInt32());
+
+    /// <summary>The connection's events but its balance events, oldest first.</summary>
+    private static async Task<List<(string Type, System.Text.Json.JsonElement Payload)>> SyncEventsAsync(ConnectionApp t, Guid connectionId) =>
+        (await t.Admin.EventsAsync(connectionId)).Where(e => e.Type != BalanceUpdated).ToList();
 
     private static async Task<Dictionary<Guid, ProviderAccount>> AccountsAsync(ConnectionApp t, Guid connectionId)
     {

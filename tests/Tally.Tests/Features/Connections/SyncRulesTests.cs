@@ -77,7 +77,7 @@ public class SyncRulesTests
         Assert.Equal(plan.Updated.Select(a => a.Id), chunks.SelectMany(c => c.Updated).Select(a => a.Id));
         Assert.Equal(plan.Unchanged, chunks.SelectMany(c => c.Unchanged));
         Assert.Equal(plan.BalanceChanges, chunks.SelectMany(c => c.BalanceChanges));
-        Assert.All(chunks, c => Assert.All(c.BalanceChanges, change => Assert.Contains(c.Updated, a => a.Id == change.AccountId)));
+        Assert.All(chunks, c => Assert.All(c.BalanceChanges, change => Assert.Contains(c.Created.Concat(c.Updated), a => a.Id == change.AccountId)));
     }
 
     private static ProviderConnection Connection(DateTime? lastSyncAt) => new()

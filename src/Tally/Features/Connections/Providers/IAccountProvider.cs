@@ -119,6 +119,11 @@ public static class AccountTypes
     public const string Investment = "investment";
     public const string Other = "other";
 
+    private static readonly HashSet<string> All = new(StringComparer.Ordinal) { Checking, Savings, CreditCard, Loan, Investment, Other };
+
+    /// <summary>A provider's type as Tally keeps it: one of these, as spelled here, or <see cref="Other"/> (as the seed maps an unknown type).</summary>
+    public static string Known(string type) => All.Contains(type) ? type : Other;
+
     /// <summary>SimpleFIN has no account type; the name is the best hint a user's bank gives.</summary>
     public static string FromName(string name)
     {
