@@ -50,8 +50,9 @@ public sealed class FuzzWorld
         await world.CallAsync(admin, "POST", "/api/admin/ledger/accounts", new { id = juniorAccount, ownerId = junior, currency = "USD" }, HttpStatusCode.Created);
         await world.CallAsync(admin, "POST", "/api/admin/ledger/accounts", new { id = otherAccount, ownerId = other, currency = "USD" }, HttpStatusCode.Created);
         world.Name(["ledger/accounts", "accountId"], guardianAccount, juniorAccount, otherAccount);
-        await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = otherAccount, amount = 50.00m, idempotencyKey = "fuzz-seed-other" }, HttpStatusCode.Created);
-        await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = guardianAccount, amount = 1000.00m, idempotencyKey = "fuzz-seed-guardian" }, HttpStatusCode.Created);
+        var otherDeposit = await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = otherAccount, amount = 50.00m, idempotencyKey = "fuzz-seed-other" }, HttpStatusCode.Created);
+        var guardianDeposit = await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = guardianAccount, amount = 1000.00m, idempotencyKey = "fuzz-seed-guardian" }, HttpStatusCode.Created);
+        world.Name(["ledger/transfers"], guardianDeposit.GetProperty("id").GetGuid(), otherDeposit.GetProperty("id").GetGuid());
 
         var asGuardian = app.AsGuardian(guardian);
         var startAt = DateTime.UtcNow.Date.AddDays(-3).AddHours(8).ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture);

@@ -22,6 +22,8 @@ public class BadInputTests
         { "POST", "/api/admin/ledger/accounts", """{"ownerId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","currency":"usd"}""", 400, "VALIDATION_FAILED" },
         { "POST", "/api/admin/ledger/accounts", """{"ownerId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","currency":"USD"}""", 404, "USER.NOT_FOUND" },
         { "GET", "/api/admin/ledger/accounts/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "LEDGER.ACCOUNT_NOT_FOUND" },
+        { "GET", "/api/admin/ledger/transfers/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "LEDGER.TRANSFER_NOT_FOUND" },
+        { "GET", "/api/admin/ledger/transfers/not-a-uuid", null, 404, "NOT_FOUND" },
         { "POST", "/api/admin/ledger/deposits", "{}", 400, "VALIDATION_FAILED" },
         { "POST", "/api/admin/ledger/deposits", """{"accountId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","amount":-1,"idempotencyKey":"k"}""", 400, "VALIDATION_FAILED" },
         { "POST", "/api/admin/ledger/deposits", """{"accountId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","amount":1,"idempotencyKey":""}""", 400, "VALIDATION_FAILED" },
