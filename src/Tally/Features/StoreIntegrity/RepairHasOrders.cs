@@ -52,7 +52,7 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
         RETURNING id
         """;
 
-    public async Task<JobResult> RunAsync(CancellationToken ct)
+    public async Task<JobResult> RunAsync(JobRun run, CancellationToken ct)
     {
         try
         {
