@@ -48,6 +48,10 @@ public class BadInputTests
         { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","buyerAccount":"5b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active","productType":"managed_subscription"}]""", 404, "STORE.ACCOUNT_NOT_FOUND" },
         { "GET", "/api/admin/store/accounts/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ACCOUNT_NOT_FOUND" },
         { "GET", "/api/admin/store/orders/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ORDER_NOT_FOUND" },
+        { "GET", "/api/admin/store/repairs/4242", null, 404, "STORE.REPAIR_NOT_FOUND" },
+        { "GET", "/api/admin/store/repairs/not-a-run", null, 404, "NOT_FOUND" },
+        { "GET", "/api/admin/store/repairs?limit=0", null, 400, "VALIDATION_FAILED" },
+        { "GET", "/api/admin/store/repairs?before=x", null, 400, "BAD_REQUEST" },
     };
 
     [Theory]

@@ -28,6 +28,12 @@ public sealed record StoreOrderView(Guid Id, Guid SellerAccount, Guid BuyerAccou
 
 public sealed record SyncAccountsView(long RunId, IReadOnlyList<Guid> UpdatedIds);
 
+/// <summary>One run of <c>store.sync-accounts</c> and the accounts it repaired, in id order (none for a run that found nothing, failed, or was skipped).</summary>
+public sealed record StoreRepairView(long RunId, string Trigger, string Status, DateTime StartedAt, DateTime? FinishedAt, IReadOnlyList<Guid> AccountIds);
+
+/// <summary>A run that repaired accounts, in the listing: how many; its ids are at <c>/api/admin/store/repairs/{runId}</c>.</summary>
+public sealed record StoreRepairSummary(long RunId, string Trigger, DateTime RepairedAt, int AccountCount);
+
 /// <summary>
 /// Admin endpoints the host platform (and the demo) load store data through, and a way to run the
 /// repair now. Loads are all-or-nothing and repeatable: ids may come from the client, and a row sent
@@ -40,6 +46,7 @@ public static class StoreEndpoints
     private const int MaxProductTypeLength = 128;
     private const int MaxMetadataLength = 16_384;
     private const int MaxReportedItems = 50;
+    private const int MaxRepairsPage = 500;
 
     public static WebApplication MapStoreIntegrity(this WebApplication app)
     {
@@ -51,6 +58,8 @@ public static class StoreEndpoints
         admin.MapPost("/orders", ImportOrdersAsync).WithRequestBodyLimit(bulk);
         admin.MapGet("/orders/{id:guid}", GetOrderAsync);
         admin.MapPost("/sync-accounts", SyncAccountsNowAsync);
+        admin.MapGet("/repairs", ListRepairsAsync);
+        admin.MapGet("/repairs/{runId:long}", GetRepairAsync);
         return app;
     }
 
@@ -147,6 +156,51 @@ public static class StoreEndpoints
                 $"The run failed and is recorded in cron_runs: {run.ErrorMessage}"),
             _ => RunProblem(StatusCodes.Status503ServiceUnavailable, "STORE.SYNC_FAILED", null, "The run did not start."),
         };
+    }
+
+    /// <summary>
+    /// The runs that repaired accounts, newest first, <paramref name="limit"/> at a time (100 unless
+    /// given); the next page is <c>before</c> the last run id of this one.
+    /// </summary>
+    internal static async Task<Results<Ok<List<StoreRepairSummary>>, ValidationProblem>> ListRepairsAsync(
+        TallyDb db, CancellationToken ct, long? before = null, int? limit = null)
+    {
+        var take = limit ?? 100;
+        var errors = new FieldErrors()
+            .Check(take is >= 1 and <= MaxRepairsPage, "limit", $"must be between 1 and {MaxRepairsPage}")
+            .Check(before is null or > 0, "before", "must be a run id (positive)");
+        if (errors.Any)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        var repairs = db.StoreAccountRepairs.AsNoTracking();
+        if (before is { } cursor)
+        {
+            repairs = repairs.Where(r => r.RunId < cursor);
+        }
+        // Newest first along the key (run_id, account_id): a backward index scan that stops after the page.
+        var page = await repairs
+            .GroupBy(r => r.RunId)
+            .Select(g => new { RunId = g.Key, RepairedAt = g.Max(r => r.RepairedAt), Count = g.Count() })
+            .OrderByDescending(r => r.RunId)
+            .Take(take)
+            .ToListAsync(ct);
+        var runIds = page.Select(r => r.RunId).ToList();
+        var triggers = await db.CronRuns.AsNoTracking().Where(c => runIds.Contains(c.Id)).ToDictionaryAsync(c => c.Id, c => c.Trigger, ct);
+        return TypedResults.Ok(page.Select(r => new StoreRepairSummary(r.RunId, triggers[r.RunId], r.RepairedAt, r.Count)).ToList());
+    }
+
+    /// <summary>One run of <c>store.sync-accounts</c> with the ids it repaired; any other run id is not found.</summary>
+    internal static async Task<Results<Ok<StoreRepairView>, ProblemHttpResult>> GetRepairAsync(long runId, TallyDb db, CancellationToken ct)
+    {
+        var run = await db.CronRuns.AsNoTracking().FirstOrDefaultAsync(r => r.Id == runId && r.JobName == RepairHasOrders.Name, ct);
+        if (run is null)
+        {
+            return Problems.NotFound("STORE.REPAIR_NOT_FOUND", $"No run of {RepairHasOrders.Name} has this id.");
+        }
+        var ids = await db.StoreAccountRepairs.AsNoTracking().Where(r => r.RunId == runId).Select(r => r.AccountId).ToListAsync(ct);
+        ids.Sort();
+        return TypedResults.Ok(new StoreRepairView(run.Id, run.Trigger, run.Status, run.StartedAt, run.FinishedAt, ids));
     }
 
     private static ProblemHttpResult RunProblem(int status, string code, long? runId, string detail) =>

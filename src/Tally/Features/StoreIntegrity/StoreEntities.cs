@@ -7,6 +7,7 @@ namespace Tally.Data
     {
         public DbSet<Features.StoreIntegrity.StoreAccount> StoreAccounts => Set<Features.StoreIntegrity.StoreAccount>();
         public DbSet<Features.StoreIntegrity.StoreOrder> StoreOrders => Set<Features.StoreIntegrity.StoreOrder>();
+        public DbSet<Features.StoreIntegrity.StoreAccountRepair> StoreAccountRepairs => Set<Features.StoreIntegrity.StoreAccountRepair>();
     }
 }
 
@@ -39,6 +40,14 @@ namespace Tally.Features.StoreIntegrity
         public DateTime CreatedAt { get; set; }
     }
 
+    /// <summary>One account a run of <see cref="RepairHasOrders"/> set <c>has_orders</c> on, kept under the run's <c>cron_runs</c> id.</summary>
+    public sealed class StoreAccountRepair
+    {
+        public long RunId { get; set; }
+        public Guid AccountId { get; set; }
+        public DateTime RepairedAt { get; set; }
+    }
+
     public static class StoreOrderStatuses
     {
         /// <summary>The one status that counts, compared exactly (as the store writes it). Also the partial indexes' predicate.</summary>
@@ -57,6 +66,15 @@ namespace Tally.Features.StoreIntegrity
             e.ToTable("store_orders");
             e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.SellerAccount).OnDelete(DeleteBehavior.Restrict);
             e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.BuyerAccount).OnDelete(DeleteBehavior.Restrict);
+        }
+    }
+
+    internal sealed class StoreAccountRepairMap : IEntityTypeConfiguration<StoreAccountRepair>
+    {
+        public void Configure(EntityTypeBuilder<StoreAccountRepair> e)
+        {
+            e.ToTable("store_account_repairs");
+            e.HasKey(r => new { r.RunId, r.AccountId });
         }
     }
 }
