@@ -45,7 +45,7 @@ public class BadInputTests
         { "POST", "/api/admin/store/accounts", """{"active":true,"hasOrders":false}""", 400, "BAD_REQUEST" },
         { "POST", "/api/admin/store/accounts", null, 400, "BAD_REQUEST" },
         { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active"}]""", 400, "VALIDATION_FAILED" },
-        { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","buyerAccount":"5b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active","productType":"managed_subscription"}]""", 404, "STORE.ACCOUNT_NOT_FOUND" },
+        { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","buyerAccount":"5b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active","productType":"managed_subscription","metadata":{"product_type":"one_off"}}]""", 400, "VALIDATION_FAILED" },
         { "GET", "/api/admin/store/accounts/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ACCOUNT_NOT_FOUND" },
         { "GET", "/api/admin/store/orders/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ORDER_NOT_FOUND" },
         { "GET", "/api/admin/store/repairs/4242", null, 404, "STORE.REPAIR_NOT_FOUND" },

@@ -48,6 +48,9 @@ public static class StoreEndpoints
     private const int MaxReportedItems = 50;
     private const int MaxRepairsPage = 500;
 
+    /// <summary>Where the seed keeps an order's product type, inside its metadata (and where its pipeline matches it).</summary>
+    public const string SeedProductTypeField = "product_type";
+
     public static WebApplication MapStoreIntegrity(this WebApplication app)
     {
         var admin = app.MapGroup("/api/admin/store").WithTags("Admin: store").RequireAuthorization(Roles.Admin);
@@ -90,7 +93,7 @@ public static class StoreEndpoints
             (o.SellerAccount is not null && o.SellerAccount != Guid.Empty, $"{at}.sellerAccount", "is required (a store account id)"),
             (o.BuyerAccount is not null && o.BuyerAccount != Guid.Empty, $"{at}.buyerAccount", "is required (a store account id)"),
             .. Text(o.Status, $"{at}.status", MaxStatusLength),
-            .. Text(o.ProductType, $"{at}.productType", MaxProductTypeLength),
+            .. ProductTypeRules(o, at),
             (o.Metadata is null || o.Metadata.Value.ValueKind is JsonValueKind.Object or JsonValueKind.Null, $"{at}.metadata", "must be a JSON object"),
             (o.Metadata is null || o.Metadata.Value.GetRawText().Length <= MaxMetadataLength, $"{at}.metadata", $"is at most {MaxMetadataLength} characters of JSON"),
             (o.Metadata is null || CanBeWrittenBack(o.Metadata.Value), $"{at}.metadata", "must hold valid Unicode text (no lone surrogate such as \\ud800)"),
@@ -107,20 +110,12 @@ public static class StoreEndpoints
             SellerAccount = o!.SellerAccount!.Value,
             BuyerAccount = o.BuyerAccount!.Value,
             Status = o.Status!.Trim(),
-            ProductType = o.ProductType!.Trim(),
+            ProductType = ProductTypeOf(o)!,
             Metadata = o.Metadata is { ValueKind: JsonValueKind.Object } m ? m.GetRawText() : null,
             CreatedAt = now,
         }).ToList();
 
-        var named = rows.SelectMany(o => new[] { o.SellerAccount, o.BuyerAccount }).Distinct().ToList();
-        var known = await db.StoreAccounts.AsNoTracking().Where(a => named.Contains(a.Id)).Select(a => a.Id).ToListAsync(ct);
-        var missing = named.Except(known).ToList();
-        if (missing.Count > 0)
-        {
-            return Problems.NotFound("STORE.ACCOUNT_NOT_FOUND",
-                $"Orders name store accounts that do not exist: {Describe(missing)}. Load the accounts first.");
-        }
-
+        // The accounts an order names need not be loaded yet: the order counts once they are.
         var result = await InsertNewAsync(db, rows, o => o.Id, SameOrder, ct);
         return Answer(result, ids, "STORE.ORDER_EXISTS", "store orders");
     }
@@ -314,6 +309,37 @@ public static class StoreEndpoints
             (string a, string b) => JsonElement.DeepEquals(JsonSerializer.Deserialize<JsonElement>(a), JsonSerializer.Deserialize<JsonElement>(b)),
             _ => false,
         };
+
+    /// <summary>
+    /// An order's product type comes as <c>productType</c>, or in the seed's shape as
+    /// <c>metadata.product_type</c> (a JSON null there counts as absent), or both when they agree
+    /// (compared trimmed, as stored). Two that differ are refused rather than one picked: the repair
+    /// would count the order under a type the sender did not mean in one of the two fields.
+    /// </summary>
+    private static IEnumerable<(bool Ok, string Field, string Message)> ProductTypeRules(StoreOrderInput o, string at)
+    {
+        var seedField = $"{at}.metadata.{SeedProductTypeField}";
+        return SeedProductType(o) switch
+        {
+            { ValueKind: not JsonValueKind.String } => [(false, seedField, "must be a string (the product type)")],
+            { } seed when o.ProductType is not null && seed.GetString()!.Trim() != o.ProductType.Trim() =>
+                [(false, $"{at}.productType", $"differs from metadata.{SeedProductTypeField}: send the product type in one of them, or the same in both")],
+            { } seed when o.ProductType is null => Text(seed.GetString(), seedField, MaxProductTypeLength),
+            null when o.ProductType is null => [(false, $"{at}.productType", $"is required (or as metadata.{SeedProductTypeField}, in the seed's shape)")],
+            _ => Text(o.ProductType, $"{at}.productType", MaxProductTypeLength),
+        };
+    }
+
+    /// <summary>The seed's <c>metadata.product_type</c>, as sent; null when the metadata has none (or null).</summary>
+    private static JsonElement? SeedProductType(StoreOrderInput o) =>
+        o.Metadata is { ValueKind: JsonValueKind.Object } metadata
+        && metadata.TryGetProperty(SeedProductTypeField, out var type) && type.ValueKind != JsonValueKind.Null
+            ? type
+            : null;
+
+    /// <summary>The type the order is stored and counted under, once <see cref="ProductTypeRules"/> passed.</summary>
+    private static string? ProductTypeOf(StoreOrderInput o) =>
+        (o.ProductType ?? (SeedProductType(o) is { ValueKind: JsonValueKind.String } seed ? seed.GetString() : null))?.Trim();
 
     /// <summary>A required text rule as FieldErrors.CheckText states it (length, no control characters), as the item rules' tuples.</summary>
     private static IEnumerable<(bool Ok, string Field, string Message)> Text(string? value, string field, int maxLength) =>

@@ -25,13 +25,18 @@ namespace Tally.Features.StoreIntegrity
         public DateTime CreatedAt { get; set; }
     }
 
-    /// <summary>An order between two store accounts. Only <see cref="StoreOrderStatuses.Active"/> orders count for the repair.</summary>
+    /// <summary>
+    /// An order between two store accounts. Only <see cref="StoreOrderStatuses.Active"/> orders count for
+    /// the repair. Either account may not be loaded yet: the order counts once it is.
+    /// </summary>
     public sealed class StoreOrder
     {
         public Guid Id { get; set; }
         public Guid SellerAccount { get; set; }
         public Guid BuyerAccount { get; set; }
         public required string Status { get; set; }
+
+        /// <summary>The type the repair matches: the order's <c>productType</c>, or the seed's <c>metadata.product_type</c>.</summary>
         public required string ProductType { get; set; }
 
         /// <summary>The store's metadata object as compact JSON text, or null.</summary>
@@ -59,14 +64,10 @@ namespace Tally.Features.StoreIntegrity
         public void Configure(EntityTypeBuilder<StoreAccount> e) => e.ToTable("store_accounts");
     }
 
+    // No relationship to StoreAccount: an order may arrive before its accounts (0008_store_repairs.sql).
     internal sealed class StoreOrderMap : IEntityTypeConfiguration<StoreOrder>
     {
-        public void Configure(EntityTypeBuilder<StoreOrder> e)
-        {
-            e.ToTable("store_orders");
-            e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.SellerAccount).OnDelete(DeleteBehavior.Restrict);
-            e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.BuyerAccount).OnDelete(DeleteBehavior.Restrict);
-        }
+        public void Configure(EntityTypeBuilder<StoreOrder> e) => e.ToTable("store_orders");
     }
 
     internal sealed class StoreAccountRepairMap : IEntityTypeConfiguration<StoreAccountRepair>

@@ -14,6 +14,7 @@ namespace Tally.Tests.Features.StoreIntegrity;
 /// <summary>
 /// What a has_orders repair leaves behind outside the store tables: the ids of each run, readable
 /// through the admin API, and one <c>StoreAccountsRepaired</c> event per run that repaired anything.
+/// Also the two ways orders now arrive: in the seed's shape, and before their accounts.
 /// </summary>
 public class StoreRepairTests
 {
@@ -116,6 +117,41 @@ public class StoreRepairTests
     [Theory]
     [InlineData("sqlite")]
     [InlineData("postgres")]
+    public async Task Repair_SeedShapedOrdersLoadedBeforeTheirAccounts_AreCountedByTheNextRun(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage, ManualOnly);
+        var admin = app.Admin();
+        var (seller, buyer, lonelySeller, oneOffBuyer, counterpart, neverLoaded) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
+        var order = Guid.NewGuid();
+
+        // The seed's shape: the product type only inside metadata, where its pipeline matched it. No account is known yet.
+        var placed = await admin.PostJsonAsync("/api/admin/store/orders", new object[]
+        {
+            new { id = order, sellerAccount = seller, buyerAccount = buyer, status = "active", metadata = new { product_type = Managed, plan = "pro" } },
+            new { sellerAccount = lonelySeller, buyerAccount = neverLoaded, status = "active", metadata = new { product_type = "managed_subscription_annual" } },
+            new { sellerAccount = counterpart, buyerAccount = oneOffBuyer, status = "active", metadata = new { product_type = "one_off" } },
+        }).ExpectAsync(HttpStatusCode.Created);
+        Assert.Equal(3, placed.GetProperty("created").GetInt32());
+        var stored = await admin.GetAsync($"/api/admin/store/orders/{order}").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(Managed, stored.GetProperty("productType").GetString());
+        Assert.Equal("pro", stored.GetProperty("metadata").GetProperty("plan").GetString());
+
+        var before = await admin.PostAsync("/api/admin/store/sync-accounts", null).ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(0, before.GetProperty("updatedIds").GetArrayLength());
+
+        await LoadAccountsAsync(admin, (seller, true, false), (buyer, true, false), (lonelySeller, true, false), (oneOffBuyer, true, false), (counterpart, true, true));
+        var next = await admin.PostAsync("/api/admin/store/sync-accounts", null).ExpectAsync(HttpStatusCode.OK);
+
+        Assert.Equal(Sorted(seller, buyer, lonelySeller), Ids(next.GetProperty("updatedIds")));
+        var oneOff = await admin.GetAsync($"/api/admin/store/accounts/{oneOffBuyer}").ExpectAsync(HttpStatusCode.OK);
+        Assert.False(oneOff.GetProperty("hasOrders").GetBoolean());
+        var repair = await admin.GetAsync($"/api/admin/store/repairs/{next.GetProperty("runId").GetInt64()}").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(Sorted(seller, buyer, lonelySeller), Ids(repair.GetProperty("accountIds")));
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
     public async Task Repair_Manual_KeepsItsIds_AndARunRepairingNothingEmitsNothing(string storage)
     {
         await using var app = await Apps.CreateAsync(storage, ManualOnly);
@@ -207,5 +243,40 @@ public class StoreRepairTests
         Assert.Equal([stale], Ids(next.GetProperty("updatedIds")));
         var events = await admin.GetAsync($"/api/admin/events?type={RepairHasOrders.RepairedEvent}").ExpectAsync(HttpStatusCode.OK);
         Assert.Equal(next.GetProperty("runId").GetInt64(), Assert.Single(events.EnumerateArray()).GetProperty("payload").GetProperty("runId").GetInt64());
+    }
+
+    [Fact]
+    public async Task Load_ProductType_FromEitherField_BothMustAgree()
+    {
+        await using var app = TallyApp.Sqlite(ManualOnly);
+        var admin = app.Admin();
+        var (a, b) = (Guid.NewGuid(), Guid.NewGuid());
+
+        var differ = await admin.PostJsonAsync("/api/admin/store/orders", new object[]
+        {
+            new { sellerAccount = a, buyerAccount = b, status = "active", productType = Managed, metadata = new { product_type = Managed } },
+            new { sellerAccount = a, buyerAccount = b, status = "active", productType = Managed, metadata = new { product_type = "one_off" } },
+            new { sellerAccount = a, buyerAccount = b, status = "active", metadata = new { product_type = 7 } },
+            new { sellerAccount = a, buyerAccount = b, status = "active", metadata = new { plan = "pro" } },
+            new { sellerAccount = a, buyerAccount = b, status = "active", metadata = new { product_type = " " } },
+        }).ExpectProblemAsync(HttpStatusCode.BadRequest, "VALIDATION_FAILED");
+        var errors = differ.GetProperty("errors");
+        Assert.Equal(["[1].productType", "[2].metadata.product_type", "[3].productType", "[4].metadata.product_type"],
+            errors.EnumerateObject().Select(e => e.Name).Order(StringComparer.Ordinal).ToArray());
+        Assert.Contains("differs from metadata.product_type", errors.GetProperty("[1].productType")[0].GetString(), StringComparison.Ordinal);
+        Assert.Contains("metadata.product_type", errors.GetProperty("[3].productType")[0].GetString(), StringComparison.Ordinal);
+        await using (var db = app.Db())
+        {
+            Assert.Equal(0, await db.StoreOrders.CountAsync(Ct));
+        }
+
+        // The same type in both, or a null seed field beside Tally's own, is one type.
+        var both = Guid.NewGuid();
+        await admin.PostRawAsync("/api/admin/store/orders", $$$"""
+            [{"id":"{{{both}}}","sellerAccount":"{{{a}}}","buyerAccount":"{{{b}}}","status":"active","productType":"{{{Managed}}}","metadata":{"product_type":" {{{Managed}}}"}},
+             {"sellerAccount":"{{{a}}}","buyerAccount":"{{{b}}}","status":"active","productType":"one_off","metadata":{"product_type":null}}]
+            """).ExpectAsync(HttpStatusCode.Created);
+        var stored = await admin.GetAsync($"/api/admin/store/orders/{both}").ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(Managed, stored.GetProperty("productType").GetString());
     }
 }
