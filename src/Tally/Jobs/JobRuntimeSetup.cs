@@ -109,7 +109,7 @@ public sealed class HeartbeatJob : IScheduledJob
 {
     public const string Name = "runtime.heartbeat";
 
-    public Task<JobResult> RunAsync(CancellationToken ct) => Task.FromResult(new JobResult(0));
+    public Task<JobResult> RunAsync(JobRun run, CancellationToken ct) => Task.FromResult(new JobResult(0));
 }
 
 /// <summary>Fails start-up, naming the setting, when a job's cron expression or time zone is invalid.</summary>

@@ -8,7 +8,7 @@ namespace Tally.Tests.Hardening;
 /// <summary>
 /// A small valid world loaded through the API before the fuzz: a guardian with a funded ledger
 /// account, a linked junior with an allowance, a synced sandbox connection, a core-bank account,
-/// store accounts with an order, a SimpleFIN sandbox user, and a second user who owns things the
+/// store accounts with an order (repaired once), a SimpleFIN sandbox user, and a second user who owns things the
 /// guardian must not reach. Its ids fill path parameters and id fields (real, and foreign to the
 /// caller), and the bodies it sent are the valid bases the fuzzer mutates one field at a time.
 /// </summary>
@@ -50,8 +50,9 @@ public sealed class FuzzWorld
         await world.CallAsync(admin, "POST", "/api/admin/ledger/accounts", new { id = juniorAccount, ownerId = junior, currency = "USD" }, HttpStatusCode.Created);
         await world.CallAsync(admin, "POST", "/api/admin/ledger/accounts", new { id = otherAccount, ownerId = other, currency = "USD" }, HttpStatusCode.Created);
         world.Name(["ledger/accounts", "accountId"], guardianAccount, juniorAccount, otherAccount);
-        await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = otherAccount, amount = 50.00m, idempotencyKey = "fuzz-seed-other" }, HttpStatusCode.Created);
-        await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = guardianAccount, amount = 1000.00m, idempotencyKey = "fuzz-seed-guardian" }, HttpStatusCode.Created);
+        var otherDeposit = await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = otherAccount, amount = 50.00m, idempotencyKey = "fuzz-seed-other" }, HttpStatusCode.Created);
+        var guardianDeposit = await world.CallAsync(admin, "POST", "/api/admin/ledger/deposits", new { accountId = guardianAccount, amount = 1000.00m, idempotencyKey = "fuzz-seed-guardian" }, HttpStatusCode.Created);
+        world.Name(["ledger/transfers"], guardianDeposit.GetProperty("id").GetGuid(), otherDeposit.GetProperty("id").GetGuid());
 
         var asGuardian = app.AsGuardian(guardian);
         var startAt = DateTime.UtcNow.Date.AddDays(-3).AddHours(8).ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture);
@@ -83,6 +84,9 @@ public sealed class FuzzWorld
             new[] { new { id = order, sellerAccount = seller, buyerAccount = buyer, status = "active", productType = "managed_subscription", metadata = new { plan = "gold" } } },
             HttpStatusCode.Created);
         world.Name(["store/orders"], order);
+        // A manual repair of the two: its run id is the one /api/admin/store/repairs/{runId} serves.
+        var repair = await world.CallAsync(admin, "POST", "/api/admin/store/sync-accounts", null, HttpStatusCode.OK);
+        world.Name(["runId"], repair.GetProperty("runId").GetInt64());
 
         var jobs = await world.CallAsync(admin, "GET", "/api/admin/jobs", null, HttpStatusCode.OK);
         world.Name(["jobs", "name"], [.. jobs.EnumerateArray().Select(j => (object)j.GetProperty("name").GetString()!)]);

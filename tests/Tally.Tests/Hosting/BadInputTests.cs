@@ -22,6 +22,8 @@ public class BadInputTests
         { "POST", "/api/admin/ledger/accounts", """{"ownerId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","currency":"usd"}""", 400, "VALIDATION_FAILED" },
         { "POST", "/api/admin/ledger/accounts", """{"ownerId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","currency":"USD"}""", 404, "USER.NOT_FOUND" },
         { "GET", "/api/admin/ledger/accounts/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "LEDGER.ACCOUNT_NOT_FOUND" },
+        { "GET", "/api/admin/ledger/transfers/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "LEDGER.TRANSFER_NOT_FOUND" },
+        { "GET", "/api/admin/ledger/transfers/not-a-uuid", null, 404, "NOT_FOUND" },
         { "POST", "/api/admin/ledger/deposits", "{}", 400, "VALIDATION_FAILED" },
         { "POST", "/api/admin/ledger/deposits", """{"accountId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","amount":-1,"idempotencyKey":"k"}""", 400, "VALIDATION_FAILED" },
         { "POST", "/api/admin/ledger/deposits", """{"accountId":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","amount":1,"idempotencyKey":""}""", 400, "VALIDATION_FAILED" },
@@ -43,9 +45,13 @@ public class BadInputTests
         { "POST", "/api/admin/store/accounts", """{"active":true,"hasOrders":false}""", 400, "BAD_REQUEST" },
         { "POST", "/api/admin/store/accounts", null, 400, "BAD_REQUEST" },
         { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active"}]""", 400, "VALIDATION_FAILED" },
-        { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","buyerAccount":"5b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active","productType":"managed_subscription"}]""", 404, "STORE.ACCOUNT_NOT_FOUND" },
+        { "POST", "/api/admin/store/orders", """[{"sellerAccount":"4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","buyerAccount":"5b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e","status":"active","productType":"managed_subscription","metadata":{"product_type":"one_off"}}]""", 400, "VALIDATION_FAILED" },
         { "GET", "/api/admin/store/accounts/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ACCOUNT_NOT_FOUND" },
         { "GET", "/api/admin/store/orders/4b0e1b9c-8d59-4cf5-9d2e-2f1a2b3c4d5e", null, 404, "STORE.ORDER_NOT_FOUND" },
+        { "GET", "/api/admin/store/repairs/4242", null, 404, "STORE.REPAIR_NOT_FOUND" },
+        { "GET", "/api/admin/store/repairs/not-a-run", null, 404, "NOT_FOUND" },
+        { "GET", "/api/admin/store/repairs?limit=0", null, 400, "VALIDATION_FAILED" },
+        { "GET", "/api/admin/store/repairs?before=x", null, 400, "BAD_REQUEST" },
     };
 
     [Theory]

@@ -69,6 +69,6 @@ public class IntervalScheduleTests
 
     private sealed class HeartbeatJobStub : IScheduledJob
     {
-        public Task<JobResult> RunAsync(CancellationToken ct) => Task.FromResult(new JobResult(0));
+        public Task<JobResult> RunAsync(JobRun run, CancellationToken ct) => Task.FromResult(new JobResult(0));
     }
 }

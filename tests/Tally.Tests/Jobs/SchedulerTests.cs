@@ -13,7 +13,7 @@ public sealed class SlowJob : IScheduledJob
 {
     public const string Name = "test.slow";
 
-    public async Task<JobResult> RunAsync(CancellationToken ct)
+    public async Task<JobResult> RunAsync(JobRun run, CancellationToken ct)
     {
         await Task.Delay(TimeSpan.FromMilliseconds(1200), ct);
         return new JobResult(1);
@@ -24,7 +24,7 @@ public sealed class ThrowingJob : IScheduledJob
 {
     public const string Name = "test.throws";
 
-    public Task<JobResult> RunAsync(CancellationToken ct) => throw new InvalidOperationException("the job broke");
+    public Task<JobResult> RunAsync(JobRun run, CancellationToken ct) => throw new InvalidOperationException("the job broke");
 }
 
 public class SchedulerTests

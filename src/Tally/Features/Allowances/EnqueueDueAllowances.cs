@@ -24,7 +24,7 @@ public sealed partial class EnqueueDueAllowances(
     /// Pages are pipelined: while one page is published, the next is read, and the page before is
     /// marked (each on its own connection). Per page the order stays publish, then mark.
     /// </summary>
-    public async Task<JobResult> RunAsync(CancellationToken ct)
+    public async Task<JobResult> RunAsync(JobRun run, CancellationToken ct)
     {
         var settings = options.Value;
         var now = clock.GetUtcNow().UtcDateTime;

@@ -17,7 +17,7 @@ public sealed partial class EnqueueAllBalances(TallyDb db, ISyncLanes lanes, IOp
 
     public sealed record Detail(int Eligible, int Queued, int AlreadyQueued);
 
-    public async Task<JobResult> RunAsync(CancellationToken ct)
+    public async Task<JobResult> RunAsync(JobRun run, CancellationToken ct)
     {
         var size = options.Value.BatchSize;
         var cursor = Guid.Empty;

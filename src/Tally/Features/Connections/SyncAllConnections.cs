@@ -56,7 +56,7 @@ public sealed partial class SyncAllConnections(
 
     private sealed record Candidate(Guid Id, Guid UserId, string ProviderSlug, DateTime? LastAttemptAt, DateTime? LastSyncAt, DateTime? RetryNotBefore);
 
-    public async Task<JobResult> RunAsync(CancellationToken ct)
+    public async Task<JobResult> RunAsync(JobRun run, CancellationToken ct)
     {
         var settings = options.Value;
         var now = clock.GetUtcNow().UtcDateTime;

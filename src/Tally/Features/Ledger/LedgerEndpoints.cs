@@ -32,6 +32,7 @@ public static class LedgerEndpoints
         admin.MapPost("/accounts", CreateAccountAsync);
         admin.MapGet("/accounts/{id:guid}", GetAccountAsync);
         admin.MapPost("/deposits", DepositAsync);
+        admin.MapGet("/transfers/{id:guid}", GetTransferAsync);
         admin.MapGet("/totals", TotalsAsync);
 
         var me = app.MapGroup("/api/me/ledger").WithTags("Me: ledger").RequireAuthorization(Roles.User);
@@ -123,7 +124,7 @@ public static class LedgerEndpoints
             {
                 await tx.CommitAsync(ct);
                 var transfer = await db.LedgerTransfers.AsNoTracking().FirstAsync(t => t.Id == done.TransferId, ct);
-                return TypedResults.Created($"/api/admin/ledger/transfers/{transfer.Id}", TransferView.Of(transfer));
+                return TypedResults.Created(TransferLocation(transfer.Id), TransferView.Of(transfer));
             }
             await tx.RollbackAsync(ct);
             if (result is TransferResult.BalanceLimitExceeded)
@@ -138,6 +139,15 @@ public static class LedgerEndpoints
         return earlier.CreditAccountId == account.Id && earlier.AmountMinor == minor
             ? TypedResults.Ok(TransferView.Of(earlier))
             : Problems.Conflict("LEDGER.IDEMPOTENCY_KEY_REUSED", "This idempotency key was used for a different deposit.");
+    }
+
+    /// <summary>Where a deposit's 201 points: <see cref="GetTransferAsync"/>.</summary>
+    internal static string TransferLocation(Guid id) => $"/api/admin/ledger/transfers/{id}";
+
+    internal static async Task<Results<Ok<TransferView>, ProblemHttpResult>> GetTransferAsync(Guid id, TallyDb db, CancellationToken ct)
+    {
+        var transfer = await db.LedgerTransfers.AsNoTracking().FirstOrDefaultAsync(t => t.Id == id, ct);
+        return transfer is null ? Problems.NotFound("LEDGER.TRANSFER_NOT_FOUND", "No such transfer.") : TypedResults.Ok(TransferView.Of(transfer));
     }
 
     internal static async Task<Ok<List<CurrencyTotal>>> TotalsAsync(TallyDb db, CancellationToken ct)

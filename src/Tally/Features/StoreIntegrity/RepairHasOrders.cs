@@ -1,8 +1,10 @@
+using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
+using Tally.Jobs.Outbox;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Features.StoreIntegrity;
@@ -11,17 +13,27 @@ namespace Tally.Features.StoreIntegrity;
 public sealed record SyncAccountsResult(IReadOnlyList<Guid> UpdatedIds);
 
 /// <summary>
+/// The event of a run that set <c>has_orders</c> on at least one account: the run (its <c>cron_runs</c>
+/// id, also the event's subject) and every account it repaired, in id order. One per such run.
+/// </summary>
+public sealed record StoreAccountsRepaired(long RunId, IReadOnlyList<Guid> AccountIds);
+
+/// <summary>
 /// <c>store.sync-accounts</c> (the seed's Sync Accounts processor): active store accounts flagged
 /// <c>has_orders = false</c> that are seller or buyer on at least one active order of a managed
-/// subscription type get <c>has_orders = true</c>. Idempotent: a second run finds nothing. The
-/// runtime's lock keeps two instances from running it at once, and a failure is logged here with the
-/// seed's initiator, then rethrown for the runtime to record as a FAILED run.
+/// subscription type get <c>has_orders = true</c>. Idempotent: a second run finds nothing. Each run,
+/// scheduled or manual, keeps the ids it repaired under its run id and publishes them as one
+/// <see cref="StoreAccountsRepaired"/> event, both committed with the flags. The runtime's lock keeps
+/// two instances from running it at once, and a failure is logged here with the seed's initiator,
+/// then rethrown for the runtime to record as a FAILED run.
 /// </summary>
-public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreIntegrityOptions> options, ILogger<RepairHasOrders> logger) : IScheduledJob
+public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreIntegrityOptions> options, TimeProvider clock, ILogger<RepairHasOrders> logger)
+    : IScheduledJob
 {
     public const string Name = "store.sync-accounts";
     public const string DefaultCron = "*/5 * * * *";
     public const string Initiator = "store/sync-accounts";
+    public const string RepairedEvent = "StoreAccountsRepaired";
 
     // Raw SQL on purpose: the repair is one set-based statement per database, shaped for the partial
     // indexes of 0003_store_integrity.sql, that updates and returns the ids in a single round trip.
@@ -52,11 +64,11 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
         RETURNING id
         """;
 
-    public async Task<JobResult> RunAsync(CancellationToken ct)
+    public async Task<JobResult> RunAsync(JobRun run, CancellationToken ct)
     {
         try
         {
-            var updated = await RepairAsync(db, options.CurrentValue.Types, ct);
+            var updated = await RepairAndRecordAsync(db, options.CurrentValue.Types, run.RunId, clock.GetUtcNow().UtcDateTime, ct);
             if (updated.Count == 0)
             {
                 LogInSync(logger);
@@ -73,6 +85,28 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
             LogFailed(logger, e, Initiator);
             throw;
         }
+    }
+
+    /// <summary>
+    /// The repair as a run does it, in one transaction: sets the flags (<see cref="RepairAsync"/>), keeps
+    /// the ids under the run in <c>store_account_repairs</c> and stages one <see cref="StoreAccountsRepaired"/>
+    /// event in the outbox. All three commit together or not at all: a crash before the commit leaves
+    /// the flags unset, so the next run repairs, records and announces the same accounts. A run that
+    /// repaired nothing writes no record and no event.
+    /// </summary>
+    public static async Task<List<Guid>> RepairAndRecordAsync(TallyDb db, IReadOnlyList<string> managedTypes, long runId, DateTime now, CancellationToken ct)
+    {
+        await using var tx = await db.Database.BeginTransactionAsync(ct);
+        var repaired = await RepairAsync(db, managedTypes, ct);
+        if (repaired.Count > 0)
+        {
+            // Through the change tracker: a run repairs a handful of accounts (the seed's typical run: 0 to 5).
+            db.StoreAccountRepairs.AddRange(repaired.Select(id => new StoreAccountRepair { RunId = runId, AccountId = id, RepairedAt = now }));
+            Outbox.Add(db, RepairedEvent, runId.ToString(CultureInfo.InvariantCulture), new StoreAccountsRepaired(runId, repaired), now);
+            await db.SaveChangesAsync(ct);
+        }
+        await tx.CommitAsync(ct);
+        return repaired;
     }
 
     /// <summary>Sets the flag where it is missing, in one statement, and answers the ids it set (sorted).</summary>

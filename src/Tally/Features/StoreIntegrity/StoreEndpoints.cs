@@ -28,6 +28,12 @@ public sealed record StoreOrderView(Guid Id, Guid SellerAccount, Guid BuyerAccou
 
 public sealed record SyncAccountsView(long RunId, IReadOnlyList<Guid> UpdatedIds);
 
+/// <summary>One run of <c>store.sync-accounts</c> and the accounts it repaired, in id order (none for a run that found nothing, failed, or was skipped).</summary>
+public sealed record StoreRepairView(long RunId, string Trigger, string Status, DateTime StartedAt, DateTime? FinishedAt, IReadOnlyList<Guid> AccountIds);
+
+/// <summary>A run that repaired accounts, in the listing: how many; its ids are at <c>/api/admin/store/repairs/{runId}</c>.</summary>
+public sealed record StoreRepairSummary(long RunId, string Trigger, DateTime RepairedAt, int AccountCount);
+
 /// <summary>
 /// Admin endpoints the host platform (and the demo) load store data through, and a way to run the
 /// repair now. Loads are all-or-nothing and repeatable: ids may come from the client, and a row sent
@@ -40,6 +46,10 @@ public static class StoreEndpoints
     private const int MaxProductTypeLength = 128;
     private const int MaxMetadataLength = 16_384;
     private const int MaxReportedItems = 50;
+    private const int MaxRepairsPage = 500;
+
+    /// <summary>Where the seed keeps an order's product type, inside its metadata (and where its pipeline matches it).</summary>
+    public const string SeedProductTypeField = "product_type";
 
     public static WebApplication MapStoreIntegrity(this WebApplication app)
     {
@@ -51,6 +61,8 @@ public static class StoreEndpoints
         admin.MapPost("/orders", ImportOrdersAsync).WithRequestBodyLimit(bulk);
         admin.MapGet("/orders/{id:guid}", GetOrderAsync);
         admin.MapPost("/sync-accounts", SyncAccountsNowAsync);
+        admin.MapGet("/repairs", ListRepairsAsync);
+        admin.MapGet("/repairs/{runId:long}", GetRepairAsync);
         return app;
     }
 
@@ -81,7 +93,7 @@ public static class StoreEndpoints
             (o.SellerAccount is not null && o.SellerAccount != Guid.Empty, $"{at}.sellerAccount", "is required (a store account id)"),
             (o.BuyerAccount is not null && o.BuyerAccount != Guid.Empty, $"{at}.buyerAccount", "is required (a store account id)"),
             .. Text(o.Status, $"{at}.status", MaxStatusLength),
-            .. Text(o.ProductType, $"{at}.productType", MaxProductTypeLength),
+            .. ProductTypeRules(o, at),
             (o.Metadata is null || o.Metadata.Value.ValueKind is JsonValueKind.Object or JsonValueKind.Null, $"{at}.metadata", "must be a JSON object"),
             (o.Metadata is null || o.Metadata.Value.GetRawText().Length <= MaxMetadataLength, $"{at}.metadata", $"is at most {MaxMetadataLength} characters of JSON"),
             (o.Metadata is null || CanBeWrittenBack(o.Metadata.Value), $"{at}.metadata", "must hold valid Unicode text (no lone surrogate such as \\ud800)"),
@@ -98,20 +110,12 @@ public static class StoreEndpoints
             SellerAccount = o!.SellerAccount!.Value,
             BuyerAccount = o.BuyerAccount!.Value,
             Status = o.Status!.Trim(),
-            ProductType = o.ProductType!.Trim(),
+            ProductType = ProductTypeOf(o)!,
             Metadata = o.Metadata is { ValueKind: JsonValueKind.Object } m ? m.GetRawText() : null,
             CreatedAt = now,
         }).ToList();
 
-        var named = rows.SelectMany(o => new[] { o.SellerAccount, o.BuyerAccount }).Distinct().ToList();
-        var known = await db.StoreAccounts.AsNoTracking().Where(a => named.Contains(a.Id)).Select(a => a.Id).ToListAsync(ct);
-        var missing = named.Except(known).ToList();
-        if (missing.Count > 0)
-        {
-            return Problems.NotFound("STORE.ACCOUNT_NOT_FOUND",
-                $"Orders name store accounts that do not exist: {Describe(missing)}. Load the accounts first.");
-        }
-
+        // The accounts an order names need not be loaded yet: the order counts once they are.
         var result = await InsertNewAsync(db, rows, o => o.Id, SameOrder, ct);
         return Answer(result, ids, "STORE.ORDER_EXISTS", "store orders");
     }
@@ -147,6 +151,51 @@ public static class StoreEndpoints
                 $"The run failed and is recorded in cron_runs: {run.ErrorMessage}"),
             _ => RunProblem(StatusCodes.Status503ServiceUnavailable, "STORE.SYNC_FAILED", null, "The run did not start."),
         };
+    }
+
+    /// <summary>
+    /// The runs that repaired accounts, newest first, <paramref name="limit"/> at a time (100 unless
+    /// given); the next page is <c>before</c> the last run id of this one.
+    /// </summary>
+    internal static async Task<Results<Ok<List<StoreRepairSummary>>, ValidationProblem>> ListRepairsAsync(
+        TallyDb db, CancellationToken ct, long? before = null, int? limit = null)
+    {
+        var take = limit ?? 100;
+        var errors = new FieldErrors()
+            .Check(take is >= 1 and <= MaxRepairsPage, "limit", $"must be between 1 and {MaxRepairsPage}")
+            .Check(before is null or > 0, "before", "must be a run id (positive)");
+        if (errors.Any)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        var repairs = db.StoreAccountRepairs.AsNoTracking();
+        if (before is { } cursor)
+        {
+            repairs = repairs.Where(r => r.RunId < cursor);
+        }
+        // Newest first along the key (run_id, account_id): a backward index scan that stops after the page.
+        var page = await repairs
+            .GroupBy(r => r.RunId)
+            .Select(g => new { RunId = g.Key, RepairedAt = g.Max(r => r.RepairedAt), Count = g.Count() })
+            .OrderByDescending(r => r.RunId)
+            .Take(take)
+            .ToListAsync(ct);
+        var runIds = page.Select(r => r.RunId).ToList();
+        var triggers = await db.CronRuns.AsNoTracking().Where(c => runIds.Contains(c.Id)).ToDictionaryAsync(c => c.Id, c => c.Trigger, ct);
+        return TypedResults.Ok(page.Select(r => new StoreRepairSummary(r.RunId, triggers[r.RunId], r.RepairedAt, r.Count)).ToList());
+    }
+
+    /// <summary>One run of <c>store.sync-accounts</c> with the ids it repaired; any other run id is not found.</summary>
+    internal static async Task<Results<Ok<StoreRepairView>, ProblemHttpResult>> GetRepairAsync(long runId, TallyDb db, CancellationToken ct)
+    {
+        var run = await db.CronRuns.AsNoTracking().FirstOrDefaultAsync(r => r.Id == runId && r.JobName == RepairHasOrders.Name, ct);
+        if (run is null)
+        {
+            return Problems.NotFound("STORE.REPAIR_NOT_FOUND", $"No run of {RepairHasOrders.Name} has this id.");
+        }
+        var ids = await db.StoreAccountRepairs.AsNoTracking().Where(r => r.RunId == runId).Select(r => r.AccountId).ToListAsync(ct);
+        ids.Sort();
+        return TypedResults.Ok(new StoreRepairView(run.Id, run.Trigger, run.Status, run.StartedAt, run.FinishedAt, ids));
     }
 
     private static ProblemHttpResult RunProblem(int status, string code, long? runId, string detail) =>
@@ -260,6 +309,37 @@ public static class StoreEndpoints
             (string a, string b) => JsonElement.DeepEquals(JsonSerializer.Deserialize<JsonElement>(a), JsonSerializer.Deserialize<JsonElement>(b)),
             _ => false,
         };
+
+    /// <summary>
+    /// An order's product type comes as <c>productType</c>, or in the seed's shape as
+    /// <c>metadata.product_type</c> (a JSON null there counts as absent), or both when they agree
+    /// (compared trimmed, as stored). Two that differ are refused rather than one picked: the repair
+    /// would count the order under a type the sender did not mean in one of the two fields.
+    /// </summary>
+    private static IEnumerable<(bool Ok, string Field, string Message)> ProductTypeRules(StoreOrderInput o, string at)
+    {
+        var seedField = $"{at}.metadata.{SeedProductTypeField}";
+        return SeedProductType(o) switch
+        {
+            { ValueKind: not JsonValueKind.String } => [(false, seedField, "must be a string (the product type)")],
+            { } seed when o.ProductType is not null && seed.GetString()!.Trim() != o.ProductType.Trim() =>
+                [(false, $"{at}.productType", $"differs from metadata.{SeedProductTypeField}: send the product type in one of them, or the same in both")],
+            { } seed when o.ProductType is null => Text(seed.GetString(), seedField, MaxProductTypeLength),
+            null when o.ProductType is null => [(false, $"{at}.productType", $"is required (or as metadata.{SeedProductTypeField}, in the seed's shape)")],
+            _ => Text(o.ProductType, $"{at}.productType", MaxProductTypeLength),
+        };
+    }
+
+    /// <summary>The seed's <c>metadata.product_type</c>, as sent; null when the metadata has none (or null).</summary>
+    private static JsonElement? SeedProductType(StoreOrderInput o) =>
+        o.Metadata is { ValueKind: JsonValueKind.Object } metadata
+        && metadata.TryGetProperty(SeedProductTypeField, out var type) && type.ValueKind != JsonValueKind.Null
+            ? type
+            : null;
+
+    /// <summary>The type the order is stored and counted under, once <see cref="ProductTypeRules"/> passed.</summary>
+    private static string? ProductTypeOf(StoreOrderInput o) =>
+        (o.ProductType ?? (SeedProductType(o) is { ValueKind: JsonValueKind.String } seed ? seed.GetString() : null))?.Trim();
 
     /// <summary>A required text rule as FieldErrors.CheckText states it (length, no control characters), as the item rules' tuples.</summary>
     private static IEnumerable<(bool Ok, string Field, string Message)> Text(string? value, string field, int maxLength) =>

@@ -7,6 +7,7 @@ namespace Tally.Data
     {
         public DbSet<Features.StoreIntegrity.StoreAccount> StoreAccounts => Set<Features.StoreIntegrity.StoreAccount>();
         public DbSet<Features.StoreIntegrity.StoreOrder> StoreOrders => Set<Features.StoreIntegrity.StoreOrder>();
+        public DbSet<Features.StoreIntegrity.StoreAccountRepair> StoreAccountRepairs => Set<Features.StoreIntegrity.StoreAccountRepair>();
     }
 }
 
@@ -24,19 +25,32 @@ namespace Tally.Features.StoreIntegrity
         public DateTime CreatedAt { get; set; }
     }
 
-    /// <summary>An order between two store accounts. Only <see cref="StoreOrderStatuses.Active"/> orders count for the repair.</summary>
+    /// <summary>
+    /// An order between two store accounts. Only <see cref="StoreOrderStatuses.Active"/> orders count for
+    /// the repair. Either account may not be loaded yet: the order counts once it is.
+    /// </summary>
     public sealed class StoreOrder
     {
         public Guid Id { get; set; }
         public Guid SellerAccount { get; set; }
         public Guid BuyerAccount { get; set; }
         public required string Status { get; set; }
+
+        /// <summary>The type the repair matches: the order's <c>productType</c>, or the seed's <c>metadata.product_type</c>.</summary>
         public required string ProductType { get; set; }
 
         /// <summary>The store's metadata object as compact JSON text, or null.</summary>
         public string? Metadata { get; set; }
 
         public DateTime CreatedAt { get; set; }
+    }
+
+    /// <summary>One account a run of <see cref="RepairHasOrders"/> set <c>has_orders</c> on, kept under the run's <c>cron_runs</c> id.</summary>
+    public sealed class StoreAccountRepair
+    {
+        public long RunId { get; set; }
+        public Guid AccountId { get; set; }
+        public DateTime RepairedAt { get; set; }
     }
 
     public static class StoreOrderStatuses
@@ -50,13 +64,18 @@ namespace Tally.Features.StoreIntegrity
         public void Configure(EntityTypeBuilder<StoreAccount> e) => e.ToTable("store_accounts");
     }
 
+    // No relationship to StoreAccount: an order may arrive before its accounts (0008_store_repairs.sql).
     internal sealed class StoreOrderMap : IEntityTypeConfiguration<StoreOrder>
     {
-        public void Configure(EntityTypeBuilder<StoreOrder> e)
+        public void Configure(EntityTypeBuilder<StoreOrder> e) => e.ToTable("store_orders");
+    }
+
+    internal sealed class StoreAccountRepairMap : IEntityTypeConfiguration<StoreAccountRepair>
+    {
+        public void Configure(EntityTypeBuilder<StoreAccountRepair> e)
         {
-            e.ToTable("store_orders");
-            e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.SellerAccount).OnDelete(DeleteBehavior.Restrict);
-            e.HasOne<StoreAccount>().WithMany().HasForeignKey(o => o.BuyerAccount).OnDelete(DeleteBehavior.Restrict);
+            e.ToTable("store_account_repairs");
+            e.HasKey(r => new { r.RunId, r.AccountId });
         }
     }
 }

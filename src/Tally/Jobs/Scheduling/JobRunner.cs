@@ -59,7 +59,7 @@ public sealed partial class JobRunner(
         {
             await using var scope = services.CreateAsyncScope();
             var instanceOfJob = (IScheduledJob)scope.ServiceProvider.GetRequiredService(job.JobType);
-            var result = await instanceOfJob.RunAsync(linked.Token);
+            var result = await instanceOfJob.RunAsync(new JobRun(run.Id, trigger, occurrence), linked.Token);
             run.Status = CronRunStatus.Success;
             run.ProcessedCount = result.Processed;
             detail = result.Detail;

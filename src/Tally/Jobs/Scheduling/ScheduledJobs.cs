@@ -5,10 +5,17 @@ namespace Tally.Jobs.Scheduling;
 /// <summary>What a run of a scheduled job reports: how many items it processed, and optional detail for the caller of a manual run.</summary>
 public sealed record JobResult(int Processed, object? Detail = null);
 
+/// <summary>
+/// The run a job is doing: its <c>cron_runs</c> id, written before the job starts, and what started it
+/// (<see cref="JobRunner.ScheduleTrigger"/> with the occurrence it stands for, or <see cref="JobRunner.ManualTrigger"/>).
+/// A job that keeps a record of its effect keys it by <see cref="RunId"/>.
+/// </summary>
+public sealed record JobRun(long RunId, string Trigger, DateTime? ScheduledFor);
+
 /// <summary>A periodic job. Resolved in a fresh scope per run; the runtime locks, audits and catches around it.</summary>
 public interface IScheduledJob
 {
-    Task<JobResult> RunAsync(CancellationToken ct);
+    Task<JobResult> RunAsync(JobRun run, CancellationToken ct);
 }
 
 /// <summary>

@@ -98,6 +98,34 @@ public class LedgerTests
     [Theory]
     [InlineData("sqlite")]
     [InlineData("postgres")]
+    public async Task Deposit_Location_AnswersTheTransferToAdminsOnly(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage);
+        var admin = app.Admin();
+        var owner = await admin.CreateUserAsync();
+        var account = await admin.CreateAccountAsync(owner);
+
+        using var created = await admin.PostJsonAsync("/api/admin/ledger/deposits", new { accountId = account, amount = 12.34m, idempotencyKey = "k-location" });
+        Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+        var deposit = await created.ReadJsonAsync();
+        var location = created.Headers.Location ?? throw new InvalidOperationException("the 201 has no Location");
+
+        var read = await admin.GetAsync(location).ExpectAsync(HttpStatusCode.OK);
+        Assert.Equal(deposit.GetRawText(), read.GetRawText());
+        Assert.Equal((account, 12.34m, "USD", LedgerEndpoints.DepositKind),
+            (read.GetProperty("creditAccountId").GetGuid(), read.GetProperty("amount").GetDecimal(), read.GetProperty("currency").GetString(), read.GetProperty("kind").GetString()));
+
+        // The same authorization as the deposit: not even the credited account's owner reads it here.
+        await app.AsUser(owner).GetAsync(location).ExpectProblemAsync(HttpStatusCode.Forbidden, "FORBIDDEN");
+        await app.CreateClient().GetAsync(location).ExpectProblemAsync(HttpStatusCode.Unauthorized, "UNAUTHORIZED");
+        await admin.GetAsync($"/api/admin/ledger/transfers/{Guid.NewGuid()}").ExpectProblemAsync(HttpStatusCode.NotFound, "LEDGER.TRANSFER_NOT_FOUND");
+        // A malformed id matches no route, as on every other {id} route of the API.
+        await admin.GetAsync("/api/admin/ledger/transfers/not-a-uuid").ExpectProblemAsync(HttpStatusCode.NotFound, "NOT_FOUND");
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
     public async Task Database_RefusesNegativeUserBalanceAndChangedTransfers(string storage)
     {
         await using var app = await Apps.CreateAsync(storage);
