@@ -113,16 +113,6 @@ public static class StoreBench
     {
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync(ct);
-        // The data is consistent by construction: skip the per-row foreign key triggers while loading
-        // (superuser only, as on the test servers; without it the load is just slower).
-        try
-        {
-            await RunAsync(connection, "SET session_replication_role = replica", ct);
-        }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.InsufficientPrivilege)
-        {
-            Console.WriteLine("not a superuser: loading with foreign key checks");
-        }
         await RunAsync(connection, """
             CREATE FUNCTION pg_temp.account_id(i bigint) RETURNS uuid LANGUAGE sql IMMUTABLE
             AS $$ SELECT ('00000000-0000-7000-8000-' || lpad(to_hex(i), 12, '0'))::uuid $$
