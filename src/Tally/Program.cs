@@ -7,6 +7,7 @@ using Tally.Features.StoreIntegrity;
 using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
+using Tally.Jobs.Audit;
 using Tally.Sandbox;
 using Tally.Sandbox.SimpleFin;
 
@@ -23,6 +24,7 @@ builder.AddConfigAliases()
     .AddHttpJson()
     .AddRequestLimits()
     .AddTallyAuth()
+    .AddAdminApi()
     .AddTallyData()
     .AddJobRuntime()
     .AddObservability()

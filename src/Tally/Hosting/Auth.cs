@@ -24,8 +24,15 @@ public sealed class AuthOptions
     public string Audience { get; set; } = Issuer;
 }
 
+/// <summary>
+/// The roles a token's <c>role</c> claims may carry. People: <see cref="User"/> and <see cref="Guardian"/>.
+/// Operators, each including the one before: <see cref="Viewer"/> reads everything an operator sees,
+/// <see cref="Operator"/> also steers the runtime, <see cref="Admin"/> also loads and moves data.
+/// </summary>
 public static class Roles
 {
+    public const string Viewer = "viewer";
+    public const string Operator = "operator";
     public const string Admin = "admin";
     public const string Guardian = "guardian";
     public const string User = "user";
@@ -65,6 +72,8 @@ public static class Auth
         // exactly one sub that is a UUID other than the all-zero one. Without that check a token whose
         // sub is "abc" would read and write the data of user 00000000-0000-0000-0000-000000000000.
         builder.Services.AddAuthorizationBuilder()
+            .AddPolicy(Roles.Viewer, p => p.RequireRole(Roles.Viewer, Roles.Operator, Roles.Admin))
+            .AddPolicy(Roles.Operator, p => p.RequireRole(Roles.Operator, Roles.Admin))
             .AddPolicy(Roles.Admin, p => p.RequireRole(Roles.Admin))
             .AddPolicy(Roles.Guardian, p => p.RequireRole(Roles.Guardian).RequireAssertion(c => TryGetUserId(c.User, out _)))
             .AddPolicy(Roles.User, p => p.RequireRole(Roles.User, Roles.Guardian).RequireAssertion(c => TryGetUserId(c.User, out _)));

@@ -67,7 +67,7 @@ public static class Observability
             }
             else
             {
-                endpoint.RequireAuthorization(Roles.Admin);
+                endpoint.RequireAuthorization(Roles.Viewer);
             }
         }
         if (port is { } managementPort)

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Tally.Data;
 using Tally.Hosting;
+using Tally.Jobs.Audit;
 using Tally.Jobs.Outbox;
 using Tally.Jobs.Queues;
 using Tally.Jobs.Scheduling;
@@ -29,18 +30,18 @@ public static class OperatorEndpoints
 
     public static WebApplication MapOperator(this WebApplication app)
     {
-        var admin = app.MapGroup("/api/admin").WithTags("Admin: operations").RequireAuthorization(Roles.Admin);
+        var admin = app.MapAdmin("/api/admin", "Admin: operations");
         admin.MapGet("/jobs", ListJobsAsync);
-        admin.MapPost("/jobs/{name}/run", RunJobAsync);
-        admin.MapPost("/jobs/{name}/pause", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, true, jobs, runner, ct));
-        admin.MapPost("/jobs/{name}/resume", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, false, jobs, runner, ct));
+        admin.MapPost("/jobs/{name}/run", RunJobAsync).ForOperators();
+        admin.MapPost("/jobs/{name}/pause", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, true, jobs, runner, ct)).ForOperators();
+        admin.MapPost("/jobs/{name}/resume", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, false, jobs, runner, ct)).ForOperators();
         admin.MapGet("/cron-runs", ListRunsAsync);
         admin.MapGet("/queues", ListQueuesAsync);
         admin.MapGet("/dead-letters", ListDeadLettersAsync);
-        admin.MapPost("/dead-letters/{id:guid}/replay", ReplayAsync);
-        admin.MapDelete("/dead-letters/{id:guid}", DeleteDeadLetterAsync);
+        admin.MapPost("/dead-letters/{id:guid}/replay", ReplayAsync).ForOperators();
+        admin.MapDelete("/dead-letters/{id:guid}", DeleteDeadLetterAsync).ForOperators();
         admin.MapGet("/events", ListEventsAsync);
-        return app;
+        return app.MapAudit();
     }
 
     internal static async Task<Ok<List<JobView>>> ListJobsAsync(JobRegistry jobs, TallyDb db, TimeProvider clock, CancellationToken ct)

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Features.Ledger;
 using Tally.Hosting;
+using Tally.Jobs.Audit;
 
 namespace Tally.Features.BalanceSync;
 
@@ -57,10 +58,10 @@ public static class BalanceSyncEndpoints
 
     public static WebApplication MapBalanceSync(this WebApplication app)
     {
-        var admin = app.MapGroup("/api/admin").WithTags("Admin: balance sync").RequireAuthorization(Roles.Admin);
-        admin.MapPost("/core-accounts", CreateCoreAccountAsync);
+        var admin = app.MapAdmin("/api/admin", "Admin: balance sync");
+        admin.MapPost("/core-accounts", CreateCoreAccountAsync).ForAdmins();
         admin.MapGet("/balance-sync/users/{userId:guid}", UserBalancesAsync);
-        admin.MapPost("/balance-sync/users/{userId:guid}", QueueUserAsync);
+        admin.MapPost("/balance-sync/users/{userId:guid}", QueueUserAsync).ForOperators();
 
         var me = app.MapGroup("/api/me/balances").WithTags("Me: balances").RequireAuthorization(Roles.User);
         me.MapGet("/", MyBalancesAsync);

@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Tally.Data;
 using Tally.Hosting;
+using Tally.Jobs.Audit;
 
 namespace Tally.Features.Ledger;
 
@@ -28,10 +29,10 @@ public static class LedgerEndpoints
 
     public static WebApplication MapLedger(this WebApplication app)
     {
-        var admin = app.MapGroup("/api/admin/ledger").WithTags("Admin: ledger").RequireAuthorization(Roles.Admin);
-        admin.MapPost("/accounts", CreateAccountAsync);
+        var admin = app.MapAdmin("/api/admin/ledger", "Admin: ledger");
+        admin.MapPost("/accounts", CreateAccountAsync).ForAdmins();
         admin.MapGet("/accounts/{id:guid}", GetAccountAsync);
-        admin.MapPost("/deposits", DepositAsync);
+        admin.MapPost("/deposits", DepositAsync).ForAdmins();
         admin.MapGet("/transfers/{id:guid}", GetTransferAsync);
         admin.MapGet("/totals", TotalsAsync);
 

@@ -4,6 +4,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Hosting;
+using Tally.Jobs.Audit;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Features.StoreIntegrity;
@@ -53,14 +54,14 @@ public static class StoreEndpoints
 
     public static WebApplication MapStoreIntegrity(this WebApplication app)
     {
-        var admin = app.MapGroup("/api/admin/store").WithTags("Admin: store").RequireAuthorization(Roles.Admin);
+        var admin = app.MapAdmin("/api/admin/store", "Admin: store");
         // A full batch of orders with their metadata is well above the API's usual body limit.
         var bulk = app.Services.GetRequiredService<IOptions<TallyOptions>>().Value.MaxBulkRequestBodyBytes;
-        admin.MapPost("/accounts", ImportAccountsAsync).WithRequestBodyLimit(bulk);
+        admin.MapPost("/accounts", ImportAccountsAsync).WithRequestBodyLimit(bulk).ForAdmins();
         admin.MapGet("/accounts/{id:guid}", GetAccountAsync);
-        admin.MapPost("/orders", ImportOrdersAsync).WithRequestBodyLimit(bulk);
+        admin.MapPost("/orders", ImportOrdersAsync).WithRequestBodyLimit(bulk).ForAdmins();
         admin.MapGet("/orders/{id:guid}", GetOrderAsync);
-        admin.MapPost("/sync-accounts", SyncAccountsNowAsync);
+        admin.MapPost("/sync-accounts", SyncAccountsNowAsync).ForOperators();
         admin.MapGet("/repairs", ListRepairsAsync);
         admin.MapGet("/repairs/{runId:long}", GetRepairAsync);
         return app;

@@ -3,6 +3,7 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
 using Tally.Data;
 using Tally.Hosting;
+using Tally.Jobs.Audit;
 
 namespace Tally.Data
 {
@@ -75,10 +76,10 @@ namespace Tally.Features.Users
 
         public static WebApplication MapUsers(this WebApplication app)
         {
-            var admin = app.MapGroup("/api/admin").WithTags("Admin: users").RequireAuthorization(Roles.Admin);
-            admin.MapPost("/users", CreateUserAsync);
+            var admin = app.MapAdmin("/api/admin", "Admin: users");
+            admin.MapPost("/users", CreateUserAsync).ForAdmins();
             admin.MapGet("/users/{id:guid}", GetUserAsync);
-            admin.MapPut("/guardians/{guardianId:guid}/juniors/{juniorId:guid}", LinkJuniorAsync);
+            admin.MapPut("/guardians/{guardianId:guid}/juniors/{juniorId:guid}", LinkJuniorAsync).ForAdmins();
             return app;
         }
 
