@@ -17,6 +17,8 @@ cat <<EOT
 Tally (embedded) starting on $url
   admin token:          $(token --role admin)
   demo guardian token:  $(token --sub 11111111-1111-1111-1111-111111111111 --role guardian --role user)
+  console sign-in:      $(dotnet run --project src/Tally -c Release --no-build --no-launch-profile -- signin-link --url "$url")
+                        (one-time, for ten minutes; another: dotnet run --project src/Tally -- signin-link)
   API docs:             $url/docs
 
 EOT

@@ -1,3 +1,4 @@
+using Tally.Dashboard;
 using Tally.Data;
 using Tally.Features.Allowances;
 using Tally.Features.BalanceSync;
@@ -11,10 +12,15 @@ using Tally.Jobs.Audit;
 using Tally.Sandbox;
 using Tally.Sandbox.SimpleFin;
 
-// `dotnet run --project src/Tally -- token --role admin` prints a development token and exits.
+// `dotnet run --project src/Tally -- token --role admin` prints a development token and exits;
+// `-- signin-link` a one-time console sign-in link.
 if (args is ["token", ..])
 {
     return DevToken.Print(args[1..]);
+}
+if (args is ["signin-link", ..])
+{
+    return DevToken.PrintSignInLink(args[1..]);
 }
 
 var builder = WebApplication.CreateBuilder(args);
@@ -41,6 +47,7 @@ app.UseTallyProblems();
 app.UseRequestLimits();
 app.UseRequestText();
 app.UseAuthentication();
+app.UseCookieAntiforgery();
 app.UseAuthorization();
 app.MapObservability();
 app.MapSandbox();
@@ -52,7 +59,8 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
         .MapAllowances()
         .MapStoreIntegrity()
         .MapConnections()
-        .MapBalanceSync();
+        .MapBalanceSync()
+        .MapSignIn();
 }
 app.MapSimpleFinSandbox();
 app.Run();

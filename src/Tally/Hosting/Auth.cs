@@ -2,7 +2,10 @@ using System.ComponentModel.DataAnnotations;
 using System.IdentityModel.Tokens.Jwt;
 using System.Security.Claims;
 using System.Text;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.AspNetCore.Authentication.Cookies;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
+using Microsoft.AspNetCore.Authentication.OpenIdConnect;
 using Microsoft.IdentityModel.Tokens;
 
 namespace Tally.Hosting;
@@ -22,6 +25,17 @@ public sealed class AuthOptions
     public string? Authority { get; set; }
 
     public string Audience { get; set; } = Issuer;
+
+    /// <summary>The console's OpenID Connect client at <see cref="Authority"/> (authorization code flow with PKCE).</summary>
+    public string? ClientId { get; set; }
+
+    public string? ClientSecret { get; set; }
+
+    /// <summary>How long a console session lasts without use.</summary>
+    [Range(typeof(TimeSpan), "00:05:00", "7.00:00:00", ErrorMessage = "Auth:SessionIdleTimeout must be between 5 minutes and 7 days.")]
+    public TimeSpan SessionIdleTimeout { get; set; } = TimeSpan.FromHours(8);
+
+    public bool UsesOidcSignIn => !string.IsNullOrWhiteSpace(Authority) && !string.IsNullOrWhiteSpace(ClientId);
 }
 
 /// <summary>
@@ -40,13 +54,75 @@ public static class Roles
 
 public static class Auth
 {
+    public const string SelectScheme = "tally";
+    public const string SessionCookie = "tally.session";
+
+    /// <summary>The console's pages are sent to sign in; the API answers the bare status as a problem.</summary>
+    private static Task AnswerOrRedirect(RedirectContext<CookieAuthenticationOptions> context, int status)
+    {
+        if (context.Request.Path.StartsWithSegments("/api", StringComparison.Ordinal))
+        {
+            context.Response.StatusCode = status;
+        }
+        else
+        {
+            context.Response.Redirect(context.RedirectUri);
+        }
+        return Task.CompletedTask;
+    }
+
     public static WebApplicationBuilder AddTallyAuth(this WebApplicationBuilder builder)
     {
         builder.Services.AddValidatedOptions<AuthOptions>(AuthOptions.Section)
             .Validate(o => !string.IsNullOrWhiteSpace(o.SigningKey) || !string.IsNullOrWhiteSpace(o.Authority),
                 "Auth:SigningKey (or Auth:Authority for an OIDC provider) must be set.");
         var options = builder.Configuration.Read<AuthOptions>(AuthOptions.Section);
-        builder.Services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer(jwt =>
+        // One default scheme that picks per request: a bearer token when the request carries one (the
+        // API's callers), else the console's session cookie. A request to the API with neither is
+        // answered 401, never redirected to a sign-in page.
+        var authentication = builder.Services.AddAuthentication(SelectScheme)
+            .AddPolicyScheme(SelectScheme, "Bearer token or console session", p => p.ForwardDefaultSelector = http =>
+                http.Request.Headers.Authorization.Count == 0
+                    && (http.Request.Cookies.ContainsKey(SessionCookie) || http.Request.Path.StartsWithSegments("/dashboard", StringComparison.Ordinal))
+                    ? CookieAuthenticationDefaults.AuthenticationScheme
+                    : JwtBearerDefaults.AuthenticationScheme)
+            .AddCookie(CookieAuthenticationDefaults.AuthenticationScheme, cookie =>
+            {
+                cookie.Cookie.Name = SessionCookie;
+                cookie.Cookie.HttpOnly = true;
+                cookie.Cookie.SameSite = SameSiteMode.Strict;
+                cookie.Cookie.SecurePolicy = CookieSecurePolicy.SameAsRequest;
+                cookie.ExpireTimeSpan = options.SessionIdleTimeout;
+                cookie.SlidingExpiration = true;
+                cookie.LoginPath = "/dashboard/signin";
+                cookie.Events.OnRedirectToLogin = context => AnswerOrRedirect(context, StatusCodes.Status401Unauthorized);
+                cookie.Events.OnRedirectToAccessDenied = context => AnswerOrRedirect(context, StatusCodes.Status403Forbidden);
+            });
+        if (options.UsesOidcSignIn)
+        {
+            authentication.AddOpenIdConnect(OpenIdConnectDefaults.AuthenticationScheme, oidc =>
+            {
+                oidc.Authority = options.Authority;
+                oidc.ClientId = options.ClientId;
+                oidc.ClientSecret = options.ClientSecret;
+                oidc.ResponseType = "code";
+                oidc.UsePkce = true;
+                oidc.SignInScheme = CookieAuthenticationDefaults.AuthenticationScheme;
+                oidc.MapInboundClaims = false;
+                oidc.GetClaimsFromUserInfoEndpoint = true;
+                oidc.TokenValidationParameters.NameClaimType = "sub";
+                oidc.TokenValidationParameters.RoleClaimType = "role";
+                oidc.CallbackPath = "/dashboard/signin-oidc";
+                oidc.SignedOutCallbackPath = "/dashboard/signout-oidc";
+            });
+        }
+        builder.Services.AddAntiforgery(o =>
+        {
+            o.HeaderName = Dashboard.SignIn.AntiforgeryHeader;
+            o.Cookie.Name = "tally.antiforgery";
+            o.Cookie.SameSite = SameSiteMode.Strict;
+        });
+        authentication.AddJwtBearer(jwt =>
         {
             jwt.MapInboundClaims = false;
             if (!string.IsNullOrWhiteSpace(options.Authority))

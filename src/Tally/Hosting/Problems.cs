@@ -19,6 +19,19 @@ public static class Problems
 
     public static ProblemHttpResult BadRequest(string code, string detail) => Of(StatusCodes.Status400BadRequest, code, detail);
 
+    public static ProblemHttpResult Unauthorized(string code, string detail) => Of(StatusCodes.Status401Unauthorized, code, detail);
+
+    /// <summary>A problem written by middleware, outside any endpoint, in the same shape.</summary>
+    public static async Task Write(HttpContext http, int status, string code, string detail)
+    {
+        http.Response.StatusCode = status;
+        await http.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = http,
+            ProblemDetails = new ProblemDetails { Status = status, Detail = detail, Extensions = { ["code"] = code } },
+        });
+    }
+
     public static ValidationProblem Invalid(IDictionary<string, string[]> errors) =>
         TypedResults.ValidationProblem(errors, detail: "The request has invalid fields.",
             extensions: new Dictionary<string, object?> { ["code"] = "VALIDATION_FAILED" });
