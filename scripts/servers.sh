@@ -212,6 +212,8 @@ install_packages() {
   [[ -n $(find_pg_bin) ]] || missing+=(postgresql)
   command -v redis-server >/dev/null && command -v redis-cli >/dev/null || missing+=(redis-server)
   [[ -x $RABBIT_BIN/rabbitmq-server && -x $RABBIT_BIN/rabbitmqctl ]] || missing+=(rabbitmq-server)
+  # the console's browser tests drive Debian's Chromium (never a browser downloaded by a test tool)
+  command -v chromium >/dev/null || missing+=(chromium)
   if ((${#missing[@]} == 0)); then
     log "packages: all present"
     return 0

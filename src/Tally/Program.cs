@@ -40,10 +40,12 @@ builder.AddConfigAliases()
     .AddBalanceSync()
     .AddSandbox()
     .AddSimpleFinSandbox()
-    .AddDemoData();
+    .AddDemoData()
+    .AddDashboard();
 
 var app = builder.Build();
 app.UseTallyProblems();
+app.UseStaticFiles();
 app.UseRequestLimits();
 app.UseRequestText();
 app.UseAuthentication();
@@ -60,7 +62,7 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
         .MapStoreIntegrity()
         .MapConnections()
         .MapBalanceSync()
-        .MapSignIn();
+        .MapDashboard();
 }
 app.MapSimpleFinSandbox();
 app.Run();

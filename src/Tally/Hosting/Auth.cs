@@ -58,11 +58,11 @@ public static class Auth
     public const string SessionCookie = "tally.session";
 
     /// <summary>The console's pages are sent to sign in; the API answers the bare status as a problem.</summary>
-    private static Task AnswerOrRedirect(RedirectContext<CookieAuthenticationOptions> context, int status)
+    private static Task AnswerOrRedirect(RedirectContext<CookieAuthenticationOptions> context)
     {
         if (context.Request.Path.StartsWithSegments("/api", StringComparison.Ordinal))
         {
-            context.Response.StatusCode = status;
+            context.Response.StatusCode = StatusCodes.Status401Unauthorized;
         }
         else
         {
@@ -95,8 +95,13 @@ public static class Auth
                 cookie.ExpireTimeSpan = options.SessionIdleTimeout;
                 cookie.SlidingExpiration = true;
                 cookie.LoginPath = "/dashboard/signin";
-                cookie.Events.OnRedirectToLogin = context => AnswerOrRedirect(context, StatusCodes.Status401Unauthorized);
-                cookie.Events.OnRedirectToAccessDenied = context => AnswerOrRedirect(context, StatusCodes.Status403Forbidden);
+                cookie.Events.OnRedirectToLogin = AnswerOrRedirect;
+                cookie.Events.OnRedirectToAccessDenied = context =>
+                {
+                    // Signed in, but not in a role that may see this: say so, on the API and the console alike.
+                    context.Response.StatusCode = StatusCodes.Status403Forbidden;
+                    return Task.CompletedTask;
+                };
             });
         if (options.UsesOidcSignIn)
         {

@@ -25,6 +25,11 @@ public static class Servers
 
     public static string RequireRabbitMq() => Require(RabbitMqUrl, "RabbitMQ", "TALLY_TEST_RABBITMQ");
 
+    /// <summary>Debian's Chromium (package <c>chromium</c>, which the test command installs), or <c>TALLY_TEST_CHROMIUM</c>.</summary>
+    public static string RequireChromium() => Require(
+        Environment.GetEnvironmentVariable("TALLY_TEST_CHROMIUM") is { Length: > 0 } path ? path : File.Exists("/usr/bin/chromium") ? "/usr/bin/chromium" : null,
+        "Chromium", "TALLY_TEST_CHROMIUM");
+
     private static string Require(string? value, string server, string variable)
     {
         if (!string.IsNullOrWhiteSpace(value))
