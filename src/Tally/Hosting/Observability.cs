@@ -20,6 +20,8 @@ namespace Tally.Hosting;
 /// </summary>
 public static class Observability
 {
+    private const string BearerScheme = "Bearer";
+
     public static WebApplicationBuilder AddObservability(this WebApplicationBuilder builder)
     {
         if (builder.Configuration.Read<TallyOptions>(TallyOptions.Section).ManagementPort is { } port)
@@ -41,11 +43,30 @@ public static class Observability
             .AddRuntimeInstrumentation()
             .AddMeter("Tally.*")
             .AddPrometheusExporter());
-        builder.Services.AddOpenApi(o => o.AddSchemaTransformer((schema, context, _) =>
+        builder.Services.AddOpenApi(o =>
         {
-            DescribeDecimal(schema, context.JsonTypeInfo.Type);
-            return Task.CompletedTask;
-        }));
+            o.AddSchemaTransformer((schema, context, _) =>
+            {
+                DescribeDecimal(schema, context.JsonTypeInfo.Type);
+                return Task.CompletedTask;
+            });
+            o.AddDocumentTransformer((document, _, _) =>
+            {
+                // The bearer scheme every protected route uses, so a reader can authorize and try calls in /docs.
+                document.Components ??= new OpenApiComponents();
+                document.Components.SecuritySchemes ??= new Dictionary<string, IOpenApiSecurityScheme>();
+                document.Components.SecuritySchemes[BearerScheme] = new OpenApiSecurityScheme
+                {
+                    Type = SecuritySchemeType.Http,
+                    Scheme = "bearer",
+                    BearerFormat = "JWT",
+                    Description = "A JWT whose `role` claims name the caller's roles (`user`, `guardian`, `viewer`, `operator`, `admin`).",
+                };
+                document.Security ??= [];
+                document.Security.Add(new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(BearerScheme, document)] = [] });
+                return Task.CompletedTask;
+            });
+        });
         return builder;
     }
 
@@ -54,7 +75,16 @@ public static class Observability
         app.MapHealthChecks("/healthz", new HealthCheckOptions { Predicate = _ => false }).AllowAnonymous();
         app.MapHealthChecks("/readyz", new HealthCheckOptions { Predicate = c => c.Tags.Contains("ready") }).AllowAnonymous();
         var port = app.Services.GetRequiredService<IOptions<TallyOptions>>().Value.ManagementPort;
-        IEndpointConventionBuilder[] management = [app.MapPrometheusScrapingEndpoint("/metrics"), app.MapOpenApi(), app.MapScalarApiReference("/docs")];
+        IEndpointConventionBuilder[] management = [app.MapPrometheusScrapingEndpoint("/metrics"), app.MapOpenApi(), app.MapScalarApiReference("/docs", docs => docs
+            .WithTitle("Tally API")
+            .AddPreferredSecuritySchemes(BearerScheme)
+            // An internal money API: nothing in the reference reaches outside services.
+            .DisableAgent()
+            .DisableMcp()
+            .DisableTelemetry()
+            .HideDeveloperTools()
+            .HideClientButton()
+            .WithProxy(null!))];
         foreach (var endpoint in management)
         {
             if (port is not null)
