@@ -8,6 +8,7 @@ using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
 using Tally.Jobs.Audit;
+using Tally.Jobs.Instances;
 using Tally.Sandbox;
 using Tally.Sandbox.SimpleFin;
 
@@ -27,6 +28,7 @@ builder.AddConfigAliases()
     .AddAdminApi()
     .AddTallyData()
     .AddJobRuntime()
+    .AddInstances()
     .AddObservability()
     .AddAllowances()
     .AddStoreIntegrity()
@@ -47,6 +49,7 @@ app.MapSandbox();
 if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
 {
     app.MapOperator()
+        .MapInstances()
         .MapUsers()
         .MapLedger()
         .MapAllowances()
