@@ -9,6 +9,7 @@ using Tally.Hosting;
 using Tally.Jobs;
 using Tally.Jobs.Audit;
 using Tally.Jobs.Instances;
+using Tally.Jobs.Scheduling;
 using Tally.Sandbox;
 using Tally.Sandbox.SimpleFin;
 
@@ -49,6 +50,7 @@ app.MapSandbox();
 if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
 {
     app.MapOperator()
+        .MapJobDetails()
         .MapInstances()
         .MapUsers()
         .MapLedger()
