@@ -1,3 +1,4 @@
+using Tally.Dashboard;
 using Tally.Data;
 using Tally.Features.Allowances;
 using Tally.Features.BalanceSync;
@@ -52,6 +53,7 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
     app.MapOperator()
         .MapJobDetails()
         .MapInstances()
+        .MapOverview()
         .MapUsers()
         .MapLedger()
         .MapAllowances()
