@@ -16,10 +16,11 @@ namespace Tally.Dashboard;
 /// <summary>The newest instances, and how many of them are alive, lost (stopped heartbeating without stopping) and stopped.</summary>
 public sealed record InstancesSummary(int Alive, int Lost, int Stopped, List<InstanceView> Recent);
 
-public sealed record QueueSummary(string Queue, string Transport, long Ready, long InFlight, long Retrying, long DeadLetters);
+/// <summary>A queue's depths, from its transport, and its dead letters (counted up to <see cref="Overview.CountCap"/>; <see cref="DeadLettersCapped"/> when there are more).</summary>
+public sealed record QueueSummary(string Queue, string Transport, long Ready, long InFlight, long Retrying, long DeadLetters, bool DeadLettersCapped);
 
 /// <summary>
-/// Events not yet published: how many (counted up to <see cref="Overview.BacklogCap"/>; <see cref="BacklogCapped"/>
+/// Events not yet published: how many (counted up to <see cref="Overview.CountCap"/>; <see cref="BacklogCapped"/>
 /// when there are more), and the oldest one's time and age.
 /// </summary>
 public sealed record OutboxSummary(long Backlog, bool BacklogCapped, DateTime? OldestUnpublishedAt, double? OldestAgeSeconds);
@@ -44,14 +45,15 @@ public sealed record OverviewView(
 /// <summary>
 /// <c>GET /api/admin/overview</c>. Every number is an index seek or a range scan bounded by what it
 /// shows, never by the size of a table: the outbox backlog through the partial index of unpublished
-/// events (and counted no further than <see cref="BacklogCap"/>), dead letters per queue through their
-/// (queue, message_id) key, the latest failures per job through ix_cron_runs_job_status, and the
+/// events and the dead letters of each queue through their (queue, message_id) key, each counted no
+/// further than <see cref="CountCap"/> (a count is as slow as what it counts: past that, the console
+/// shows "more than"), the latest failures per job through ix_cron_runs_job_status, and the
 /// series through the time columns' indexes (cron_runs started_at, allowance_credits credited_at,
 /// dead_letters dead_lettered_at), one day of rows each, grouped in the database.
 /// </summary>
 public static class Overview
 {
-    public const int BacklogCap = 100_000;
+    public const int CountCap = 100_000;
     public const int RecentInstances = 50;
     private const int MaxFailures = 100;
     private const int ShortText = 200;
@@ -93,8 +95,8 @@ public static class Overview
         foreach (var queue in queues.All.Select(r => r.Definition).OrderBy(q => q.Name, StringComparer.Ordinal))
         {
             var depth = await transport.GetDepthAsync(queue, ct);
-            var dead = await db.DeadLetters.AsNoTracking().LongCountAsync(d => d.Queue == queue.Name, ct);
-            summaries.Add(new QueueSummary(queue.Name, transport.Name, depth.Ready, depth.InFlight, depth.Retrying, dead));
+            var dead = await db.DeadLetters.AsNoTracking().Where(d => d.Queue == queue.Name).OrderBy(d => d.MessageId).Take(CountCap + 1).LongCountAsync(ct);
+            summaries.Add(new QueueSummary(queue.Name, transport.Name, depth.Ready, depth.InFlight, depth.Retrying, Math.Min(dead, CountCap), dead > CountCap));
         }
         return summaries;
     }
@@ -102,10 +104,11 @@ public static class Overview
     private static async Task<OutboxSummary> OutboxAsync(TallyDb db, DateTime now, CancellationToken ct)
     {
         var unpublished = db.OutboxEvents.AsNoTracking().Where(e => e.PublishedAt == null);
-        var counted = await unpublished.Take(BacklogCap + 1).LongCountAsync(ct);
+        // Ordered as the partial index is, so the capped count walks it and stops.
+        var counted = await unpublished.OrderBy(e => e.Sequence).Take(CountCap + 1).LongCountAsync(ct);
         var oldest = await unpublished.OrderBy(e => e.Sequence).Select(e => (DateTime?)e.OccurredAt).FirstOrDefaultAsync(ct);
         oldest = oldest is { } at ? DateTime.SpecifyKind(at, DateTimeKind.Utc) : null;
-        return new OutboxSummary(Math.Min(counted, BacklogCap), counted > BacklogCap, oldest, oldest is { } o ? Math.Max(0, (now - o).TotalSeconds) : null);
+        return new OutboxSummary(Math.Min(counted, CountCap), counted > CountCap, oldest, oldest is { } o ? Math.Max(0, (now - o).TotalSeconds) : null);
     }
 
     /// <summary>The newest failed runs of the registered jobs: the newest few of each job (a seek each), merged.</summary>

@@ -105,6 +105,7 @@ public class OverviewTests
         Assert.Equal(3, queue.GetProperty("ready").GetInt64());
         Assert.Equal(0, queue.GetProperty("inFlight").GetInt64());
         Assert.Equal(3, queue.GetProperty("deadLetters").GetInt64());
+        Assert.False(queue.GetProperty("deadLettersCapped").GetBoolean());
 
         var outbox = overview.GetProperty("outbox");
         Assert.Equal(2, outbox.GetProperty("backlog").GetInt64());
