@@ -9,6 +9,8 @@ using Tally.Features.Users;
 using Tally.Hosting;
 using Tally.Jobs;
 using Tally.Jobs.Audit;
+using Tally.Jobs.Instances;
+using Tally.Jobs.Scheduling;
 using Tally.Sandbox;
 using Tally.Sandbox.SimpleFin;
 
@@ -33,6 +35,7 @@ builder.AddConfigAliases()
     .AddAdminApi()
     .AddTallyData()
     .AddJobRuntime()
+    .AddInstances()
     .AddObservability()
     .AddAllowances()
     .AddStoreIntegrity()
@@ -56,6 +59,9 @@ app.MapSandbox();
 if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
 {
     app.MapOperator()
+        .MapJobDetails()
+        .MapInstances()
+        .MapOverview()
         .MapUsers()
         .MapLedger()
         .MapAllowances()

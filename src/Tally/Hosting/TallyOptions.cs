@@ -20,6 +20,13 @@ public sealed class TallyOptions
     /// <summary>A name for this process in <c>cron_runs.instance_id</c>; host name and process id when empty.</summary>
     public string? InstanceId { get; set; }
 
+    /// <summary>
+    /// How often this instance stamps its row in <c>instances</c> (<c>GET /api/admin/instances</c>). An
+    /// instance not heard from for three of its heartbeats is shown as no longer alive.
+    /// </summary>
+    [Range(1, 3600, ErrorMessage = "Tally:HeartbeatSeconds must be between 1 and 3600.")]
+    public int HeartbeatSeconds { get; set; } = 10;
+
     /// <summary>The largest request body the API reads; a larger one is answered 413 <c>PAYLOAD_TOO_LARGE</c>.</summary>
     [Range(1024, 1L << 30, ErrorMessage = "Tally:MaxRequestBodyBytes must be between 1024 and 1073741824.")]
     public long MaxRequestBodyBytes { get; set; } = 1 << 20;
@@ -40,6 +47,9 @@ public sealed class TallyOptions
     public bool IsApi => Has("api");
     public bool IsScheduler => Has("scheduler");
     public bool IsWorker => Has("worker");
+
+    /// <summary>The roles this instance plays, spelled out (all three when <see cref="Roles"/> is empty).</summary>
+    public string[] EffectiveRoles => Roles.Length == 0 ? ["api", "scheduler", "worker"] : [.. Roles.Select(r => r.ToLowerInvariant()).Distinct()];
 
     public string ResolvedInstanceId => string.IsNullOrWhiteSpace(InstanceId)
         ? $"{Environment.MachineName}-{Environment.ProcessId}"

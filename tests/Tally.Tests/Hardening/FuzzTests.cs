@@ -24,6 +24,8 @@ public class FuzzTests
         ["Sandbox:SimpleFin:PublicUrl"] = "http://127.0.0.1:5080",
         // The login sync waits for a worker this instance does not run: a short wait keeps the fuzz short.
         ["BalanceSync:AuthSyncTimeoutMs"] = "250",
+        // The instance registers before the fuzz starts; a heartbeat during it would be a write no request made.
+        ["Tally:HeartbeatSeconds"] = "3600",
         ["RateLimits:sandbox:PermitsPerSecond"] = "1000",
         ["RateLimits:simplefin:PermitsPerSecond"] = "1000",
         // Thousands of expected refusals (and the 5xx under test) would flood the console; the test reads them from CapturedLogs.

@@ -7,10 +7,11 @@ namespace Tally.Tests.Hardening;
 
 /// <summary>
 /// A small valid world loaded through the API before the fuzz: a guardian with a funded ledger
-/// account, a linked junior with an allowance, a synced sandbox connection, a core-bank account,
-/// store accounts with an order (repaired once), a SimpleFIN sandbox user, and a second user who owns things the
-/// guardian must not reach. Its ids fill path parameters and id fields (real, and foreign to the
-/// caller), and the bodies it sent are the valid bases the fuzzer mutates one field at a time.
+/// account, a linked junior with an allowance (whose schedule id fills the admin's <c>{scheduleId}</c>),
+/// a synced sandbox connection, a core-bank account, store accounts with an order (repaired once), a
+/// SimpleFIN sandbox user, and a second user who owns things the guardian must not reach. Its ids
+/// fill path parameters and id fields (real, and foreign to the caller), and the bodies it sent are
+/// the valid bases the fuzzer mutates one field at a time.
 /// </summary>
 public sealed class FuzzWorld
 {
@@ -56,9 +57,10 @@ public sealed class FuzzWorld
 
         var asGuardian = app.AsGuardian(guardian);
         var startAt = DateTime.UtcNow.Date.AddDays(-3).AddHours(8).ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture);
-        await world.CallAsync(asGuardian, "POST", "/api/guardians/me/allowances/{juniorId}",
+        var schedule = await world.CallAsync(asGuardian, "POST", "/api/guardians/me/allowances/{juniorId}",
             new { amount = 5.00m, currency = "USD", frequency = "WEEKLY", status = "ON", startAt, timeZone = "Europe/Paris", interval = 1, byDay = new[] { "MO", "FR" } },
             HttpStatusCode.Created, ("juniorId", junior));
+        world.Name(["scheduleId"], schedule.GetProperty("id").GetGuid());
 
         var connection = await world.CallAsync(asGuardian, "POST", "/api/connections",
             new { providerSlug = "sandbox", name = "Fuzz bank", credentials = new { accounts = 2 } }, HttpStatusCode.Created);

@@ -27,7 +27,7 @@ public sealed record CreditView(Guid Id, DateTime RunAt, decimal Amount, string 
 
 public sealed record UpcomingView(DateTime RunAt, DateTimeOffset LocalTime);
 
-/// <summary>A guardian's allowance schedules: <c>/api/guardians/me/allowances</c>.</summary>
+/// <summary>A guardian's allowance schedules: <c>/api/guardians/me/allowances</c> (and the operators' view of them, <see cref="AllowanceAdminEndpoints"/>).</summary>
 public static class AllowanceEndpoints
 {
     private const string NotLinked = "ALLOWANCE.JUNIOR_NOT_FOUND";
@@ -43,7 +43,7 @@ public static class AllowanceEndpoints
         me.MapDelete("/{juniorId:guid}", DeleteAsync);
         me.MapGet("/{juniorId:guid}/credits", CreditsAsync);
         me.MapGet("/{juniorId:guid}/upcoming", UpcomingAsync);
-        return app;
+        return app.MapAllowanceAdmin();
     }
 
     internal static async Task<Results<Created<ScheduleView>, ValidationProblem, ProblemHttpResult>> CreateAsync(
@@ -124,11 +124,25 @@ public static class AllowanceEndpoints
         {
             return Missing();
         }
-        var now = clock.GetUtcNow().UtcDateTime;
+        if (Change(schedule, body, clock.GetUtcNow().UtcDateTime) is { Any: true } errors)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        await db.SaveChangesAsync(ct);
+        return TypedResults.Ok(ScheduleView.Of(schedule));
+    }
+
+    /// <summary>
+    /// A change of a schedule's terms, its status included: the one way a schedule changes, whether
+    /// its guardian asks or an operator turns it on or off. Nothing is saved here; the field errors
+    /// when the change is refused (the schedule is then untouched).
+    /// </summary>
+    internal static FieldErrors Change(AllowanceSchedule schedule, AllowanceRequest body, DateTime now)
+    {
         var (terms, errors) = AllowanceTerms.ForChange(schedule, body, now);
         if (terms is null)
         {
-            return Problems.Invalid(errors.ToDictionary());
+            return errors;
         }
         var ruleChanged = terms.Frequency != schedule.Frequency || terms.Interval != schedule.Interval || terms.ByDay != schedule.ByDay
             || terms.ByMonthDay != schedule.ByMonthDay || terms.TimeZone != schedule.TimeZone || terms.StartAtUtc != schedule.StartAt
@@ -143,8 +157,7 @@ public static class AllowanceEndpoints
             schedule.EnqueuedThrough = null;
             schedule.EnqueuedAt = null;
         }
-        await db.SaveChangesAsync(ct);
-        return TypedResults.Ok(ScheduleView.Of(schedule));
+        return errors;
     }
 
     internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(Guid juniorId, HttpContext http, TallyDb db, TimeProvider clock, CancellationToken ct)
@@ -192,11 +205,16 @@ public static class AllowanceEndpoints
         {
             return Missing();
         }
+        return TypedResults.Ok(Upcoming(schedule, clock.GetUtcNow().UtcDateTime, take));
+    }
+
+    /// <summary>The schedule's next occurrences: from the one due next when ON, else from now (what turning it on would start from).</summary>
+    internal static List<UpcomingView> Upcoming(AllowanceSchedule schedule, DateTime now, int take)
+    {
         var rule = schedule.Rule();
-        var from = schedule.Status == ScheduleStatus.On && schedule.NextRunAt is { } next ? next : clock.GetUtcNow().UtcDateTime;
-        var occurrences = Recurrence.Occurrences(rule, from).Take(take)
+        var from = schedule.Status == ScheduleStatus.On && schedule.NextRunAt is { } next ? next : now;
+        return Recurrence.Occurrences(rule, from).Take(take)
             .Select(t => new UpcomingView(t, new DateTimeOffset(t).ToOffset(rule.Zone.GetUtcOffset(t)))).ToList();
-        return TypedResults.Ok(occurrences);
     }
 
     private static void Apply(AllowanceSchedule schedule, AllowanceTerms terms, DateTime now)

@@ -42,6 +42,19 @@ public sealed record BalancesView(
 
 public sealed record SyncRequested(Guid UserId, string Outcome, string Lane);
 
+/// <summary>
+/// The lanes (shared by every instance on PostgreSQL, this instance's own in memory) and the call gate
+/// of the instance that answers (<see cref="GateInstanceId"/>): each instance has its own gate.
+/// </summary>
+public sealed record LanesView(string Lanes, long Priority, long Background, long InFlight, long Retrying, string GateInstanceId, CoreCallGateState Gate)
+{
+    public static async Task<LanesView> ReadAsync(ISyncLanes lanes, CoreCallGate gate, TallyOptions tally, CancellationToken ct)
+    {
+        var counts = await lanes.CountAsync(ct);
+        return new LanesView(lanes.Name, counts.Priority, counts.Background, counts.InFlight, counts.Retrying, tally.ResolvedInstanceId, gate.State());
+    }
+}
+
 public sealed record SyncStatus(string Service, long Priority, long Background, bool Processing, long InFlight, long Retrying, string Lanes);
 
 /// <summary>
@@ -62,6 +75,8 @@ public static class BalanceSyncEndpoints
         admin.MapPost("/core-accounts", CreateCoreAccountAsync).ForAdmins();
         admin.MapGet("/balance-sync/users/{userId:guid}", UserBalancesAsync);
         admin.MapPost("/balance-sync/users/{userId:guid}", QueueUserAsync).ForOperators();
+        admin.MapGet("/balance-sync/lanes", async (ISyncLanes lanes, CoreCallGate gate, IOptions<TallyOptions> tally, CancellationToken ct) =>
+            TypedResults.Ok(await LanesView.ReadAsync(lanes, gate, tally.Value, ct)));
 
         var me = app.MapGroup("/api/me/balances").WithTags("Me: balances").RequireAuthorization(Roles.User);
         me.MapGet("/", MyBalancesAsync);

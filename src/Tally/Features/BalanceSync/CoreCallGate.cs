@@ -8,6 +8,15 @@ public enum SyncLane
 }
 
 /// <summary>
+/// The call gate of one instance (the one that answers): calls in flight (of which background),
+/// waiting, the limits (calls at once, the priority reserve, permits per window), starts within the
+/// current window, and the end of a pause the core asked for (a 429's Retry-After), if one holds.
+/// </summary>
+public sealed record CoreCallGateState(
+    int InFlight, int InFlightBackground, int Waiting, int MaxCalls, int PriorityReserve, int Permits, double WindowSeconds, int StartsInWindow,
+    DateTime? PausedUntil);
+
+/// <summary>
 /// The one door to the core, per instance. It holds three limits and one ordering:
 /// <list type="bullet">
 /// <item>at most <c>maxCalls</c> calls in flight, of which the background lane may hold only
@@ -78,6 +87,21 @@ public sealed class CoreCallGate : IDisposable
             {
                 return _waiters.Count;
             }
+        }
+    }
+
+    /// <summary>What the gate holds now, for the operator: calls in flight and waiting, starts in the current window, and a pause the core asked for.</summary>
+    public CoreCallGateState State()
+    {
+        lock (_lock)
+        {
+            var now = Now();
+            var inWindow = _starts.Count(s => s.At > now - _window);
+            DateTime? pausedUntil = now < _pausedUntil
+                ? _clock.GetUtcNow().UtcDateTime + _clock.GetElapsedTime(now, _pausedUntil)
+                : null;
+            return new CoreCallGateState(_inFlight, _inFlightBackground, _waiters.Count, _maxCalls, _reserve, _permits,
+                _clock.GetElapsedTime(0, _window).TotalSeconds, inWindow, pausedUntil);
         }
     }
 

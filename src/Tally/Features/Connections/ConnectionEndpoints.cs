@@ -45,7 +45,10 @@ public sealed record SyncRunView(
 /// <summary>The answer to a sync: the seed's counts.</summary>
 public sealed record SyncResultView(Guid RunId, int Created, int Updated, int Unchanged, int Errors, string Message);
 
-/// <summary>A user's aggregator connections: <c>/api/connections</c>. Every route acts on the caller's own connections only.</summary>
+/// <summary>
+/// A user's aggregator connections: <c>/api/connections</c>. Every route acts on the caller's own
+/// connections only. Operators read them through <see cref="ConnectionAdminEndpoints"/>.
+/// </summary>
 public static class ConnectionEndpoints
 {
     private const string NotFoundCode = "CONNECTION_NOT_FOUND";
@@ -63,7 +66,7 @@ public static class ConnectionEndpoints
         me.MapPost("/{id:guid}/sync", SyncAsync);
         me.MapGet("/{id:guid}/accounts", AccountsAsync);
         me.MapGet("/{id:guid}/sync-runs", RunsAsync);
-        return app;
+        return app.MapConnectionAdmin();
     }
 
     internal static async Task<Results<Created<ConnectionView>, ValidationProblem, ProblemHttpResult>> CreateAsync(

@@ -64,6 +64,13 @@ namespace Tally.Features.Users
 
     public static class UserQueries
     {
+        /// <summary>The users an operator's search term names: by id when it reads as one, and by username (a username may look like an id).</summary>
+        public static IQueryable<User> Named(this IQueryable<User> users, string idOrUsername)
+        {
+            var byId = Guid.TryParse(idOrUsername, out var id) ? id : (Guid?)null;
+            return users.Where(u => u.Username == idOrUsername || u.Id == byId);
+        }
+
         public static IQueryable<GuardianJunior> LinkedTo(this IQueryable<GuardianJunior> links, Guid guardianId, Guid juniorId) =>
             links.Where(l => l.GuardianId == guardianId && l.JuniorId == juniorId);
     }
