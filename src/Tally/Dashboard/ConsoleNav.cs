@@ -12,6 +12,10 @@ public static class ConsoleNav
     [
         ("/dashboard", "Overview"),
         ("/dashboard/jobs", "Jobs"),
+        ("/dashboard/allowances", "Allowances"),
+        ("/dashboard/balance-sync", "Balance sync"),
+        ("/dashboard/connections", "Connections"),
+        ("/dashboard/store", "Store integrity"),
         ("/dashboard/audit", "Audit"),
     ];
 
@@ -32,6 +36,13 @@ public static class ConsoleNav
         var iso = t.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
         return new HtmlString($"<time datetime=\"{iso}\">{exact}</time> <span class=\"relative\">({Relative(t - now)})</span>");
     }
+
+    /// <summary>A wall-clock time in a schedule's zone, with its offset and the zone's name: <c>2026-12-02 09:00 +01:00 Europe/Paris</c>.</summary>
+    public static string Local(DateTimeOffset local, string zone) =>
+        local.ToString("yyyy-MM-dd HH:mm:ss zzz", CultureInfo.InvariantCulture) + " " + zone;
+
+    /// <summary>Money as the API answers it: the exact decimal and its currency, never rounded for show.</summary>
+    public static string Money(decimal amount, string currency) => amount.ToString(CultureInfo.InvariantCulture) + " " + currency;
 
     /// <summary>"in 3 min", "2 h ago", "just now".</summary>
     public static string Relative(TimeSpan offset)

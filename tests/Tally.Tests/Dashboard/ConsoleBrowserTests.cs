@@ -14,7 +14,11 @@ public sealed class BrowserTests;
 [Collection(nameof(BrowserTests))]
 public class ConsoleBrowserTests
 {
-    private static readonly string[] Pages = ["/dashboard", "/dashboard/jobs", "/dashboard/audit"];
+    private static readonly string[] Pages =
+    [
+        "/dashboard", "/dashboard/jobs", "/dashboard/allowances", "/dashboard/balance-sync", "/dashboard/connections",
+        "/dashboard/store", "/dashboard/audit",
+    ];
 
     [Fact]
     public async Task ViewerSeesEveryPageWithoutButtons_OperatorPausesResumesAndRunsAJob_AndTheAuditShowsWho()

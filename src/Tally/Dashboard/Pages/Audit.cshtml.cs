@@ -1,4 +1,3 @@
-using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Mvc.RazorPages;
 using Tally.Data;
@@ -28,17 +27,8 @@ public sealed class AuditModel(TallyDb db, TimeProvider clock) : PageModel
 
     public async Task OnGetAsync(CancellationToken ct)
     {
-        var answer = await AdminApi.ListAsync(db, ct, actor: Blank(Actor), outcome: Blank(Outcome), before: Before, limit: PageSize);
-        switch (answer.Result)
-        {
-            case Ok<List<AdminApi.AuditView>> ok:
-                Rows = ok.Value ?? [];
-                break;
-            case ValidationProblem problem:
-                Error = string.Join(" ", problem.ProblemDetails.Errors.Select(e => $"{e.Key} {string.Join(", ", e.Value)}."));
-                break;
-        }
+        var answer = await AdminApi.ListAsync(db, ct, actor: PageAnswer.Blank(Actor), outcome: PageAnswer.Blank(Outcome), before: Before, limit: PageSize);
+        Rows = PageAnswer.Read<List<AdminApi.AuditView>>(answer.Result, out var error) ?? [];
+        Error = error;
     }
-
-    private static string? Blank(string? text) => string.IsNullOrWhiteSpace(text) ? null : text;
 }

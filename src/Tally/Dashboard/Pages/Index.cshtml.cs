@@ -1,25 +1,23 @@
 using Microsoft.AspNetCore.Mvc.RazorPages;
-using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using Tally.Data;
+using Tally.Features.BalanceSync;
+using Tally.Hosting;
 using Tally.Jobs;
 using Tally.Jobs.Queues;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Dashboard.Pages;
 
-/// <summary>The overview: queue depths (as <c>GET /api/admin/queues</c> answers them) and the latest failed runs.</summary>
-public sealed class IndexModel(QueueRegistry queues, IQueueTransport transport, TallyDb db, TimeProvider clock) : PageModel
+/// <summary>The overview, exactly as <c>GET /api/admin/overview</c> answers it.</summary>
+public sealed class IndexModel(
+    TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ISyncLanes lanes, CoreCallGate gate,
+    IOptions<TallyOptions> tally, TimeProvider clock) : PageModel
 {
-    public List<QueueView> Queues { get; private set; } = [];
+    public OverviewView? View { get; private set; }
 
-    public List<CronRun> Failures { get; private set; } = [];
+    public DateTime Now => View?.At ?? clock.GetUtcNow().UtcDateTime;
 
-    public DateTime Now { get; } = clock.GetUtcNow().UtcDateTime;
-
-    public async Task OnGetAsync(CancellationToken ct)
-    {
-        Queues = (await OperatorEndpoints.ListQueuesAsync(queues, transport, db, ct)).Value ?? [];
-        Failures = await db.CronRuns.AsNoTracking().Where(r => r.Status == CronRunStatus.Failed)
-            .OrderByDescending(r => r.Id).Take(5).ToListAsync(ct);
-    }
+    public async Task OnGetAsync(CancellationToken ct) =>
+        View = PageAnswer.Read<OverviewView>((await Overview.ReadAsync(db, queues, transport, jobs, lanes, gate, tally, clock, ct)).Result, out _);
 }

@@ -5,13 +5,24 @@ using Tally.Jobs.Scheduling;
 
 namespace Tally.Dashboard.Pages;
 
-/// <summary>The jobs, as <c>GET /api/admin/jobs</c> answers them; their buttons call the admin API.</summary>
+/// <summary>
+/// Every job as <c>GET /api/admin/jobs/{name}</c> answers it: schedule and zone, the next five
+/// occurrences, the last run, paused or stale. Its buttons call the operator routes of the admin API.
+/// </summary>
 public sealed class JobsModel(JobRegistry jobs, TallyDb db, TimeProvider clock) : PageModel
 {
-    public List<JobView> Jobs { get; private set; } = [];
+    public List<JobDetailView> Jobs { get; } = [];
 
     public DateTime Now { get; } = clock.GetUtcNow().UtcDateTime;
 
-    public async Task OnGetAsync(CancellationToken ct) =>
-        Jobs = (await OperatorEndpoints.ListJobsAsync(jobs, db, clock, ct)).Value ?? [];
+    public async Task OnGetAsync(CancellationToken ct)
+    {
+        foreach (var job in (await OperatorEndpoints.ListJobsAsync(jobs, db, clock, ct)).Value ?? [])
+        {
+            if (PageAnswer.Read<JobDetailView>((await JobEndpoints.DetailAsync(job.Name, jobs, db, clock, ct)).Result, out _) is { } detail)
+            {
+                Jobs.Add(detail);
+            }
+        }
+    }
 }
