@@ -45,6 +45,7 @@ public static class Observability
             .AddPrometheusExporter());
         builder.Services.AddOpenApi(o =>
         {
+            ApiReference.Configure(o);
             o.AddSchemaTransformer((schema, context, _) =>
             {
                 DescribeDecimal(schema, context.JsonTypeInfo.Type);

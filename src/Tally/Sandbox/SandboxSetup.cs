@@ -52,13 +52,14 @@ public static partial class SandboxSetup
         }
         var t24 = app.MapGroup("/sandbox/t24").WithTags("Sandbox: T24").AllowAnonymous();
         t24.MapGet("/holdings/accounts/{accountId}/balances", (string accountId, HttpContext http, SandboxT24 sandbox, CancellationToken ct) =>
-            sandbox.HandleAsync(accountId, http, ct));
-        t24.MapGet("/_stats", (SandboxT24 sandbox) => TypedResults.Ok(sandbox.Stats()));
+            sandbox.HandleAsync(accountId, http, ct))
+            .WithSummary("Fake T24: an account's balances in the Transact holdings shape (development and tests only)");
+        t24.MapGet("/_stats", (SandboxT24 sandbox) => TypedResults.Ok(sandbox.Stats())).WithSummary("Fake T24: calls served, in flight and the peak");
         t24.MapPost("/_reset", (SandboxT24 sandbox) =>
         {
             sandbox.ResetStats();
             return TypedResults.NoContent();
-        });
+        }).WithSummary("Fake T24: reset the call statistics");
         return app;
     }
 

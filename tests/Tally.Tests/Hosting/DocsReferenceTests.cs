@@ -27,4 +27,48 @@ public class DocsReferenceTests
         Assert.Contains("\"showDeveloperTools\":\"never\"", page);
         Assert.Contains("\"hideClientButton\":true", page);
     }
+
+    [Fact]
+    public async Task EveryOperation_HasASummary_AndADescriptionWithItsRolesAndProblems()
+    {
+        var ct = TestContext.Current.CancellationToken;
+        await using var app = TallyApp.Sqlite(new Dictionary<string, string?> { ["environment"] = "Development" });
+        var document = await app.CreateClient().GetAsync("/openapi/v1.json", ct).ExpectAsync(HttpStatusCode.OK);
+        var missing = new List<string>();
+        var operations = 0;
+        foreach (var path in document.GetProperty("paths").EnumerateObject())
+        {
+            foreach (var operation in path.Value.EnumerateObject())
+            {
+                operations++;
+                var summary = operation.Value.TryGetProperty("summary", out var s) ? s.GetString() : null;
+                var description = operation.Value.TryGetProperty("description", out var d) ? d.GetString() : null;
+                if (string.IsNullOrWhiteSpace(summary) || description is null || !description.Contains("**Roles:**", StringComparison.Ordinal)
+                    || !description.Contains("**Problems**", StringComparison.Ordinal))
+                {
+                    missing.Add($"{operation.Name.ToUpperInvariant()} {path.Name}");
+                }
+            }
+        }
+        Assert.True(operations > 60, $"only {operations} operations");
+        Assert.True(missing.Count == 0, "Without a summary or a described role and problems: " + string.Join(", ", missing));
+
+        // The roles come from the endpoint's authorization, the codes from what it declares.
+        var run = Operation(document, "/api/admin/jobs/{name}/run", "post").GetProperty("description").GetString()!;
+        Assert.Contains("`operator` or `admin`", run);
+        Assert.Contains("404 `JOB.NOT_FOUND`", run);
+        var deposit = Operation(document, "/api/admin/ledger/deposits", "post").GetProperty("description").GetString()!;
+        Assert.Contains("**Roles:** `admin`", deposit);
+        Assert.Contains("409 `LEDGER.IDEMPOTENCY_KEY_REUSED`", deposit);
+        Assert.Contains("anyone", Operation(document, "/api/sync/status", "get").GetProperty("description").GetString()!);
+
+        // Enumerations list their values.
+        var outcome = Operation(document, "/api/admin/audit", "get").GetProperty("parameters").EnumerateArray().Single(p => p.GetProperty("name").GetString() == "outcome");
+        Assert.Equal(Tally.Jobs.Audit.AuditOutcomes.All, outcome.GetProperty("schema").GetProperty("enum").EnumerateArray().Select(v => v.GetString()!).ToArray());
+        var runStatus = Operation(document, "/api/admin/cron-runs", "get").GetProperty("parameters").EnumerateArray().Single(p => p.GetProperty("name").GetString() == "status");
+        Assert.Contains("SKIPPED_LOCKED", runStatus.GetProperty("schema").GetProperty("enum").EnumerateArray().Select(v => v.GetString()));
+    }
+
+    private static System.Text.Json.JsonElement Operation(System.Text.Json.JsonElement document, string path, string method) =>
+        document.GetProperty("paths").GetProperty(path).GetProperty(method);
 }

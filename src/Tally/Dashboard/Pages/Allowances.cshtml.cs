@@ -8,7 +8,7 @@ namespace Tally.Dashboard.Pages;
 
 /// <summary>
 /// Schedules found by guardian and/or junior (id or username), as <c>GET /api/admin/allowances</c>
-/// answers them. <see cref="User"/> (what the search box sends) finds a person's schedules on either side.
+/// answers them. <see cref="Person"/> (<c>?user=</c>, what the search box sends) finds a person's schedules on either side.
 /// </summary>
 public sealed class AllowancesModel(TallyDb db, TimeProvider clock) : PageModel
 {

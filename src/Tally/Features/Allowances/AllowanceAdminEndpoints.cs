@@ -47,11 +47,17 @@ public static class AllowanceAdminEndpoints
     {
         var admin = app.MapAdmin("/api/admin/allowances", "Admin: allowances");
         admin.MapGet("/", FindAsync);
-        admin.MapGet("/{scheduleId:guid}", DetailAsync);
+        admin.MapGet("/{scheduleId:guid}", DetailAsync).Refuses(404, "ALLOWANCE.NOT_FOUND", "no schedule has this id");
         admin.MapPost("/{scheduleId:guid}/on", (Guid scheduleId, HttpContext http, TallyDb db, TimeProvider clock, CancellationToken ct) =>
-            SetStatusAsync(scheduleId, ScheduleStatus.On, http, db, clock, ct)).ForOperators();
+            SetStatusAsync(scheduleId, ScheduleStatus.On, http, db, clock, ct)).ForOperators()
+            .WithSummary("Turn a schedule on: it pays from now on, never the occurrences it missed while off")
+            .Refuses(404, "ALLOWANCE.NOT_FOUND", "no schedule has this id")
+            .Refuses(409, "ALLOWANCE.DELETED", "the guardian deleted this schedule");
         admin.MapPost("/{scheduleId:guid}/off", (Guid scheduleId, HttpContext http, TallyDb db, TimeProvider clock, CancellationToken ct) =>
-            SetStatusAsync(scheduleId, ScheduleStatus.Off, http, db, clock, ct)).ForOperators();
+            SetStatusAsync(scheduleId, ScheduleStatus.Off, http, db, clock, ct)).ForOperators()
+            .WithSummary("Turn a schedule off: nothing is paid until it is turned on again")
+            .Refuses(404, "ALLOWANCE.NOT_FOUND", "no schedule has this id")
+            .Refuses(409, "ALLOWANCE.DELETED", "the guardian deleted this schedule");
         return app;
     }
 

@@ -36,13 +36,23 @@ public static class AllowanceEndpoints
     public static WebApplication MapAllowances(this WebApplication app)
     {
         var me = app.MapGroup("/api/guardians/me/allowances").WithTags("Guardian: allowances").RequireAuthorization(Roles.Guardian);
-        me.MapPost("/{juniorId:guid}", CreateAsync);
-        me.MapGet("/", ListAsync);
-        me.MapGet("/{juniorId:guid}", ReadAsync);
-        me.MapPatch("/{juniorId:guid}", ChangeAsync);
-        me.MapDelete("/{juniorId:guid}", DeleteAsync);
-        me.MapGet("/{juniorId:guid}/credits", CreditsAsync);
-        me.MapGet("/{juniorId:guid}/upcoming", UpcomingAsync);
+        me.MapPost("/{juniorId:guid}", CreateAsync)
+            .WithSummary("Create the allowance schedule for one of the guardian's juniors")
+            .Refuses(404, NotLinked, "no junior with this id is linked to the guardian")
+            .Refuses(409, "ALLOWANCE.ALREADY_EXISTS", "this junior already has a schedule (one per guardian and junior)")
+            .Refuses(409, "ALLOWANCE.SCHEDULE_LIMIT", "the guardian has as many schedules as one guardian may have");
+        me.MapGet("/", ListAsync).WithSummary("The guardian's schedules");
+        me.MapGet("/{juniorId:guid}", ReadAsync).WithSummary("The guardian's schedule for one junior").Refuses(404, NoSchedule, "no schedule for this junior");
+        me.MapPatch("/{juniorId:guid}", ChangeAsync)
+            .WithSummary("Change a schedule (amount, rule, zone, status); a change never pays an occurrence twice nor one from before it")
+            .Refuses(404, NoSchedule, "no schedule for this junior");
+        me.MapDelete("/{juniorId:guid}", DeleteAsync).WithSummary("Delete a schedule: nothing more is paid, its credits stay").Refuses(404, NoSchedule, "no schedule for this junior");
+        me.MapGet("/{juniorId:guid}/credits", CreditsAsync)
+            .WithSummary("Every occurrence of a schedule that came due: paid, failed or skipped, with the reason")
+            .Refuses(404, NoSchedule, "no schedule for this junior");
+        me.MapGet("/{juniorId:guid}/upcoming", UpcomingAsync)
+            .WithSummary("The next occurrences of a schedule, in UTC and in its zone")
+            .Refuses(404, NoSchedule, "no schedule for this junior");
         return app.MapAllowanceAdmin();
     }
 

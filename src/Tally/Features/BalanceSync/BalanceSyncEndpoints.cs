@@ -72,17 +72,30 @@ public static class BalanceSyncEndpoints
     public static WebApplication MapBalanceSync(this WebApplication app)
     {
         var admin = app.MapAdmin("/api/admin", "Admin: balance sync");
-        admin.MapPost("/core-accounts", CreateCoreAccountAsync).ForAdmins();
-        admin.MapGet("/balance-sync/users/{userId:guid}", UserBalancesAsync);
-        admin.MapPost("/balance-sync/users/{userId:guid}", QueueUserAsync).ForOperators();
+        admin.MapPost("/core-accounts", CreateCoreAccountAsync).ForAdmins()
+            .WithSummary("Register a user's core-banking (T24) account to mirror; repeatable with the same values")
+            .Refuses(404, "USER.NOT_FOUND", "the user does not exist")
+            .Refuses(409, "CORE_ACCOUNT.ALREADY_EXISTS", "the user already has this account number, or the id is taken");
+        admin.MapGet("/balance-sync/users/{userId:guid}", UserBalancesAsync)
+            .WithSummary("A user's mirrored core accounts: balances, the bank's as-of time, last sync, last attempt and last error")
+            .Refuses(404, "USER.NOT_FOUND", "no user has this id");
+        admin.MapPost("/balance-sync/users/{userId:guid}", QueueUserAsync).ForOperators()
+            .WithSummary("Queue a user's balance sync on the background lane")
+            .Refuses(404, "USER.NOT_FOUND", "no user has this id")
+            .Refuses(409, NotEligible, "only active MOBILE_BANKING users are synced with the core");
         admin.MapGet("/balance-sync/lanes", async (ISyncLanes lanes, CoreCallGate gate, IOptions<TallyOptions> tally, CancellationToken ct) =>
-            TypedResults.Ok(await LanesView.ReadAsync(lanes, gate, tally.Value, ct)));
+            TypedResults.Ok(await LanesView.ReadAsync(lanes, gate, tally.Value, ct)))
+            .WithSummary("The sync lanes' depths and the answering instance's call gate");
 
         var me = app.MapGroup("/api/me/balances").WithTags("Me: balances").RequireAuthorization(Roles.User);
-        me.MapGet("/", MyBalancesAsync);
-        me.MapPost("/sync", SyncMyBalancesAsync);
+        me.MapGet("/", MyBalancesAsync).WithSummary("The caller's stored balances, without calling the core");
+        me.MapPost("/sync", SyncMyBalancesAsync)
+            .WithSummary("The login sync: fresh balances from the core within the login wait, else the stored ones with `queued: true`")
+            .Refuses(404, "USER.NOT_FOUND", "the caller's user id is not known to Tally")
+            .Refuses(409, NotEligible, "only active MOBILE_BANKING users are synced with the core");
 
-        app.MapGet("/api/sync/status", StatusAsync).WithTags("Balance sync").AllowAnonymous();
+        app.MapGet("/api/sync/status", StatusAsync).WithTags("Balance sync").AllowAnonymous()
+            .WithSummary("The lanes' counts, as seed 001's status endpoint answered them (no ids, open like /healthz)");
         return app;
     }
 

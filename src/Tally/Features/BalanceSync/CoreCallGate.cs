@@ -127,7 +127,7 @@ public sealed class CoreCallGate : IDisposable
         return granted;
     }
 
-    /// <summary>The core asked for a pause (429 Retry-After): no lane calls it before <paramref name="until"/>.</summary>
+    /// <summary>The core asked for a pause (429 Retry-After): no lane calls it for <paramref name="pause"/>.</summary>
     public void PauseFor(TimeSpan pause)
     {
         lock (_lock)

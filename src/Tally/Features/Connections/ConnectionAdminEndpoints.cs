@@ -27,7 +27,7 @@ public static class ConnectionAdminEndpoints
     {
         var admin = app.MapAdmin("/api/admin/connections", "Admin: connections");
         admin.MapGet("/", FindAsync);
-        admin.MapGet("/{id:guid}/sync-runs", SyncRunsAsync);
+        admin.MapGet("/{id:guid}/sync-runs", SyncRunsAsync).Refuses(404, "CONNECTION_NOT_FOUND", "no connection has this id");
         return app;
     }
 

@@ -58,14 +58,36 @@ public static class ConnectionEndpoints
     public static WebApplication MapConnections(this WebApplication app)
     {
         var me = app.MapGroup("/api/connections").WithTags("Connections").RequireAuthorization(Roles.User);
-        me.MapPost("/", CreateAsync);
-        me.MapGet("/", ListAsync);
-        me.MapGet("/{id:guid}", ReadAsync);
-        me.MapDelete("/{id:guid}", DeleteAsync);
-        me.MapPut("/{id:guid}/credentials", ReplaceCredentialsAsync);
-        me.MapPost("/{id:guid}/sync", SyncAsync);
-        me.MapGet("/{id:guid}/accounts", AccountsAsync);
-        me.MapGet("/{id:guid}/sync-runs", RunsAsync);
+        me.MapPost("/", CreateAsync)
+            .WithSummary("Connect an aggregator (SimpleFIN: a setup token or an access URL); the credentials are stored encrypted")
+            .Refuses(403, "USER.NOT_FOUND", "the caller's user id is not known to Tally")
+            .Refuses(409, "PROVIDER_NOT_SUPPORTED", "the provider is not available on this server")
+            .Refuses(409, "CONNECTION_LIMIT_REACHED", "the user has as many connections as Tally keeps for one user")
+            .Refuses(502, "PROVIDER_ERROR", "the provider refused or failed the claim; `reason` says how");
+        me.MapGet("/", ListAsync).WithSummary("The caller's connections (never their credentials)");
+        me.MapGet("/{id:guid}", ReadAsync).WithSummary("One of the caller's connections").Refuses(404, NotFoundCode, NotFoundDetail);
+        me.MapDelete("/{id:guid}", DeleteAsync).WithSummary("Delete a connection and forget its credentials").Refuses(404, NotFoundCode, NotFoundDetail);
+        me.MapPut("/{id:guid}/credentials", ReplaceCredentialsAsync)
+            .WithSummary("Replace a connection's credentials (after the provider rejected the old ones)")
+            .Refuses(404, NotFoundCode, NotFoundDetail)
+            .Refuses(409, "PROVIDER_NOT_SUPPORTED", "the provider is not available on this server")
+            .Refuses(502, "PROVIDER_ERROR", "the provider refused or failed the claim; `reason` says how");
+        me.MapPost("/{id:guid}/sync", SyncAsync)
+            .WithSummary("Sync a connection's accounts now; `force` skips the recent-sync wait within the forced-sync limit")
+            .Refuses(404, NotFoundCode, NotFoundDetail)
+            .Refuses(409, "CONNECTION_NOT_ACTIVE", "the connection needs new credentials or was revoked")
+            .Refuses(409, "SYNC_IN_PROGRESS", "another sync of this connection is running")
+            .Refuses(409, "CREDENTIALS_INVALID", "the provider rejected the credentials")
+            .Refuses(409, "CREDENTIALS_UNREADABLE", "the stored credentials cannot be decrypted with the current keys")
+            .Refuses(409, "PROVIDER_NOT_SUPPORTED", "the provider is not available on this server")
+            .Refuses(409, "ACCOUNT_LIMIT_EXCEEDED", "the provider answered more accounts than one connection may hold")
+            .Refuses(429, "RECENTLY_SYNCED", "synced moments ago; `Retry-After` says when to try")
+            .Refuses(429, "FORCED_SYNC_LIMIT_REACHED", "too many forced syncs in the window")
+            .Refuses(429, "PROVIDER_QUOTA_EXHAUSTED", "the provider's daily call quota is used up")
+            .Refuses(502, "PROVIDER_ERROR", "the provider failed; `reason` says how")
+            .Refuses(503, "DATABASE_ERROR", "the database refused the sync's changes; what committed before stays");
+        me.MapGet("/{id:guid}/accounts", AccountsAsync).WithSummary("The accounts a connection brought, with balances").Refuses(404, NotFoundCode, NotFoundDetail);
+        me.MapGet("/{id:guid}/sync-runs", RunsAsync).WithSummary("A connection's sync runs, newest first, with their reasons").Refuses(404, NotFoundCode, NotFoundDetail);
         return app.MapConnectionAdmin();
     }
 

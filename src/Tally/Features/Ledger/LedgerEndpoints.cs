@@ -30,15 +30,27 @@ public static class LedgerEndpoints
     public static WebApplication MapLedger(this WebApplication app)
     {
         var admin = app.MapAdmin("/api/admin/ledger", "Admin: ledger");
-        admin.MapPost("/accounts", CreateAccountAsync).ForAdmins();
-        admin.MapGet("/accounts/{id:guid}", GetAccountAsync);
-        admin.MapPost("/deposits", DepositAsync).ForAdmins();
-        admin.MapGet("/transfers/{id:guid}", GetTransferAsync);
-        admin.MapGet("/totals", TotalsAsync);
+        admin.MapPost("/accounts", CreateAccountAsync).ForAdmins()
+            .WithSummary("Open a user's ledger account in one currency (repeatable with the same id)")
+            .Refuses(404, "USER.NOT_FOUND", "the owner does not exist")
+            .Refuses(409, "LEDGER.ACCOUNT_EXISTS", "the owner already has an account in this currency, or the id is taken");
+        admin.MapGet("/accounts/{id:guid}", GetAccountAsync)
+            .WithSummary("Read a ledger account and its balance")
+            .Refuses(404, "LEDGER.ACCOUNT_NOT_FOUND", "no account has this id");
+        admin.MapPost("/deposits", DepositAsync).ForAdmins()
+            .WithSummary("Deposit funds into a user's account from the currency's funding account, once per idempotency key")
+            .Refuses(404, "LEDGER.ACCOUNT_NOT_FOUND", "no user account has this id")
+            .Refuses(409, "LEDGER.BALANCE_LIMIT", "the deposit would take the account past the ledger's ceiling")
+            .Refuses(409, "LEDGER.IDEMPOTENCY_KEY_REUSED", "this idempotency key was used for a different deposit");
+        admin.MapGet("/transfers/{id:guid}", GetTransferAsync)
+            .WithSummary("Read one ledger transfer (a deposit or an allowance payment)")
+            .Refuses(404, "LEDGER.TRANSFER_NOT_FOUND", "no transfer has this id");
+        admin.MapGet("/totals", TotalsAsync)
+            .WithSummary("The sum of every balance per currency: zero when the books balance");
 
         var me = app.MapGroup("/api/me/ledger").WithTags("Me: ledger").RequireAuthorization(Roles.User);
-        me.MapGet("/accounts", MyAccountsAsync);
-        me.MapGet("/transfers", MyTransfersAsync);
+        me.MapGet("/accounts", MyAccountsAsync).WithSummary("The caller's ledger accounts and balances");
+        me.MapGet("/transfers", MyTransfersAsync).WithSummary("The caller's transfers, newest first");
         return app;
     }
 

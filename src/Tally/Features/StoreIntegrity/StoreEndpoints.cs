@@ -57,13 +57,23 @@ public static class StoreEndpoints
         var admin = app.MapAdmin("/api/admin/store", "Admin: store");
         // A full batch of orders with their metadata is well above the API's usual body limit.
         var bulk = app.Services.GetRequiredService<IOptions<TallyOptions>>().Value.MaxBulkRequestBodyBytes;
-        admin.MapPost("/accounts", ImportAccountsAsync).WithRequestBodyLimit(bulk).ForAdmins();
-        admin.MapGet("/accounts/{id:guid}", GetAccountAsync);
-        admin.MapPost("/orders", ImportOrdersAsync).WithRequestBodyLimit(bulk).ForAdmins();
-        admin.MapGet("/orders/{id:guid}", GetOrderAsync);
-        admin.MapPost("/sync-accounts", SyncAccountsNowAsync).ForOperators();
+        admin.MapPost("/accounts", ImportAccountsAsync).WithRequestBodyLimit(bulk).ForAdmins()
+            .WithSummary("Load store accounts, all or nothing; a row sent again as stored is answered, not refused")
+            .Refuses(409, "STORE.ACCOUNT_EXISTS", "an account exists with different values; nothing was loaded");
+        admin.MapGet("/accounts/{id:guid}", GetAccountAsync)
+            .WithSummary("Read a store account and its has_orders flag")
+            .Refuses(404, "STORE.ACCOUNT_NOT_FOUND", "no store account has this id");
+        admin.MapPost("/orders", ImportOrdersAsync).WithRequestBodyLimit(bulk).ForAdmins()
+            .WithSummary("Load store orders (product type at metadata.product_type or productType), all or nothing")
+            .Refuses(409, "STORE.ORDER_EXISTS", "an order exists with different values; nothing was loaded");
+        admin.MapGet("/orders/{id:guid}", GetOrderAsync)
+            .WithSummary("Read a store order")
+            .Refuses(404, "STORE.ORDER_NOT_FOUND", "no store order has this id");
+        admin.MapPost("/sync-accounts", SyncAccountsNowAsync).ForOperators()
+            .Refuses(409, "STORE.SYNC_RUNNING", "another instance is running the repair now (its run id is in `runId`)")
+            .Refuses(503, "STORE.SYNC_FAILED", "the run failed (recorded in cron_runs) or did not start");
         admin.MapGet("/repairs", ListRepairsAsync);
-        admin.MapGet("/repairs/{runId:long}", GetRepairAsync);
+        admin.MapGet("/repairs/{runId:long}", GetRepairAsync).Refuses(404, "STORE.REPAIR_NOT_FOUND", "no run of the repair has this id");
         return app;
     }
 

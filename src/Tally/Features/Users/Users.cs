@@ -84,9 +84,14 @@ namespace Tally.Features.Users
         public static WebApplication MapUsers(this WebApplication app)
         {
             var admin = app.MapAdmin("/api/admin", "Admin: users");
-            admin.MapPost("/users", CreateUserAsync).ForAdmins();
-            admin.MapGet("/users/{id:guid}", GetUserAsync);
-            admin.MapPut("/guardians/{guardianId:guid}/juniors/{juniorId:guid}", LinkJuniorAsync).ForAdmins();
+            admin.MapPost("/users", CreateUserAsync).ForAdmins()
+                .WithSummary("Create a user (a MOBILE_BANKING customer, a guardian or a WALLET junior); repeatable with the same values")
+                .Refuses(409, "USER.ALREADY_EXISTS", "a user with this id or username exists with other values");
+            admin.MapGet("/users/{id:guid}", GetUserAsync).WithSummary("Read a user").Refuses(404, "USER.NOT_FOUND", "no user has this id");
+            admin.MapPut("/guardians/{guardianId:guid}/juniors/{juniorId:guid}", LinkJuniorAsync).ForAdmins()
+                .WithSummary("Link a junior to a guardian, who may then give the junior an allowance")
+                .Refuses(400, "USER.SELF_LINK", "a guardian cannot be their own junior")
+                .Refuses(404, "USER.NOT_FOUND", "the guardian or the junior does not exist");
             return app;
         }
 

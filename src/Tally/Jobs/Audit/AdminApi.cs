@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
@@ -46,7 +47,8 @@ public static class AdminApi
 
     /// <summary>The audit, newest first: <c>before</c> is the last id of the previous page.</summary>
     internal static async Task<Results<Ok<List<AuditView>>, ValidationProblem>> ListAsync(
-        TallyDb db, CancellationToken ct, string? actor = null, string? action = null, string? target = null, string? outcome = null,
+        TallyDb db, CancellationToken ct, string? actor = null, string? action = null, string? target = null,
+        [AllowedValues(AuditOutcomes.Started, AuditOutcomes.Succeeded, AuditOutcomes.Refused, AuditOutcomes.Forbidden, AuditOutcomes.Failed)] string? outcome = null,
         DateTime? from = null, DateTime? to = null, long? before = null, int? limit = null)
     {
         var take = limit ?? 100;

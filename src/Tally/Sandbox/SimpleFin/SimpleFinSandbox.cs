@@ -111,12 +111,13 @@ public static class SimpleFinSandbox
             return app;
         }
         var sandbox = app.MapGroup(BasePath).WithTags("Sandbox: SimpleFIN").AllowAnonymous();
-        sandbox.MapGet("/info", () => TypedResults.Ok(new { versions = new[] { "1.0" } }));
-        sandbox.MapGet("/create", () => TypedResults.Text($"POST {BasePath}/setup-token to get a SimpleFIN setup token for a new sandbox user.\n"));
-        sandbox.MapPost("/setup-token", CreateSetupToken);
-        sandbox.MapPost("/claim/{token}", Claim);
-        sandbox.MapGet("/accounts", Accounts);
-        sandbox.MapPut("/users/{username}/scenario", ChangeScenario);
+        sandbox.MapGet("/info", () => TypedResults.Ok(new { versions = new[] { "1.0" } })).WithSummary("Fake SimpleFIN bridge: the protocol versions it speaks");
+        sandbox.MapGet("/create", () => TypedResults.Text($"POST {BasePath}/setup-token to get a SimpleFIN setup token for a new sandbox user.\n"))
+            .WithSummary("Fake SimpleFIN bridge: how to get a setup token");
+        sandbox.MapPost("/setup-token", CreateSetupToken).WithSummary("Fake SimpleFIN bridge: a setup token for a new sandbox user");
+        sandbox.MapPost("/claim/{token}", Claim).WithSummary("Fake SimpleFIN bridge: claim a setup token for an access URL (once)");
+        sandbox.MapGet("/accounts", Accounts).WithSummary("Fake SimpleFIN bridge: the accounts behind an access URL (Basic auth)");
+        sandbox.MapPut("/users/{username}/scenario", ChangeScenario).WithSummary("Fake SimpleFIN bridge: make a sandbox user's next answers fail or change, for demos and tests");
         return app;
     }
 
