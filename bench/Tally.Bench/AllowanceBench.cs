@@ -21,7 +21,7 @@ namespace Tally.Bench;
 /// </summary>
 public static class AllowanceBench
 {
-    private const string SigningKey = "tally-bench-signing-key-0123456789abcdef";
+    internal const string SigningKey = "tally-bench-signing-key-0123456789abcdef";
 
     public static async Task<int> RunAsync(string[] args, CancellationToken ct)
     {
@@ -174,7 +174,7 @@ public static class AllowanceBench
         return Path.Combine(folder, tool);
     }
 
-    private static Process StartTally(Dictionary<string, string> settings, string roles, string urls)
+    internal static Process StartTally(Dictionary<string, string> settings, string roles, string urls)
     {
         var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "Tally.dll"), "--urls", urls])
         {
@@ -193,7 +193,7 @@ public static class AllowanceBench
         return Process.Start(start)!;
     }
 
-    private static RabbitMqTransport Transport(string url)
+    internal static RabbitMqTransport Transport(string url)
     {
         var services = new ServiceCollection()
             .AddLogging(l => l.SetMinimumLevel(LogLevel.Warning))
@@ -206,7 +206,7 @@ public static class AllowanceBench
         return services.GetRequiredService<RabbitMqTransport>();
     }
 
-    private static async Task<string> CreateDatabaseAsync(string adminConnection, string prefix, CancellationToken ct)
+    internal static async Task<string> CreateDatabaseAsync(string adminConnection, string prefix, CancellationToken ct)
     {
         var builder = new NpgsqlConnectionStringBuilder(adminConnection);
         var name = $"{prefix}_{DateTime.UtcNow:yyyyMMddHHmmss}";
@@ -245,7 +245,7 @@ public static class AllowanceBench
         }
     }
 
-    private static async Task WaitHealthyAsync(HttpClient http, CancellationToken ct)
+    internal static async Task WaitHealthyAsync(HttpClient http, CancellationToken ct)
     {
         for (var i = 0; i < 300; i++)
         {
@@ -265,7 +265,7 @@ public static class AllowanceBench
         throw new InvalidOperationException("Tally did not become ready.");
     }
 
-    private static async Task<long> CountAsync(string connectionString, string sql, CancellationToken ct)
+    internal static async Task<long> CountAsync(string connectionString, string sql, CancellationToken ct)
     {
         await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync(ct);
@@ -273,7 +273,7 @@ public static class AllowanceBench
         return Convert.ToInt64(await command.ExecuteScalarAsync(ct), CultureInfo.InvariantCulture);
     }
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();

@@ -20,8 +20,10 @@ public static class BenchMain
                 return await StoreBench.RunAsync(rest, cancel.Token);
             case ["allowances", .. var rest]:
                 return await AllowanceBench.RunAsync(rest, cancel.Token);
+            case ["dead-letters", .. var rest]:
+                return await DeadLetterBench.RunAsync(rest, cancel.Token);
             default:
-                await Console.Error.WriteLineAsync("Usage: Tally.Bench store|allowances [options]  (see bench/README.md)");
+                await Console.Error.WriteLineAsync("Usage: Tally.Bench store|allowances|dead-letters [options]  (see bench/README.md)");
                 return 2;
         }
     }

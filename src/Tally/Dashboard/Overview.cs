@@ -45,7 +45,7 @@ public sealed record OverviewView(
 /// <summary>
 /// <c>GET /api/admin/overview</c>. Every number is an index seek or a range scan bounded by what it
 /// shows, never by the size of a table: the outbox backlog through the partial index of unpublished
-/// events and the dead letters of each queue through their (queue, message_id) key, each counted no
+/// events and the live dead letters of each queue through ix_dead_letters_queue_state_sequence, each counted no
 /// further than <see cref="CountCap"/> (a count is as slow as what it counts: past that, the console
 /// shows "more than"), the latest failures per job through ix_cron_runs_job_status, and the
 /// series through the time columns' indexes (cron_runs started_at, allowance_credits credited_at,
@@ -95,7 +95,7 @@ public static class Overview
         foreach (var queue in queues.All.Select(r => r.Definition).OrderBy(q => q.Name, StringComparer.Ordinal))
         {
             var depth = await transport.GetDepthAsync(queue, ct);
-            var dead = await db.DeadLetters.AsNoTracking().Where(d => d.Queue == queue.Name).OrderBy(d => d.MessageId).Take(CountCap + 1).LongCountAsync(ct);
+            var dead = await db.DeadLetters.AsNoTracking().Live().Where(d => d.Queue == queue.Name).OrderBy(d => d.Sequence).Take(CountCap + 1).LongCountAsync(ct);
             summaries.Add(new QueueSummary(queue.Name, transport.Name, depth.Ready, depth.InFlight, depth.Retrying, Math.Min(dead, CountCap), dead > CountCap));
         }
         return summaries;
@@ -126,7 +126,7 @@ public static class Overview
     private static async Task<List<DeadLetterSummary>> DeadLettersAsync(TallyDb db, int take, CancellationToken ct)
     {
         // Never the body: it may be large, and the dead letter's own page shows it.
-        var rows = await db.DeadLetters.AsNoTracking().OrderByDescending(d => d.DeadLetteredAt).ThenByDescending(d => d.Id).Take(take)
+        var rows = await db.DeadLetters.AsNoTracking().Live().OrderByDescending(d => d.DeadLetteredAt).ThenByDescending(d => d.Id).Take(take)
             .Select(d => new { d.Id, d.Queue, d.MessageId, d.Attempts, d.DeadLetteredAt, d.Reason }).ToListAsync(ct);
         return rows.Select(d => new DeadLetterSummary(d.Id, d.Queue, d.MessageId, d.Attempts, DateTime.SpecifyKind(d.DeadLetteredAt, DateTimeKind.Utc), Shorten(d.Reason)!)).ToList();
     }
@@ -144,7 +144,7 @@ public static class Overview
             .Where(r => r.StartedAt >= since)
             .GroupBy(r => new { r.StartedAt.Date, r.StartedAt.Hour, r.Status })
             .Select(g => new { g.Key.Date, g.Key.Hour, g.Key.Status, Count = g.LongCount() }).ToListAsync(ct);
-        var dead = await db.DeadLetters.AsNoTracking()
+        var dead = await db.DeadLetters.AsNoTracking().Live()
             .Where(d => d.DeadLetteredAt >= since)
             .GroupBy(d => new { d.DeadLetteredAt.Date, d.DeadLetteredAt.Hour })
             .Select(g => new { g.Key.Date, g.Key.Hour, Count = g.LongCount() }).ToListAsync(ct);

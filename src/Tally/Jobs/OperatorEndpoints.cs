@@ -18,7 +18,7 @@ public sealed record QueueView(string Queue, string Transport, long Ready, long 
 public sealed record EventView(long Sequence, Guid EventId, string EventType, string? SubjectId, System.Text.Json.JsonElement Payload, DateTime OccurredAt, DateTime? PublishedAt);
 
 /// <summary>
-/// The operator API: jobs, runs, queues, dead letters and events. Names and filters from the client are
+/// The operator API: jobs, runs, queues and events (dead letters: <see cref="DeadLetterEndpoints"/>). Names and filters from the client are
 /// checked like any text (at most <see cref="MaxNameLength"/> characters, no control characters) before
 /// they reach a query: PostgreSQL refuses a NUL in a parameter with an error, not with no rows.
 /// </summary>
@@ -37,11 +37,8 @@ public static class OperatorEndpoints
         admin.MapPost("/jobs/{name}/resume", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, false, jobs, runner, ct)).ForOperators();
         admin.MapGet("/cron-runs", ListRunsAsync);
         admin.MapGet("/queues", ListQueuesAsync);
-        admin.MapGet("/dead-letters", ListDeadLettersAsync);
-        admin.MapPost("/dead-letters/{id:guid}/replay", ReplayAsync).ForOperators();
-        admin.MapDelete("/dead-letters/{id:guid}", DeleteDeadLetterAsync).ForOperators();
         admin.MapGet("/events", ListEventsAsync);
-        return app.MapAudit();
+        return app.MapDeadLetters().MapAudit();
     }
 
     internal static async Task<Ok<List<JobView>>> ListJobsAsync(JobRegistry jobs, TallyDb db, TimeProvider clock, CancellationToken ct)
@@ -113,7 +110,7 @@ public static class OperatorEndpoints
 
     internal static async Task<Ok<List<QueueView>>> ListQueuesAsync(QueueRegistry queues, IQueueTransport transport, TallyDb db, CancellationToken ct)
     {
-        var dead = await db.DeadLetters.AsNoTracking().GroupBy(d => d.Queue).Select(g => new { g.Key, Count = g.LongCount() }).ToListAsync(ct);
+        var dead = await db.DeadLetters.AsNoTracking().Live().GroupBy(d => d.Queue).Select(g => new { g.Key, Count = g.LongCount() }).ToListAsync(ct);
         var views = new List<QueueView>();
         foreach (var q in queues.All.Select(r => r.Definition).OrderBy(q => q.Name, StringComparer.Ordinal))
         {
@@ -123,32 +120,6 @@ public static class OperatorEndpoints
         }
         return TypedResults.Ok(views);
     }
-
-    internal static async Task<Results<Ok<List<DeadLetter>>, ValidationProblem>> ListDeadLettersAsync(
-        TallyDb db, CancellationToken ct, string? queue = null, int? limit = null)
-    {
-        var errors = Limit(limit, out var take).CheckText(queue, "queue", MaxNameLength, required: false);
-        if (errors.Any)
-        {
-            return Problems.Invalid(errors.ToDictionary());
-        }
-        var query = db.DeadLetters.AsNoTracking();
-        if (queue is not null)
-        {
-            query = query.Where(d => d.Queue == queue);
-        }
-        return TypedResults.Ok(await query.OrderByDescending(d => d.DeadLetteredAt).Take(take).ToListAsync(ct));
-    }
-
-    internal static async Task<Results<Accepted, ProblemHttpResult>> ReplayAsync(Guid id, DeadLetterStore store, CancellationToken ct) =>
-        await store.ReplayAsync(id, ct)
-            ? TypedResults.Accepted((string?)null)
-            : Problems.NotFound("DEAD_LETTER.NOT_FOUND", "No such dead letter.");
-
-    internal static async Task<Results<NoContent, ProblemHttpResult>> DeleteDeadLetterAsync(Guid id, DeadLetterStore store, CancellationToken ct) =>
-        await store.DeleteAsync(id, ct)
-            ? TypedResults.NoContent()
-            : Problems.NotFound("DEAD_LETTER.NOT_FOUND", "No such dead letter.");
 
     internal static async Task<Results<Ok<List<EventView>>, ValidationProblem>> ListEventsAsync(
         TallyDb db, CancellationToken ct, string? type = null, string? subject = null, long? after = null, int? limit = null)

@@ -27,7 +27,7 @@ public class OverviewTests
         using var admin = app.Admin();
         var now = DateTime.UtcNow;
 
-        // Queue: three messages ready, three dead letters (one older than a day).
+        // Queue: three messages ready, three dead letters (one older than a day), two settled ones.
         await app.Get<IQueueTransport>().PublishAsync("allowance.schedule",
             [new QueueMessage("m1", "{}"), new QueueMessage("m2", "{}"), new QueueMessage("m3", "{}")], Ct);
         var newestDead = Guid.NewGuid();
@@ -39,7 +39,10 @@ public class OverviewTests
             db.DeadLetters.AddRange(
                 new DeadLetter { Id = newestDead, Queue = "allowance.schedule", MessageId = "d1", Body = "{\"big\":true}", Attempts = 6, Reason = "max retries (5) reached: insufficient funds", DeadLetteredAt = now.AddMinutes(-10) },
                 new DeadLetter { Id = Guid.NewGuid(), Queue = "allowance.schedule", MessageId = "d2", Body = "{}", Attempts = 1, Reason = "malformed", DeadLetteredAt = now.AddHours(-2) },
-                new DeadLetter { Id = Guid.NewGuid(), Queue = "allowance.schedule", MessageId = "d3", Body = "{}", Attempts = 1, Reason = "old", DeadLetteredAt = now.AddHours(-30) });
+                new DeadLetter { Id = Guid.NewGuid(), Queue = "allowance.schedule", MessageId = "d3", Body = "{}", Attempts = 1, Reason = "old", DeadLetteredAt = now.AddHours(-30) },
+                // Settled letters are records, not dead letters: counted nowhere on the overview.
+                new DeadLetter { Id = Guid.NewGuid(), Queue = "allowance.schedule", MessageId = "d4", Body = "{}", Attempts = 1, Reason = "replayed", DeadLetteredAt = now.AddMinutes(-5), State = DeadLetterStates.Replayed, SettledAt = now, SettledBy = "op" },
+                new DeadLetter { Id = Guid.NewGuid(), Queue = "allowance.schedule", MessageId = "d5", Body = "{}", Attempts = 1, Reason = "deleted", DeadLetteredAt = now.AddMinutes(-2), State = DeadLetterStates.Deleted, SettledAt = now, SettledBy = "op" });
             db.OutboxEvents.AddRange(
                 new OutboxEvent { EventId = Guid.NewGuid(), EventType = "Test", Payload = "{}", OccurredAt = now.AddMinutes(-20), PublishedAt = now.AddMinutes(-19) },
                 new OutboxEvent { EventId = Guid.NewGuid(), EventType = "Test", Payload = "{}", OccurredAt = now.AddMinutes(-10) },

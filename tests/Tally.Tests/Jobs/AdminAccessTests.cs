@@ -41,7 +41,7 @@ public class AdminAccessTests
         using var viewer = app.Client(viewerId, Roles.Viewer);
         foreach (var path in new[]
         {
-            "/api/admin/jobs", "/api/admin/cron-runs", "/api/admin/queues", "/api/admin/dead-letters", "/api/admin/events",
+            "/api/admin/jobs", "/api/admin/cron-runs", "/api/admin/queues", "/api/admin/dead-letters", "/api/admin/dead-letters?state=all", "/api/admin/events",
             "/api/admin/audit", "/api/admin/store/repairs", "/api/admin/ledger/totals",
             "/api/admin/instances", "/api/admin/overview", "/api/admin/jobs/runtime.heartbeat", "/api/admin/balance-sync/lanes",
             "/api/admin/allowances", "/api/admin/connections",
@@ -53,13 +53,16 @@ public class AdminAccessTests
         await viewer.PostAsync("/api/admin/jobs/store.sync-accounts/run", null, Ct).ExpectAsync(HttpStatusCode.Forbidden);
         await viewer.PostAsync("/api/admin/jobs/store.sync-accounts/pause", null, Ct).ExpectAsync(HttpStatusCode.Forbidden);
         await viewer.PostAsync($"/api/admin/dead-letters/{Guid.NewGuid()}/replay", null, Ct).ExpectAsync(HttpStatusCode.Forbidden);
+        await viewer.DeleteAsync($"/api/admin/dead-letters/{Guid.NewGuid()}", Ct).ExpectAsync(HttpStatusCode.Forbidden);
+        await viewer.PostJsonAsync("/api/admin/dead-letters/replay", new { dryRun = true }).ExpectAsync(HttpStatusCode.Forbidden);
+        await viewer.PostJsonAsync("/api/admin/dead-letters/delete", new { dryRun = true }).ExpectAsync(HttpStatusCode.Forbidden);
         await viewer.PostJsonAsync("/api/admin/users", new { username = "nobody", context = "WALLET" }).ExpectAsync(HttpStatusCode.Forbidden);
         // Nothing ran: no run of the job was recorded.
         var runs = await viewer.GetAsync("/api/admin/cron-runs?job=store.sync-accounts", Ct).ExpectAsync(HttpStatusCode.OK);
         Assert.Equal(0, runs.GetArrayLength());
 
         var audit = await viewer.GetAsync($"/api/admin/audit?actor={viewerId}", Ct).ExpectAsync(HttpStatusCode.OK);
-        Assert.Equal(4, audit.GetArrayLength());
+        Assert.Equal(7, audit.GetArrayLength());
         Assert.All(audit.EnumerateArray(), row =>
         {
             Assert.Equal("forbidden", row.GetProperty("outcome").GetString());
@@ -67,8 +70,9 @@ public class AdminAccessTests
             Assert.Equal("viewer", row.GetProperty("actorRoles").GetString());
         });
         Assert.Equal("POST /api/admin/users", audit[0].GetProperty("action").GetString());
-        Assert.Equal("POST /api/admin/jobs/{name}/run", audit[3].GetProperty("action").GetString());
-        Assert.Equal("name=store.sync-accounts", audit[3].GetProperty("target").GetString());
+        Assert.Equal("POST /api/admin/dead-letters/delete", audit[1].GetProperty("action").GetString());
+        Assert.Equal("POST /api/admin/jobs/{name}/run", audit[6].GetProperty("action").GetString());
+        Assert.Equal("name=store.sync-accounts", audit[6].GetProperty("target").GetString());
     }
 
     [Fact]

@@ -78,10 +78,18 @@ namespace Tally.Jobs.Audit
     {
         public const int MaxDetailLength = 500;
         private const string DetailKey = "tally.audit.detail";
+        private const string TargetKey = "tally.audit.target";
 
         /// <summary>Lets an endpoint say what its change did (for example how many dead letters it replayed).</summary>
         public static void Detail(HttpContext http, string detail) =>
             http.Items[DetailKey] = detail.Length > MaxDetailLength ? detail[..MaxDetailLength] : detail;
+
+        /// <summary>
+        /// Lets an endpoint whose route names no target say what it acted on (a bulk action's filter),
+        /// recorded when the change finishes; the route's values are the target otherwise.
+        /// </summary>
+        public static void Target(HttpContext http, string target) =>
+            http.Items[TargetKey] = target.Length > MaxDetailLength ? target[..MaxDetailLength] : target;
 
         public async Task<long> StartAsync(HttpContext http, CancellationToken ct)
         {
@@ -95,13 +103,15 @@ namespace Tally.Jobs.Audit
         public async Task FinishAsync(long id, HttpContext http, int status)
         {
             var detail = http.Items.TryGetValue(DetailKey, out var d) ? d as string : null;
+            var target = http.Items.TryGetValue(TargetKey, out var t) ? t as string : null;
             var now = clock.GetUtcNow().UtcDateTime;
             var outcome = AuditOutcomes.Of(status);
             // Not cancellable: the change has run, whatever the caller does now.
             await using var db = await dbs.CreateDbContextAsync(CancellationToken.None);
             await db.AuditLog.Where(e => e.Id == id).ExecuteUpdateAsync(
                 s => s.SetProperty(e => e.Outcome, outcome).SetProperty(e => e.Status, status)
-                    .SetProperty(e => e.FinishedAt, now).SetProperty(e => e.Detail, detail),
+                    .SetProperty(e => e.FinishedAt, now).SetProperty(e => e.Detail, detail)
+                    .SetProperty(e => e.Target, e => target ?? e.Target),
                 CancellationToken.None);
         }
 
@@ -147,7 +157,8 @@ namespace Tally.Jobs.Audit
             _ => string.Empty,
         };
 
-        private static string ActorOf(ClaimsPrincipal user)
+        /// <summary>The caller as the audit names it: <c>sub</c>, or <c>sub (name)</c> when the token carries a name.</summary>
+        public static string ActorOf(ClaimsPrincipal user)
         {
             var sub = user.FindFirst("sub")?.Value ?? "anonymous";
             var name = user.FindFirst("name")?.Value ?? user.FindFirst("preferred_username")?.Value;
