@@ -12,6 +12,7 @@ public static class ConsoleNav
     [
         ("/dashboard", "Overview"),
         ("/dashboard/jobs", "Jobs"),
+        ("/dashboard/dead-letters", "Dead letters"),
         ("/dashboard/allowances", "Allowances"),
         ("/dashboard/balance-sync", "Balance sync"),
         ("/dashboard/connections", "Connections"),

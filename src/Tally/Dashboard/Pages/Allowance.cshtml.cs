@@ -1,17 +1,25 @@
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Mvc.RazorPages;
+using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Features.Allowances;
+using Tally.Jobs.Queues;
 
 namespace Tally.Dashboard.Pages;
 
-/// <summary>One schedule as <c>GET /api/admin/allowances/{scheduleId}</c> answers it: the rule, the next occurrences, every credit with its reason.</summary>
-public sealed class AllowanceModel(TallyDb db, TimeProvider clock) : PageModel
+/// <summary>
+/// One schedule as <c>GET /api/admin/allowances/{scheduleId}</c> answers it: the rule, the next occurrences,
+/// every credit with its reason; and its occurrences that are dead letters now, as
+/// <c>GET /api/admin/dead-letters?queue=allowance.schedule&amp;text={scheduleId}</c> answers them, to replay.
+/// </summary>
+public sealed class AllowanceModel(TallyDb db, IOptions<AllowanceOptions> allowances, TimeProvider clock) : PageModel
 {
     [FromQuery]
     public string? Cursor { get; set; }
 
     public AdminScheduleDetail? Detail { get; private set; }
+
+    public List<DeadLetterView> DeadLetters { get; private set; } = [];
 
     public string? Error { get; private set; }
 
@@ -25,6 +33,10 @@ public sealed class AllowanceModel(TallyDb db, TimeProvider clock) : PageModel
         if (Detail is null)
         {
             Response.StatusCode = StatusCodes.Status404NotFound;
+            return;
         }
+        var deadLetters = await DeadLetterEndpoints.ListAsync(db, allowances, ct, queue: allowances.Value.QueueName, text: scheduleId.ToString());
+        DeadLetters = PageAnswer.Read<List<DeadLetterView>>(deadLetters.Result, out error) ?? [];
+        Error = error;
     }
 }

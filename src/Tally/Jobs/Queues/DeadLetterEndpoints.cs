@@ -54,12 +54,23 @@ public static class DeadLetterEndpoints
     public static WebApplication MapDeadLetters(this WebApplication app)
     {
         var admin = app.MapAdmin("/api/admin", "Admin: dead letters");
-        admin.MapGet("/dead-letters", ListAsync);
-        admin.MapGet("/dead-letters/{id:guid}", ReadAsync);
-        admin.MapPost("/dead-letters/{id:guid}/replay", ReplayAsync).ForOperators();
-        admin.MapDelete("/dead-letters/{id:guid}", DeleteAsync).ForOperators();
-        admin.MapPost("/dead-letters/replay", ReplayMatchingAsync).ForOperators();
-        admin.MapPost("/dead-letters/delete", DeleteMatchingAsync).ForOperators();
+        admin.MapGet("/dead-letters", ListAsync)
+            .WithSummary("Search dead letters by queue, reason, message id and body text; newest first, `before` = the last row's sequence");
+        admin.MapGet("/dead-letters/{id:guid}", ReadAsync)
+            .WithSummary("One dead letter's record, in any state, an allowance letter decoded")
+            .Refuses(404, "DEAD_LETTER.NOT_FOUND", NotFoundDetail);
+        admin.MapPost("/dead-letters/{id:guid}/replay", ReplayAsync).ForOperators()
+            .WithSummary("Send one dead letter back to its queue with fresh retries; its record stays, marked replayed by the caller")
+            .Refuses(404, "DEAD_LETTER.NOT_FOUND", NotFoundDetail)
+            .Refuses(409, "DEAD_LETTER.SETTLED", SettledDetail);
+        admin.MapDelete("/dead-letters/{id:guid}", DeleteAsync).ForOperators()
+            .WithSummary("Give up on one dead letter; its record stays, marked deleted by the caller")
+            .Refuses(404, "DEAD_LETTER.NOT_FOUND", NotFoundDetail)
+            .Refuses(409, "DEAD_LETTER.SETTLED", SettledDetail);
+        admin.MapPost("/dead-letters/replay", ReplayMatchingAsync).ForOperators()
+            .WithSummary("Replay the given ids or every dead letter matching a filter: `dryRun` counts and answers `upTo`; the real call, bounded by `upTo`, acts on what was counted");
+        admin.MapPost("/dead-letters/delete", DeleteMatchingAsync).ForOperators()
+            .WithSummary("Delete the given ids or every dead letter matching a filter, after a dry run as for replay");
         return app;
     }
 
@@ -206,8 +217,10 @@ public static class DeadLetterEndpoints
         return rows.Select(d => DeadLetterView.Of(d, allowances.GetValueOrDefault(d.Id))).ToList();
     }
 
-    private static ProblemHttpResult NotFound() => Problems.NotFound("DEAD_LETTER.NOT_FOUND", "No such dead letter.");
+    private const string NotFoundDetail = "No such dead letter.";
+    private const string SettledDetail = "This dead letter was already replayed or deleted; its record stays.";
 
-    private static ProblemHttpResult AlreadySettled() =>
-        Problems.Conflict("DEAD_LETTER.SETTLED", "This dead letter was already replayed or deleted; its record stays.");
+    private static ProblemHttpResult NotFound() => Problems.NotFound("DEAD_LETTER.NOT_FOUND", NotFoundDetail);
+
+    private static ProblemHttpResult AlreadySettled() => Problems.Conflict("DEAD_LETTER.SETTLED", SettledDetail);
 }
