@@ -12,7 +12,9 @@ public static class ConsoleNav
     [
         ("/dashboard", "Overview"),
         ("/dashboard/jobs", "Jobs"),
+        ("/dashboard/runs", "Runs"),
         ("/dashboard/dead-letters", "Dead letters"),
+        ("/dashboard/events", "Events"),
         ("/dashboard/allowances", "Allowances"),
         ("/dashboard/balance-sync", "Balance sync"),
         ("/dashboard/connections", "Connections"),

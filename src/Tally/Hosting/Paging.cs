@@ -67,3 +67,46 @@ public static class Paging
         return errors.Check(false, "cursor", "must be the nextCursor of a previous page");
     }
 }
+
+/// <summary>A listing's time window from the client: ISO 8601 instants, <c>from</c> inclusive, <c>to</c> exclusive.</summary>
+public static class TimeWindow
+{
+    /// <summary>
+    /// The earliest and latest instant a window may name. Anything outside is a typo or a probe, and
+    /// refused by name rather than passed on: SQLite compares times as text, PostgreSQL refuses
+    /// years beyond its range with an error.
+    /// </summary>
+    public static readonly DateTime Earliest = new(2000, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    public static readonly DateTime Latest = new(2100, 1, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    /// <summary>Parses <paramref name="from"/> and <paramref name="to"/> (either may be absent) to UTC; an instant without an offset is read as UTC.</summary>
+    public static FieldErrors CheckWindow(this FieldErrors errors, string? from, string? to, out DateTime? fromUtc, out DateTime? toUtc)
+    {
+        fromUtc = Instant(errors, from, "from");
+        toUtc = Instant(errors, to, "to");
+        return errors.Check(fromUtc is null || toUtc is null || fromUtc < toUtc, "from", "must be before to");
+    }
+
+    private static DateTime? Instant(FieldErrors errors, string? text, string field)
+    {
+        if (text is null)
+        {
+            return null;
+        }
+        // ISO 8601 only: a date first (yyyy-MM-dd), so "03/04/2026" is never read one way or the other.
+        if (text.Length is < 10 or > 40 || text[4] != '-' || text.Any(char.IsControl)
+            || !DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed))
+        {
+            errors.Add(field, "must be an ISO 8601 instant, e.g. 2026-03-01T00:00:00Z");
+            return null;
+        }
+        var utc = parsed.UtcDateTime;
+        if (utc < Earliest || utc > Latest)
+        {
+            errors.Add(field, $"must be between {Earliest:yyyy-MM-dd} and {Latest:yyyy-MM-dd}");
+            return null;
+        }
+        return utc;
+    }
+}

@@ -25,8 +25,6 @@ public sealed record EventView(long Sequence, Guid EventId, string EventType, st
 public static class OperatorEndpoints
 {
     public const int MaxNameLength = 200;
-    private const int MaxLimit = 1000;
-    private static readonly string[] RunStatuses = [CronRunStatus.Running, CronRunStatus.Success, CronRunStatus.Failed, CronRunStatus.SkippedLocked];
 
     public static WebApplication MapOperator(this WebApplication app)
     {
@@ -35,10 +33,8 @@ public static class OperatorEndpoints
         admin.MapPost("/jobs/{name}/run", RunJobAsync).ForOperators();
         admin.MapPost("/jobs/{name}/pause", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, true, jobs, runner, ct)).ForOperators();
         admin.MapPost("/jobs/{name}/resume", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, false, jobs, runner, ct)).ForOperators();
-        admin.MapGet("/cron-runs", ListRunsAsync);
         admin.MapGet("/queues", ListQueuesAsync);
-        admin.MapGet("/events", ListEventsAsync);
-        return app.MapDeadLetters().MapAudit();
+        return app.MapDeadLetters().MapAudit().MapRunListing().MapEventListing();
     }
 
     internal static async Task<Ok<List<JobView>>> ListJobsAsync(JobRegistry jobs, TallyDb db, TimeProvider clock, CancellationToken ct)
@@ -86,28 +82,6 @@ public static class OperatorEndpoints
         return TypedResults.NoContent();
     }
 
-    internal static async Task<Results<Ok<List<CronRun>>, ValidationProblem>> ListRunsAsync(
-        TallyDb db, CancellationToken ct, string? job = null, string? status = null, int? limit = null)
-    {
-        var errors = Limit(limit, out var take)
-            .CheckText(job, "job", MaxNameLength, required: false)
-            .Check(status is null || RunStatuses.Contains(status), "status", $"must be one of {string.Join(", ", RunStatuses)}");
-        if (errors.Any)
-        {
-            return Problems.Invalid(errors.ToDictionary());
-        }
-        var query = db.CronRuns.AsNoTracking();
-        if (job is not null)
-        {
-            query = query.Where(r => r.JobName == job);
-        }
-        if (status is not null)
-        {
-            query = query.Where(r => r.Status == status);
-        }
-        return TypedResults.Ok(await query.OrderByDescending(r => r.Id).Take(take).ToListAsync(ct));
-    }
-
     internal static async Task<Ok<List<QueueView>>> ListQueuesAsync(QueueRegistry queues, IQueueTransport transport, TallyDb db, CancellationToken ct)
     {
         var dead = await db.DeadLetters.AsNoTracking().Live().GroupBy(d => d.Queue).Select(g => new { g.Key, Count = g.LongCount() }).ToListAsync(ct);
@@ -119,41 +93,5 @@ public static class OperatorEndpoints
                 dead.Find(d => d.Key == q.Name)?.Count ?? 0, q.MaxRetries, q.RetryDelay.TotalSeconds));
         }
         return TypedResults.Ok(views);
-    }
-
-    internal static async Task<Results<Ok<List<EventView>>, ValidationProblem>> ListEventsAsync(
-        TallyDb db, CancellationToken ct, string? type = null, string? subject = null, long? after = null, int? limit = null)
-    {
-        var errors = Limit(limit, out var take)
-            .CheckText(type, "type", MaxNameLength, required: false)
-            .CheckText(subject, "subject", MaxNameLength, required: false)
-            .Check(after is null or >= 0, "after", "must not be negative");
-        if (errors.Any)
-        {
-            return Problems.Invalid(errors.ToDictionary());
-        }
-        var query = db.OutboxEvents.AsNoTracking();
-        if (type is not null)
-        {
-            query = query.Where(e => e.EventType == type);
-        }
-        if (subject is not null)
-        {
-            query = query.Where(e => e.SubjectId == subject);
-        }
-        if (after is not null)
-        {
-            query = query.Where(e => e.Sequence > after);
-        }
-        var rows = await query.OrderBy(e => e.Sequence).Take(take).ToListAsync(ct);
-        return TypedResults.Ok(rows.Select(e => new EventView(e.Sequence, e.EventId, e.EventType, e.SubjectId,
-            System.Text.Json.JsonDocument.Parse(e.Payload).RootElement.Clone(), e.OccurredAt, e.PublishedAt)).ToList());
-    }
-
-    /// <summary>A page size: 100 when not given, else between 1 and <see cref="MaxLimit"/>.</summary>
-    private static FieldErrors Limit(int? limit, out int take)
-    {
-        take = limit ?? 100;
-        return new FieldErrors().Check(take is >= 1 and <= MaxLimit, "limit", $"must be between 1 and {MaxLimit}");
     }
 }

@@ -99,7 +99,7 @@ public class ConsoleBrowserTests
         var op = await browser.SignInAsync("olga", Roles.Operator);
         await op.GetByRole(AriaRole.Searchbox).FillAsync(junior);
         await op.GetByRole(AriaRole.Button, new() { Name = "Search" }).ClickAsync();
-        await op.GetByRole(AriaRole.Link, new() { Name = $"Allowances of {junior}" }).ClickAsync();
+        await op.GetByRole(AriaRole.Link, new() { Name = $"{junior}: allowances" }).ClickAsync();
         await op.Locator("tr[data-schedule] a").First.ClickAsync();
         var letter = op.Locator("tr[data-dead-letter]");
         await Assertions.Expect(letter).ToHaveCountAsync(1);

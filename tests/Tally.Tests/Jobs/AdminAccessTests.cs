@@ -44,7 +44,7 @@ public class AdminAccessTests
             "/api/admin/jobs", "/api/admin/cron-runs", "/api/admin/queues", "/api/admin/dead-letters", "/api/admin/dead-letters?state=all", "/api/admin/events",
             "/api/admin/audit", "/api/admin/store/repairs", "/api/admin/ledger/totals",
             "/api/admin/instances", "/api/admin/overview", "/api/admin/jobs/runtime.heartbeat", "/api/admin/balance-sync/lanes",
-            "/api/admin/allowances", "/api/admin/connections",
+            "/api/admin/allowances", "/api/admin/connections", "/api/admin/search?q=anyone",
         })
         {
             await viewer.GetAsync(path, Ct).ExpectAsync(HttpStatusCode.OK);

@@ -32,6 +32,9 @@ public sealed partial class JobRunner(
 {
     public const string ScheduleTrigger = "schedule";
     public const string ManualTrigger = "manual";
+
+    /// <summary>Every trigger a run is recorded with.</summary>
+    public static readonly string[] Triggers = [ScheduleTrigger, ManualTrigger];
     private const int MaxErrorLength = 2000;
 
     public sealed record Outcome(CronRun? Run, object? Detail);

@@ -18,6 +18,8 @@ namespace Tally.Jobs.Scheduling
         public const string Success = "SUCCESS";
         public const string Failed = "FAILED";
         public const string SkippedLocked = "SKIPPED_LOCKED";
+
+        public static readonly string[] All = [Running, Success, Failed, SkippedLocked];
     }
 
     /// <summary>The audit row of one run of a scheduled job, on whichever instance ran it.</summary>
