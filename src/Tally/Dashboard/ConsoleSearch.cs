@@ -39,7 +39,8 @@ public static class ConsoleSearch
 
     public static WebApplication MapConsoleSearch(this WebApplication app)
     {
-        app.MapAdmin("/api/admin", "Admin: search").MapGet("/search", SearchAsync);
+        app.MapAdmin("/api/admin", "Admin: search").MapGet("/search", SearchAsync)
+            .WithSummary("Search any id (user, schedule, connection, dead letter or message id, run, transfer, event, core account) or a username: the console pages it leads to");
         return app;
     }
 

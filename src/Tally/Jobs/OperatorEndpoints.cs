@@ -29,11 +29,17 @@ public static class OperatorEndpoints
     public static WebApplication MapOperator(this WebApplication app)
     {
         var admin = app.MapAdmin("/api/admin", "Admin: operations");
-        admin.MapGet("/jobs", ListJobsAsync);
-        admin.MapPost("/jobs/{name}/run", RunJobAsync).ForOperators();
-        admin.MapPost("/jobs/{name}/pause", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, true, jobs, runner, ct)).ForOperators();
-        admin.MapPost("/jobs/{name}/resume", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, false, jobs, runner, ct)).ForOperators();
-        admin.MapGet("/queues", ListQueuesAsync);
+        admin.MapGet("/jobs", ListJobsAsync).WithSummary("Every scheduled job: schedule and zone, next run, last run, paused");
+        admin.MapPost("/jobs/{name}/run", RunJobAsync).ForOperators()
+            .WithSummary("Run a job now, under its distributed lock, and answer its run (recorded in cron_runs like a scheduled one)")
+            .Refuses(404, "JOB.NOT_FOUND", "no job has this name");
+        admin.MapPost("/jobs/{name}/pause", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, true, jobs, runner, ct)).ForOperators()
+            .WithSummary("Pause a job on every instance: it does not run on its schedule until resumed (run now still works)")
+            .Refuses(404, "JOB.NOT_FOUND", "no job has this name");
+        admin.MapPost("/jobs/{name}/resume", (string name, JobRegistry jobs, JobRunner runner, CancellationToken ct) => SetPausedAsync(name, false, jobs, runner, ct)).ForOperators()
+            .WithSummary("Resume a paused job; occurrences missed while paused are not run")
+            .Refuses(404, "JOB.NOT_FOUND", "no job has this name");
+        admin.MapGet("/queues", ListQueuesAsync).WithSummary("Each queue's ready, in-flight, waiting-to-retry and dead letters, with its retry policy");
         return app.MapDeadLetters().MapAudit().MapRunListing().MapEventListing();
     }
 

@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
@@ -60,7 +61,8 @@ public static class EventListing
 {
     public static WebApplication MapEventListing(this WebApplication app)
     {
-        app.MapAdmin("/api/admin", "Admin: operations").MapGet("/events", ListEventsAsync);
+        app.MapAdmin("/api/admin", "Admin: operations").MapGet("/events", ListEventsAsync)
+            .WithSummary("The outbox: filter by type, subject, time, event id and published or pending; oldest first with `after`, newest first with `before` or `order=desc`");
         return app;
     }
 
@@ -119,7 +121,8 @@ public static class EventListing
     /// </summary>
     internal static async Task<Results<Ok<List<EventView>>, ValidationProblem>> ListEventsAsync(
         TallyDb db, CancellationToken ct, string? type = null, string? subject = null, string? from = null, string? to = null,
-        string? state = null, Guid? eventId = null, long? after = null, long? before = null, string? order = null, int? limit = null)
+        [AllowedValues(EventStates.All, EventStates.Published, EventStates.Pending)] string? state = null, Guid? eventId = null, long? after = null, long? before = null,
+        [AllowedValues("asc", "desc")] string? order = null, int? limit = null)
     {
         var errors = EventQuery.Parse(type, subject, from, to, state, eventId, after, before, order, limit, out var query);
         return errors.Any ? Problems.Invalid(errors.ToDictionary()) : TypedResults.Ok(await ListAsync(db, query, ct));

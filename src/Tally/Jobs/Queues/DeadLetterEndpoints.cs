@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
@@ -77,7 +78,8 @@ public static class DeadLetterEndpoints
     /// <summary>The listing: newest first; <paramref name="state"/> is dead unless given (or <c>all</c>).</summary>
     internal static async Task<Results<Ok<List<DeadLetterView>>, ValidationProblem>> ListAsync(
         TallyDb db, IOptions<AllowanceOptions> allowances, CancellationToken ct, string? queue = null, string? reason = null,
-        string? messageId = null, string? text = null, string? state = null, long? before = null, int? limit = null)
+        string? messageId = null, string? text = null,
+        [AllowedValues(DeadLetterStates.Dead, DeadLetterStates.Replayed, DeadLetterStates.Deleted, All)] string? state = null, long? before = null, int? limit = null)
     {
         var filter = new DeadLetterFilter(queue, reason, messageId, text);
         var errors = filter.Check(new FieldErrors())

@@ -66,7 +66,9 @@ public static class JobEndpoints
 
     public static WebApplication MapJobDetails(this WebApplication app)
     {
-        app.MapAdmin("/api/admin", "Admin: jobs").MapGet("/jobs/{name}", DetailAsync);
+        app.MapAdmin("/api/admin", "Admin: jobs").MapGet("/jobs/{name}", DetailAsync)
+            .WithSummary("One job: schedule and zone, the next five occurrences (UTC and local), last run, last success, paused and stale")
+            .Refuses(404, "JOB.NOT_FOUND", "no job has this name");
         return app;
     }
 

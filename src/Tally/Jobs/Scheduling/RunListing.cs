@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Tally.Data;
@@ -56,7 +57,8 @@ public static class RunListing
 {
     public static WebApplication MapRunListing(this WebApplication app)
     {
-        app.MapAdmin("/api/admin", "Admin: operations").MapGet("/cron-runs", ListRunsAsync);
+        app.MapAdmin("/api/admin", "Admin: operations").MapGet("/cron-runs", ListRunsAsync)
+            .WithSummary("The run audit: filter by job, status, instance, trigger and time; newest first, `before` = the last row's id");
         return app;
     }
 
@@ -114,7 +116,9 @@ public static class RunListing
     /// a JSON array of <see cref="RunListItem"/>, newest first. See <see cref="RunQuery"/> for the filters.
     /// </summary>
     internal static async Task<Results<Ok<List<RunListItem>>, ValidationProblem>> ListRunsAsync(
-        TallyDb db, CancellationToken ct, string? job = null, string? status = null, string? instance = null, string? trigger = null,
+        TallyDb db, CancellationToken ct, string? job = null,
+        [AllowedValues(CronRunStatus.Running, CronRunStatus.Success, CronRunStatus.Failed, CronRunStatus.SkippedLocked)] string? status = null, string? instance = null,
+        [AllowedValues(JobRunner.ScheduleTrigger, JobRunner.ManualTrigger)] string? trigger = null,
         string? from = null, string? to = null, bool? includeSkipped = null, long? run = null, long? before = null, int? limit = null)
     {
         var errors = RunQuery.Parse(job, status, instance, trigger, from, to, includeSkipped, run, before, limit, out var query);
