@@ -174,7 +174,7 @@ public static class AllowanceBench
         return Path.Combine(folder, tool);
     }
 
-    private static Process StartTally(Dictionary<string, string> settings, string roles, string urls)
+    internal static Process StartTally(Dictionary<string, string> settings, string roles, string urls)
     {
         var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "Tally.dll"), "--urls", urls])
         {
@@ -245,7 +245,7 @@ public static class AllowanceBench
         }
     }
 
-    private static async Task WaitHealthyAsync(HttpClient http, CancellationToken ct)
+    internal static async Task WaitHealthyAsync(HttpClient http, CancellationToken ct)
     {
         for (var i = 0; i < 300; i++)
         {
@@ -273,7 +273,7 @@ public static class AllowanceBench
         return Convert.ToInt64(await command.ExecuteScalarAsync(ct), CultureInfo.InvariantCulture);
     }
 
-    private static int FreePort()
+    internal static int FreePort()
     {
         using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();

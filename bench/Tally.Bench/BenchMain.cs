@@ -20,8 +20,10 @@ public static class BenchMain
                 return await StoreBench.RunAsync(rest, cancel.Token);
             case ["allowances", .. var rest]:
                 return await AllowanceBench.RunAsync(rest, cancel.Token);
+            case ["console", .. var rest]:
+                return await ConsoleBench.RunAsync(rest, cancel.Token);
             default:
-                await Console.Error.WriteLineAsync("Usage: Tally.Bench store|allowances [options]  (see bench/README.md)");
+                await Console.Error.WriteLineAsync("Usage: Tally.Bench store|allowances|console [options]  (see bench/README.md)");
                 return 2;
         }
     }
