@@ -53,23 +53,29 @@ public static class ConsoleBench
         var options = Options.Parse(args);
         if (options is null)
         {
-            await Console.Error.WriteLineAsync("Usage: console --postgres CONN [--runs 10000000] [--events 10000000] [--users 100000] [--calls 20] [--keep]");
+            await Console.Error.WriteLineAsync("Usage: console --postgres CONN [--runs 10000000] [--events 10000000] [--users 100000] [--calls 20] [--keep] [--reuse DATABASE]");
             return 2;
         }
         var server = new NpgsqlConnectionStringBuilder(options.Postgres);
-        var database = $"tally_bench_console_{DateTime.UtcNow:yyyyMMddHHmmss}";
-        await ExecuteAsync(server.ConnectionString, $"CREATE DATABASE {database}", ct);
+        var database = options.Reuse ?? $"tally_bench_console_{DateTime.UtcNow:yyyyMMddHHmmss}";
+        if (options.Reuse is null)
+        {
+            await ExecuteAsync(server.ConnectionString, $"CREATE DATABASE {database}", ct);
+        }
         var bench = new NpgsqlConnectionStringBuilder(options.Postgres) { Database = database, CommandTimeout = 0, MaxPoolSize = 50 }.ConnectionString;
         Process? tally = null;
         try
         {
-            await Migrator.ApplyAsync(new StorageSettings(StorageProvider.Postgres, bench), NullLogger.Instance, ct);
             var end = new DateTime(DateTime.UtcNow.Year, DateTime.UtcNow.Month, DateTime.UtcNow.Day, 0, 0, 0, DateTimeKind.Utc);
             var start = end.AddDays(-365);
-            var load = Stopwatch.StartNew();
-            await LoadAsync(bench, options, start, ct);
-            Console.WriteLine($"console: loaded {options.Runs:N0} runs, {options.Events:N0} events and {options.Users:N0} users in {load.Elapsed.TotalSeconds:F0} s "
+            if (options.Reuse is null)
+            {
+                await Migrator.ApplyAsync(new StorageSettings(StorageProvider.Postgres, bench), NullLogger.Instance, ct);
+                var load = Stopwatch.StartNew();
+                await LoadAsync(bench, options, start, ct);
+                Console.WriteLine($"console: loaded {options.Runs:N0} runs, {options.Events:N0} events and {options.Users:N0} users in {load.Elapsed.TotalSeconds:F0} s "
                 + "(indexes rebuilt, VACUUM ANALYZE done)");
+            }
 
             var port = AllowanceBench.FreePort();
             var settings = new Dictionary<string, string>
@@ -108,7 +114,7 @@ public static class ConsoleBench
                 tally.Kill(entireProcessTree: true);
                 await tally.WaitForExitAsync(CancellationToken.None);
             }
-            if (!options.Keep)
+            if (!options.Keep && options.Reuse is null)
             {
                 NpgsqlConnection.ClearAllPools();
                 await ExecuteAsync(server.ConnectionString, $"DROP DATABASE IF EXISTS {database} WITH (FORCE)", CancellationToken.None);
@@ -283,7 +289,8 @@ public static class ConsoleBench
         await command.ExecuteNonQueryAsync(ct);
     }
 
-    private sealed record Options(string Postgres, long Runs, long Events, int Users, int Calls, bool Keep)
+    /// <param name="Reuse">A database a previous <c>--keep</c> run loaded with the same sizes, measured again without loading (and kept).</param>
+    private sealed record Options(string Postgres, long Runs, long Events, int Users, int Calls, bool Keep, string? Reuse)
     {
         public static Options? Parse(string[] args)
         {
@@ -297,7 +304,7 @@ public static class ConsoleBench
             return postgres is null
                 ? null
                 : new Options(postgres, Long("--runs", 10_000_000), Long("--events", 10_000_000), (int)Long("--users", 100_000),
-                    (int)Long("--calls", 20), args.Contains("--keep"));
+                    (int)Long("--calls", 20), args.Contains("--keep"), Value("--reuse"));
         }
     }
 }
