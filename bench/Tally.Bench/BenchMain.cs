@@ -22,8 +22,10 @@ public static class BenchMain
                 return await AllowanceBench.RunAsync(rest, cancel.Token);
             case ["dead-letters", .. var rest]:
                 return await DeadLetterBench.RunAsync(rest, cancel.Token);
+            case ["console", .. var rest]:
+                return await ConsoleBench.RunAsync(rest, cancel.Token);
             default:
-                await Console.Error.WriteLineAsync("Usage: Tally.Bench store|allowances|dead-letters [options]  (see bench/README.md)");
+                await Console.Error.WriteLineAsync("Usage: Tally.Bench store|allowances|dead-letters|console [options]  (see bench/README.md)");
                 return 2;
         }
     }

@@ -80,6 +80,17 @@ public static class TimeWindow
 
     public static readonly DateTime Latest = new(2100, 1, 1, 0, 0, 0, DateTimeKind.Utc);
 
+    /// <summary>
+    /// A window this narrow is read through its time index and its rows sorted by id; a wider or an
+    /// open one walks the id order. PostgreSQL cannot see that ids follow time: for one day months
+    /// ago it walks the primary key back through every later row (1.7 s on 10,000,000 runs) instead
+    /// of reading the day's 27,000 rows through the time index (42 ms). See <see cref="Narrow"/>.
+    /// </summary>
+    public static readonly TimeSpan NarrowWindow = TimeSpan.FromDays(7);
+
+    /// <summary>Whether the window <paramref name="from"/>..<paramref name="to"/> is closed and at most <see cref="NarrowWindow"/> wide.</summary>
+    public static bool Narrow(DateTime? from, DateTime? to) => from is { } f && to is { } t && t - f <= NarrowWindow;
+
     /// <summary>Parses <paramref name="from"/> and <paramref name="to"/> (either may be absent) to UTC; an instant without an offset is read as UTC.</summary>
     public static FieldErrors CheckWindow(this FieldErrors errors, string? from, string? to, out DateTime? fromUtc, out DateTime? toUtc)
     {

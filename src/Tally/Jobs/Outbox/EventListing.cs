@@ -109,7 +109,14 @@ public static class EventListing
     public static async Task<List<EventView>> ListAsync(TallyDb db, EventQuery query, CancellationToken ct)
     {
         var matching = db.OutboxEvents.AsNoTracking().Matching(query);
-        var ordered = query.Descending ? matching.OrderByDescending(e => e.Sequence) : matching.OrderBy(e => e.Sequence);
+        // "+ 0" keeps PostgreSQL off the primary key's order for a narrow window: see TimeWindow.NarrowWindow.
+        var ordered = (query.Descending, TimeWindow.Narrow(query.From, query.To)) switch
+        {
+            (true, true) => matching.OrderByDescending(e => e.Sequence + 0),
+            (true, false) => matching.OrderByDescending(e => e.Sequence),
+            (false, true) => matching.OrderBy(e => e.Sequence + 0),
+            (false, false) => matching.OrderBy(e => e.Sequence),
+        };
         var rows = await ordered.Take(query.Limit).ToListAsync(ct);
         return rows.ConvertAll(e => new EventView(e.Sequence, e.EventId, e.EventType, e.SubjectId,
             JsonDocument.Parse(e.Payload).RootElement.Clone(), e.OccurredAt, e.PublishedAt));
