@@ -17,8 +17,8 @@ public class ConsoleBrowserTests
 {
     private static readonly string[] Pages =
     [
-        "/dashboard", "/dashboard/jobs", "/dashboard/allowances", "/dashboard/balance-sync", "/dashboard/connections",
-        "/dashboard/store", "/dashboard/audit",
+        "/dashboard", "/dashboard/jobs", "/dashboard/runs", "/dashboard/dead-letters", "/dashboard/events", "/dashboard/allowances",
+        "/dashboard/balance-sync", "/dashboard/connections", "/dashboard/store", "/dashboard/audit", "/dashboard/search?q=nobody",
     ];
 
     [Fact]
@@ -61,6 +61,22 @@ public class ConsoleBrowserTests
         await Assertions.Expect(row.Locator(".status")).ToHaveTextAsync("SUCCESS");
         await AssertAccessibleAsync(op);
         await ConsoleBrowser.ScreenshotAsync(op, "jobs");
+
+        // The runs, filtered by status and time in the form; the filters land in the URL.
+        await op.GotoAsync("/dashboard/runs");
+        await op.GetByLabel("Status").SelectOptionAsync("SUCCESS");
+        await op.GetByLabel("Started from (UTC)").FillAsync(DateTime.UtcNow.AddHours(-1).ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture));
+        await op.GetByRole(AriaRole.Button, new() { Name = "Filter" }).ClickAsync();
+        await Assertions.Expect(op).ToHaveURLAsync(new System.Text.RegularExpressions.Regex("status=SUCCESS&.*from=20"));
+        var statuses = await op.Locator("tr[data-run] td.status").AllInnerTextsAsync();
+        Assert.NotEmpty(statuses);
+        Assert.All(statuses, status => Assert.Equal("SUCCESS", status));
+        Assert.Contains("store.sync-accounts", string.Join(" ", await op.Locator("tr[data-run]").AllInnerTextsAsync()));
+        await AssertAccessibleAsync(op);
+        await ConsoleBrowser.ScreenshotAsync(op, "runs");
+        await op.GetByLabel("Started from (UTC)").FillAsync(DateTime.UtcNow.AddHours(1).ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture));
+        await op.GetByRole(AriaRole.Button, new() { Name = "Filter" }).ClickAsync();
+        await Assertions.Expect(op.Locator("main")).ToContainTextAsync("No run matches.");
 
         // The audit names who did what, in order, and the viewer's refused attempt.
         await op.GotoAsync("/dashboard/audit?outcome=succeeded");
@@ -151,6 +167,15 @@ public class ConsoleBrowserTests
             await Eventually.TrueAsync(async () => await admin.BalanceAsync(juniorOf) == 7.25m, "each junior paid");
         }
         Assert.Equal(0, (await admin.GetAsync("/api/admin/dead-letters", ct).ExpectAsync(HttpStatusCode.OK)).GetArrayLength());
+
+        // The overview's charts count the four credits paid in this hour; the events page lists them.
+        await op.GotoAsync("/dashboard");
+        await Assertions.Expect(op.Locator("figure.chart").First).ToContainTextAsync("Allowance credits paid 4");
+        await AssertAccessibleAsync(op);
+        await ConsoleBrowser.ScreenshotAsync(op, "overview");
+        await op.GotoAsync("/dashboard/events?type=AllowanceCredited");
+        await Assertions.Expect(op.Locator("tr[data-event]")).ToHaveCountAsync(4);
+        await AssertAccessibleAsync(op);
         Assert.True(browser.Errors.Count == 0, string.Join(Environment.NewLine, browser.Errors));
     }
 
