@@ -67,6 +67,8 @@ public class DocsReferenceTests
         Assert.Equal(Tally.Jobs.Audit.AuditOutcomes.All, outcome.GetProperty("schema").GetProperty("enum").EnumerateArray().Select(v => v.GetString()!).ToArray());
         var runStatus = Operation(document, "/api/admin/cron-runs", "get").GetProperty("parameters").EnumerateArray().Single(p => p.GetProperty("name").GetString() == "status");
         Assert.Contains("SKIPPED_LOCKED", runStatus.GetProperty("schema").GetProperty("enum").EnumerateArray().Select(v => v.GetString()));
+        var frequency = document.GetProperty("components").GetProperty("schemas").GetProperty("AllowanceRequest").GetProperty("properties").GetProperty("frequency");
+        Assert.Equal(["DAILY", "WEEKLY", "MONTHLY"], frequency.GetProperty("enum").EnumerateArray().Select(v => v.GetString()!).ToArray());
     }
 
     private static System.Text.Json.JsonElement Operation(System.Text.Json.JsonElement document, string path, string method) =>

@@ -1,4 +1,5 @@
 using System.Collections.Frozen;
+using System.ComponentModel.DataAnnotations;
 using System.Globalization;
 using System.Text.RegularExpressions;
 using Tally.Features.Ledger;
@@ -10,8 +11,8 @@ namespace Tally.Features.Allowances;
 public sealed record AllowanceRequest(
     decimal? Amount,
     string? Currency,
-    string? Frequency,
-    string? Status,
+    [property: AllowedValues("DAILY", "WEEKLY", "MONTHLY")] string? Frequency,
+    [property: AllowedValues(ScheduleStatus.On, ScheduleStatus.Off)] string? Status,
     string? StartAt,
     string? TimeZone,
     int? Interval,

@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
@@ -55,7 +56,7 @@ namespace Tally.Features.Users
         }
     }
 
-    public sealed record CreateUser(Guid? Id, string? Username, string? Context, string? CustomerNumber, bool? IsActive);
+    public sealed record CreateUser(Guid? Id, string? Username, [property: AllowedValues(UserContexts.MobileBanking, UserContexts.Wallet)] string? Context, string? CustomerNumber, bool? IsActive);
 
     public sealed record UserView(Guid Id, string Username, string Context, string? CustomerNumber, bool IsActive)
     {
