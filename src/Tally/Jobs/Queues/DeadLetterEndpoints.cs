@@ -153,29 +153,22 @@ public static class DeadLetterEndpoints
             _ => NotFound(),
         };
 
-    internal static async Task<Results<Ok<DeadLetterPreview>, Ok<DeadLettersReplayed>, ValidationProblem>> ReplayMatchingAsync(
-        DeadLetterBulkRequest request, HttpContext http, TallyDb db, DeadLetterStore store, CancellationToken ct)
-    {
-        if (Check(request) is { Any: true } errors)
-        {
-            return Problems.Invalid(errors.ToDictionary());
-        }
-        var selection = new DeadLetterSelection(request.Filter, request.Ids, request.UpTo);
-        AuditLog.Target(http, selection.ToString());
-        if (request.DryRun == true)
-        {
-            return TypedResults.Ok(await DryRunAsync(http, db, selection, ct));
-        }
-        selection = await BoundAsync(db, selection, ct);
+    internal static Task<Results<Ok<DeadLetterPreview>, Ok<DeadLettersReplayed>, ValidationProblem>> ReplayMatchingAsync(
+        DeadLetterBulkRequest request, HttpContext http, TallyDb db, DeadLetterStore store, CancellationToken ct) =>
         // The request's token: a replay stopped half-way has published and marked whole batches only,
         // and a new dry run counts what is left.
-        var replayed = await store.ReplayAsync(selection, AuditLog.ActorOf(http.User), ct);
-        AuditLog.Detail(http, $"replayed {replayed} dead letter(s) up to sequence {selection.UpTo}");
-        return TypedResults.Ok(new DeadLettersReplayed(replayed, selection.UpTo!.Value));
-    }
+        SettleMatchingAsync(request, http, db, "replayed", (selection, actor) => store.ReplayAsync(selection, actor, ct),
+            (count, upTo) => new DeadLettersReplayed(count, upTo), ct);
 
-    internal static async Task<Results<Ok<DeadLetterPreview>, Ok<DeadLettersDeleted>, ValidationProblem>> DeleteMatchingAsync(
-        DeadLetterBulkRequest request, HttpContext http, TallyDb db, DeadLetterStore store, CancellationToken ct)
+    internal static Task<Results<Ok<DeadLetterPreview>, Ok<DeadLettersDeleted>, ValidationProblem>> DeleteMatchingAsync(
+        DeadLetterBulkRequest request, HttpContext http, TallyDb db, DeadLetterStore store, CancellationToken ct) =>
+        SettleMatchingAsync(request, http, db, "deleted", (selection, actor) => store.DeleteAsync(selection, actor, ct),
+            (count, upTo) => new DeadLettersDeleted(count, upTo), ct);
+
+    /// <summary>A bulk replay or delete: checked, audited with its filter, a dry run's count, or the act bounded by <c>upTo</c>.</summary>
+    private static async Task<Results<Ok<DeadLetterPreview>, Ok<TDone>, ValidationProblem>> SettleMatchingAsync<TDone>(
+        DeadLetterBulkRequest request, HttpContext http, TallyDb db, string done, Func<DeadLetterSelection, string, Task<long>> settle,
+        Func<long, long, TDone> answer, CancellationToken ct)
     {
         if (Check(request) is { Any: true } errors)
         {
@@ -188,9 +181,9 @@ public static class DeadLetterEndpoints
             return TypedResults.Ok(await DryRunAsync(http, db, selection, ct));
         }
         selection = await BoundAsync(db, selection, ct);
-        var deleted = await store.DeleteAsync(selection, AuditLog.ActorOf(http.User), ct);
-        AuditLog.Detail(http, $"deleted {deleted} dead letter(s) up to sequence {selection.UpTo}");
-        return TypedResults.Ok(new DeadLettersDeleted(deleted, selection.UpTo!.Value));
+        var count = await settle(selection, AuditLog.ActorOf(http.User));
+        AuditLog.Detail(http, $"{done} {count} dead letter(s) up to sequence {selection.UpTo}");
+        return TypedResults.Ok(answer(count, selection.UpTo!.Value));
     }
 
     private static FieldErrors Check(DeadLetterBulkRequest request) => request.Filter.Check(new FieldErrors())
