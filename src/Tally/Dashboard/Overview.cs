@@ -144,7 +144,9 @@ public static class Overview
             .Where(r => r.StartedAt >= since)
             .GroupBy(r => new { r.StartedAt.Date, r.StartedAt.Hour, r.Status })
             .Select(g => new { g.Key.Date, g.Key.Hour, g.Key.Status, Count = g.LongCount() }).ToListAsync(ct);
-        var dead = await db.DeadLetters.AsNoTracking().Live()
+        // History, not the present: every message dead-lettered in the hour, replayed or deleted since
+        // or not (the queue counts above are what is still dead).
+        var dead = await db.DeadLetters.AsNoTracking()
             .Where(d => d.DeadLetteredAt >= since)
             .GroupBy(d => new { d.DeadLetteredAt.Date, d.DeadLetteredAt.Hour })
             .Select(g => new { g.Key.Date, g.Key.Hour, Count = g.LongCount() }).ToListAsync(ct);
