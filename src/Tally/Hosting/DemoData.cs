@@ -32,14 +32,34 @@ public static partial class DemoData
     {
         public async Task StartAsync(CancellationToken cancellationToken)
         {
-            await using var db = await dbs.CreateDbContextAsync(cancellationToken);
-            if (!await db.Users.AnyAsync(u => u.Id == GuardianId, cancellationToken))
+            // The check is an optimisation; the users' primary keys are the guarantee. Instances started
+            // at the same instant both pass the check, one commits, and the other's unique violation means
+            // "already loaded": each part is one SaveChanges, so it is loaded whole or not at all.
+            await using (var db = await dbs.CreateDbContextAsync(cancellationToken))
             {
-                await SeedFamilyAsync(db, cancellationToken);
+                if (!await db.Users.AnyAsync(u => u.Id == GuardianId, cancellationToken))
+                {
+                    await LoadOnceAsync(() => SeedFamilyAsync(db, cancellationToken));
+                }
             }
-            if (!await db.Users.AnyAsync(u => u.Id == MobileUserId, cancellationToken))
+            await using (var db = await dbs.CreateDbContextAsync(cancellationToken))
             {
-                await SeedCoreBankingAsync(db, cancellationToken);
+                if (!await db.Users.AnyAsync(u => u.Id == MobileUserId, cancellationToken))
+                {
+                    await LoadOnceAsync(() => SeedCoreBankingAsync(db, cancellationToken));
+                }
+            }
+        }
+
+        private async Task LoadOnceAsync(Func<Task> load)
+        {
+            try
+            {
+                await load();
+            }
+            catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
+            {
+                LogLoadedElsewhere(logger);
             }
         }
 
@@ -91,6 +111,9 @@ public static partial class DemoData
         }
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Demo data was loaded by another instance starting at the same time")]
+        private static partial void LogLoadedElsewhere(ILogger logger);
 
         [LoggerMessage(Level = LogLevel.Information, Message = "Demo data loaded: a guardian with 500.00 USD and a linked junior")]
         private static partial void LogSeeded(ILogger logger);

@@ -71,6 +71,28 @@ public static class OptionsSetup
         where T : class
         => services.AddOptions<T>().BindConfiguration(section).ValidateDataAnnotations().ValidateOnStart();
 
+    /// <summary>
+    /// <c>Tally:Roles</c> as people write it: a list (<c>Tally__Roles__0=worker</c>, a JSON array) or
+    /// one string (<c>Tally__Roles=worker</c>, <c>api,scheduler</c>, any case), which the configuration
+    /// binder would silently ignore for an array. The string becomes the list's entries; both forms at
+    /// once are refused, naming the setting, rather than one quietly winning.
+    /// </summary>
+    public static Dictionary<string, string?> RolesAsList(IConfigurationSection roles)
+    {
+        if (string.IsNullOrWhiteSpace(roles.Value))
+        {
+            return [];
+        }
+        if (roles.GetChildren().Any())
+        {
+            throw new InvalidOperationException(
+                $"{roles.Path} is set both as one string ('{roles.Value}') and as a list ({roles.Path}:0, ...); set it one way.");
+        }
+        return roles.Value.Split([',', ';', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select((role, i) => (Key: $"{roles.Path}:{i}", Value: role.ToLowerInvariant()))
+            .ToDictionary(e => e.Key, e => (string?)e.Value);
+    }
+
     /// <summary>Reads the options once at registration time (for decisions such as which roles to host).</summary>
     public static T Read<T>(this IConfiguration configuration, string section)
         where T : new()
@@ -78,6 +100,7 @@ public static class OptionsSetup
 
     public static WebApplicationBuilder AddTallyOptions(this WebApplicationBuilder builder)
     {
+        builder.Configuration.AddInMemoryCollection(RolesAsList(builder.Configuration.GetSection($"{TallyOptions.Section}:Roles")));
         builder.Services.AddValidatedOptions<TallyOptions>(TallyOptions.Section)
             .Validate(o => TallyOptions.ValidateRoles(o) == ValidationResult.Success,
                 "Tally:Roles may only contain api, scheduler and worker.");
