@@ -88,6 +88,8 @@ public static class JobRuntimeSetup
             services.AddHostedService(sp => sp.GetRequiredService<OutboxDispatcher>());
         }
         services.AddScheduledJob<HeartbeatJob>(HeartbeatJob.Name, "0 * * * *");
+        services.AddValidatedOptions<Retention.RetentionOptions>(Retention.RetentionOptions.Section);
+        services.AddScheduledJob<Retention.PruneHistory>(Retention.PruneHistory.Name, Retention.PruneHistory.DefaultCron);
         return builder;
     }
 
