@@ -1,6 +1,5 @@
 using Microsoft.AspNetCore.Mvc.RazorPages;
 using Tally.Data;
-using Tally.Jobs;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Dashboard.Pages;
@@ -17,7 +16,8 @@ public sealed class JobsModel(JobRegistry jobs, TallyDb db, TimeProvider clock) 
 
     public async Task OnGetAsync(CancellationToken ct)
     {
-        foreach (var job in (await OperatorEndpoints.ListJobsAsync(jobs, db, clock, ct)).Value ?? [])
+        // Each job's detail already carries its last run: the listing's query would be read and thrown away.
+        foreach (var job in jobs.All.OrderBy(j => j.Name, StringComparer.Ordinal))
         {
             if (PageAnswer.Read<JobDetailView>((await JobEndpoints.DetailAsync(job.Name, jobs, db, clock, ct)).Result, out _) is { } detail)
             {
