@@ -24,7 +24,7 @@ namespace Tally.Bench.BalanceSync;
 /// 10 ms while 100,000 background syncs wait; never more calls to the core than its rate limit").
 ///
 /// <c>dotnet run -c Release --project bench/BalanceSync -- [--users 100000] [--latency-ms 20]
-/// [--logins 1000] [--throughput-s 30] [--postgres CONNECTION_STRING] [--record bench/RESULTS.md]</c>
+/// [--logins 1000] [--throughput-s 30] [--postgres CONNECTION_STRING] [--instances 1,3] [--redis HOST:PORT] [--record bench/RESULTS.md]</c>
 ///
 /// A sandbox core with a fixed latency L runs in its own process (so Tally's pauses cannot bunch its
 /// arrival times); Tally runs in this one on a real Kestrel port, on a fresh database holding the
@@ -33,6 +33,9 @@ namespace Tally.Bench.BalanceSync;
 /// the core, the write, the answer). The reference, measured alongside: between the logins, a direct
 /// call to an identical sandbox in a third process, over a kept-alive connection like Tally's. Then,
 /// with no logins, the core's call rate over a window is compared with the configured rate limit.
+/// With <c>--instances 1,3</c> (PostgreSQL only) each configuration runs once per fleet size: that many
+/// Tally instances on the one database (and the one Redis, if given), each with the same settings, the
+/// logins spread over them in turn: the fleet's limits hold across them, or the core sees N times its rate.
 /// </summary>
 public static class BalanceSyncBench
 {
@@ -52,6 +55,13 @@ public static class BalanceSyncBench
         var throughputSeconds = IntArg(args, "--throughput-s", 30);
         var postgres = StringArg(args, "--postgres");
         var record = StringArg(args, "--record");
+        var redis = StringArg(args, "--redis");
+        var fleets = (StringArg(args, "--instances") ?? "1").Split(',').Select(n => int.Parse(n, CultureInfo.InvariantCulture)).ToList();
+        if (fleets.Any(n => n > 1) && postgres is null)
+        {
+            await Console.Error.WriteLineAsync("--instances above 1 needs --postgres: instances share the lanes table.");
+            return 2;
+        }
         // --config RATE:CALLS:RESERVE[:WORKERS], repeatable; by default the defaults and a login-first setup.
         var configs = args.Select((a, i) => (a, i)).Where(x => x.a == "--config" && x.i + 1 < args.Length)
             .Select(x => ParseConfig(args[x.i + 1])).ToList();
@@ -70,14 +80,20 @@ public static class BalanceSyncBench
         var database = postgres is null
             ? $"Data Source={Path.Combine(Path.GetTempPath(), $"tally-bench-{Guid.NewGuid():N}.db")}"
             : await NewPostgresDatabaseAsync(postgres);
-        var storage = postgres is null ? "SQLite (embedded, in-process lanes)" : "PostgreSQL (shared lanes table)";
+        var storage = postgres is null ? "SQLite (embedded, in-process lanes)"
+            : $"PostgreSQL (shared lanes table), the fleet's limits counted in {(redis is null ? "PostgreSQL" : "Redis")}";
         var rows = new List<string>();
         List<Guid>? ids = null;
-        foreach (var config in configs)
+        foreach (var (config, instances) in configs.SelectMany(c => fleets.Select(n => (c, n))))
         {
-            await using var tally = new TallyHost(database, postgres is not null, sandbox, config);
-            tally.StartServer();
-            var baseUrl = tally.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            var fleet = Enumerable.Range(1, instances).Select(n => new TallyHost(database, postgres is not null, sandbox, config, $"bench-{n}", redis)).ToList();
+            await using var stop = new Fleet(fleet);
+            var baseUrls = fleet.Select(host =>
+            {
+                host.StartServer();
+                return host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            }).ToList();
+            var tally = fleet[0];
             if (ids is null)
             {
                 var load = Stopwatch.StartNew();
@@ -96,7 +112,7 @@ public static class BalanceSyncBench
                 await db.Database.ExecuteSqlRawAsync("TRUNCATE balance_sync_queue");
             }
             await sandbox.ResetAsync();
-            var row = await RunConfigAsync(config, baseUrl, sandbox, referenceCore, ids, logins, throughputSeconds, latencyMs);
+            var row = await RunConfigAsync(config, instances, baseUrls, sandbox, referenceCore, ids, logins, throughputSeconds, latencyMs);
             rows.Add(row);
             Console.WriteLine(row);
         }
@@ -120,12 +136,14 @@ public static class BalanceSyncBench
     }
 
     private static async Task<string> RunConfigAsync(
-        Config config, string baseUrl, SandboxProcess sandbox, SandboxProcess referenceCore, List<Guid> ids, int logins, int throughputSeconds, int latencyMs)
+        Config config, int instances, List<string> baseUrls, SandboxProcess sandbox, SandboxProcess referenceCore, List<Guid> ids, int logins, int throughputSeconds, int latencyMs)
     {
+        var https = baseUrls.Select(url => new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromMinutes(5) }).ToList();
+        using var disposeAll = new Disposables(https);
         using var direct = new HttpClient();
         direct.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", referenceCore.ApiKey);
         var referenceTimes = new List<double>();
-        using var http = new HttpClient { BaseAddress = new Uri(baseUrl), Timeout = TimeSpan.FromMinutes(5) };
+        var http = https[0];
         using var run = await http.SendAsync(Post("/api/admin/jobs/balance-sync.enqueue-all/run", Guid.Empty, Roles.Admin));
         var detail = JsonDocument.Parse(await run.Content.ReadAsStringAsync()).RootElement.GetProperty("detail");
         Console.WriteLine($"[{config.Name}] queued {detail.GetProperty("queued").GetInt32():N0} users on the background lane");
@@ -147,7 +165,7 @@ public static class BalanceSyncBench
             var user = ids[random.Next(ids.Count)];
             using var request = Post("/api/me/balances/sync", user, Roles.User);
             var clock = Stopwatch.StartNew();
-            using var response = await http.SendAsync(request);
+            using var response = await https[i % https.Count].SendAsync(request);
             var body = await response.Content.ReadAsStringAsync();
             clock.Stop();
             if (i < 20)
@@ -182,7 +200,7 @@ public static class BalanceSyncBench
 
         var target = latencyMs + 10;
         return string.Create(CultureInfo.InvariantCulture,
-            $"| {config.Name} | {waiting:N0} | {reference.P50:0.0} / {reference.P99:0.0} | {login.P50:0.0} | {login.P99:0.0} | {login.Max:0.0} | {login.P99 - reference.P99:+0.0;-0.0} | {(login.P99 <= target ? "met" : "missed")} | {(login.P99 <= reference.P99 + 10 ? "met" : "missed")} | {ok}/{queued} | {perSecond:0.00} / {config.Rate} = {perSecond / config.Rate:0.000} | {(perSecond / config.Rate >= 0.95 ? "met" : "missed")} | {stats.GetProperty("maxCallsInAnySecond").GetInt32()} | {stats.GetProperty("maxConcurrent").GetInt32()} |");
+            $"| {config.Name} | {instances} | {waiting:N0} | {reference.P50:0.0} / {reference.P99:0.0} | {login.P50:0.0} | {login.P99:0.0} | {login.Max:0.0} | {login.P99 - reference.P99:+0.0;-0.0} | {(login.P99 <= target ? "met" : "missed")} | {(login.P99 <= reference.P99 + 10 ? "met" : "missed")} | {ok}/{queued} | {perSecond:0.00} / {config.Rate} = {perSecond / config.Rate:0.000} | {(perSecond / config.Rate >= 0.95 ? "met" : "missed")} | {stats.GetProperty("maxCallsInAnySecond").GetInt32()} | {stats.GetProperty("maxConcurrent").GetInt32()} |");
     }
 
     private static string Report(string storage, int users, int latencyMs, int logins, int throughputSeconds, List<string> rows, string[] args)
@@ -207,8 +225,8 @@ public static class BalanceSyncBench
             second over {throughputSeconds} s with no logins >= 0.95 of the configured rate; the core's own count of calls in any
             second and in flight.
 
-            | configuration | waiting | ref p50 / p99 (ms) | login p50 (ms) | login p99 (ms) | max (ms) | p99 - ref p99 | p99 <= L + 10 | p99 <= ref p99 + 10 | ok/queued | background rate / limit | >= 0.95 | max calls in any 1 s | max in flight |
-            |---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+            | configuration | instances | waiting | ref p50 / p99 (ms) | login p50 (ms) | login p99 (ms) | max (ms) | p99 - ref p99 | p99 <= L + 10 | p99 <= ref p99 + 10 | ok/queued | background rate / limit | >= 0.95 | max calls in any 1 s | max in flight |
+            |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
             {string.Join("\n", rows)}
 
             """;
@@ -405,15 +423,40 @@ public static class BalanceSyncBench
         }
     }
 
+    /// <summary>Every instance of one fleet, stopped together.</summary>
+    private sealed class Fleet(List<TallyHost> hosts) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            foreach (var host in hosts)
+            {
+                await host.DisposeAsync();
+            }
+        }
+    }
+
+    private sealed class Disposables(IEnumerable<IDisposable> all) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var one in all)
+            {
+                one.Dispose();
+            }
+        }
+    }
+
     /// <summary>Tally on a real Kestrel port (127.0.0.1, any free port), configured as an operator would.</summary>
     private sealed class TallyHost : WebApplicationFactory<global::Program>
     {
         private readonly Dictionary<string, string?> _settings;
 
-        public TallyHost(string database, bool postgres, SandboxProcess sandbox, Config config)
+        public TallyHost(string database, bool postgres, SandboxProcess sandbox, Config config, string instanceId, string? redis)
         {
             _settings = new Dictionary<string, string?>
             {
+                ["Tally:InstanceId"] = instanceId,
+                ["Redis:Url"] = redis,
                 [postgres ? "ConnectionStrings:Postgres" : "ConnectionStrings:Sqlite"] = database,
                 ["Auth:SigningKey"] = SigningKey,
                 ["Tally:DemoData"] = "false",

@@ -25,7 +25,15 @@ public sealed class TallyOptions
     /// instance not heard from for three of its heartbeats is shown as no longer alive.
     /// </summary>
     [Range(1, 3600, ErrorMessage = "Tally:HeartbeatSeconds must be between 1 and 3600.")]
-    public int HeartbeatSeconds { get; set; } = 10;
+    public int HeartbeatSeconds { get; set; } = 5;
+
+    /// <summary>
+    /// How long a stopping instance (SIGTERM) waits for the work in hand: it stops taking work at once,
+    /// finishes what it holds (or hands it back: an unacknowledged delivery returns to the queue, a
+    /// claim is released), then exits. Work cut off at the deadline is redone elsewhere, never twice
+    /// (every settlement is idempotent).
+    /// </summary>
+    public TimeSpan ShutdownTimeout { get; set; } = TimeSpan.FromSeconds(30);
 
     /// <summary>The largest request body the API reads; a larger one is answered 413 <c>PAYLOAD_TOO_LARGE</c>.</summary>
     [Range(1024, 1L << 30, ErrorMessage = "Tally:MaxRequestBodyBytes must be between 1024 and 1073741824.")]
@@ -103,7 +111,10 @@ public static class OptionsSetup
         builder.Configuration.AddInMemoryCollection(RolesAsList(builder.Configuration.GetSection($"{TallyOptions.Section}:Roles")));
         builder.Services.AddValidatedOptions<TallyOptions>(TallyOptions.Section)
             .Validate(o => TallyOptions.ValidateRoles(o) == ValidationResult.Success,
-                "Tally:Roles may only contain api, scheduler and worker.");
+                "Tally:Roles may only contain api, scheduler and worker.")
+            .Validate(o => o.ShutdownTimeout >= TimeSpan.Zero && o.ShutdownTimeout <= TimeSpan.FromHours(1),
+                "Tally:ShutdownTimeout must be between 00:00:00 and 01:00:00.");
+        builder.Services.AddOptions<HostOptions>().Configure<IOptions<TallyOptions>>((host, tally) => host.ShutdownTimeout = tally.Value.ShutdownTimeout);
         return builder;
     }
 }

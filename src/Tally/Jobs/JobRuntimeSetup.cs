@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Options;
 using Npgsql;
 using StackExchange.Redis;
 using Tally.Data;
@@ -57,6 +58,8 @@ public static class JobRuntimeSetup
                 break;
         }
 
+        AddFleetLimits(services, configuration, storage, redisUrl);
+
         services.AddValidatedOptions<RabbitMqOptions>(RabbitMqOptions.Section)
             .Validate(o => RabbitMqOptions.IsValidUrl(o.Url), "RabbitMq:Url must be an amqp:// or amqps:// URL.");
         if (configuration.Read<RabbitMqOptions>(RabbitMqOptions.Section).IsConfigured)
@@ -91,6 +94,30 @@ public static class JobRuntimeSetup
         services.AddValidatedOptions<Retention.RetentionOptions>(Retention.RetentionOptions.Section);
         services.AddScheduledJob<Retention.PruneHistory>(Retention.PruneHistory.Name, Retention.PruneHistory.DefaultCron);
         return builder;
+    }
+
+    /// <summary>Where the fleet's upstream limits are counted: <c>RateLimits:Store</c>, else Redis when configured, else PostgreSQL when it is the storage, else nowhere (one process).</summary>
+    private static void AddFleetLimits(IServiceCollection services, IConfiguration configuration, StorageSettings storage, string? redisUrl)
+    {
+        services.AddValidatedOptions<FleetLimitOptions>(FleetLimitOptions.Section)
+            .Validate(o => o.Store is null or "redis" or "postgres" or "none", "RateLimits:Store must be redis, postgres or none.");
+        var store = configuration.Read<FleetLimitOptions>(FleetLimitOptions.Section).Store
+            ?? (!string.IsNullOrWhiteSpace(redisUrl) ? "redis" : storage.Provider == StorageProvider.Postgres ? "postgres" : "none");
+        switch (store)
+        {
+            case "redis" when string.IsNullOrWhiteSpace(redisUrl):
+                throw new InvalidOperationException("RateLimits:Store is redis but Redis:Url is not set.");
+            case "redis":
+                services.AddSingleton<IFleetStore, RedisFleetStore>();
+                break;
+            case "postgres" when storage.Provider != StorageProvider.Postgres:
+                throw new InvalidOperationException("RateLimits:Store is postgres but ConnectionStrings:Postgres is not set.");
+            case "postgres":
+                services.AddSingleton<IFleetStore, PostgresFleetStore>();
+                break;
+        }
+        services.AddSingleton(sp => new FleetLimiter(sp.GetService<IFleetStore>(), sp.GetRequiredService<IOptions<FleetLimitOptions>>().Value,
+            sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<FleetLimiter>>()));
     }
 
     public static ConfigurationOptions RedisConfiguration(string url)

@@ -60,6 +60,15 @@ public static class BalanceSyncSetup
             var o = sp.GetRequiredService<IOptions<BalanceSyncOptions>>().Value;
             return new CoreCallGate(o.MaxConcurrentCalls, o.PriorityReserve, CoreRateOf(configuration, o), sp.GetRequiredService<TimeProvider>());
         });
+        // The same limits for the whole fleet (Jobs/RateLimits/FleetLimits.cs): a call dead with its
+        // instance stops counting as in flight after the call's own timeout and a margin.
+        services.AddKeyedSingleton(BalanceSyncOptions.Upstream, (sp, _) =>
+        {
+            var o = sp.GetRequiredService<IOptions<BalanceSyncOptions>>().Value;
+            var rate = CoreRateOf(configuration, o);
+            var timeout = sp.GetRequiredService<IOptions<T24Options>>().Value.Timeout + TimeSpan.FromSeconds(5);
+            return new FleetLimit(BalanceSyncOptions.Upstream, rate.Permits, rate.Window, o.MaxConcurrentCalls, o.PriorityReserve, Even: true, timeout);
+        });
         services.AddSingleton<T24Endpoint>();
         services.AddHttpClient<T24Client>(http =>
         {

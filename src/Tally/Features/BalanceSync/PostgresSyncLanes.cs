@@ -39,6 +39,9 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
 {
     public static readonly TimeSpan StealAfter = TimeSpan.FromMilliseconds(500);
 
+    /// <summary>How often an instance looks for claims of dead instances: well inside the 30 s in which they must be free again.</summary>
+    private static readonly TimeSpan ReapEvery = TimeSpan.FromSeconds(5);
+
     private readonly string _instance = tally.Value.ResolvedInstanceId;
     private readonly WorkSignal _prioritySignal = new();
     private readonly WorkSignal _backgroundSignal = new();
@@ -230,17 +233,29 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
         return new SyncEntry(reader.GetGuid(0), lane, reader.GetGuid(1), reader.GetInt32(2), reader.GetFieldValue<DateTime>(3));
     }
 
-    /// <summary>Releases claims of instances that died mid-sync (at most every few seconds per instance).</summary>
+    /// <summary>
+    /// Releases claims of instances that died mid-sync (at most every few seconds per instance): an
+    /// instance gone quiet for three of its heartbeats, or stopped, or started again since it claimed
+    /// (a new process under the same <c>Tally:InstanceId</c> holds nothing of the old one's); and, for
+    /// a holder that never registered, after <see cref="BalanceSyncOptions.ClaimTimeout"/>.
+    /// </summary>
     private async Task ReapAsync(DateTime now, CancellationToken ct)
     {
-        if (now - _lastReap < TimeSpan.FromSeconds(5))
+        if (now - _lastReap < ReapEvery)
         {
             return;
         }
         _lastReap = now;
-        await using var command = _dataSource.CreateCommand(
-            "UPDATE balance_sync_queue SET claimed_by = NULL, claimed_at = NULL, claim = NULL WHERE claimed_by IS NOT NULL AND claimed_at < $1");
+        await using var command = _dataSource.CreateCommand("""
+            UPDATE balance_sync_queue q SET claimed_by = NULL, claimed_at = NULL, claim = NULL
+            WHERE claimed_by IS NOT NULL
+              AND (claimed_at < $1
+                   OR EXISTS (SELECT 1 FROM instances i WHERE i.id = q.claimed_by
+                              AND (i.stopped_at IS NOT NULL OR i.started_at > q.claimed_at
+                                   OR i.last_seen_at < $2 - make_interval(secs => 3 * i.heartbeat_seconds))))
+            """);
         command.Parameters.Add(new NpgsqlParameter { Value = now - options.Value.ClaimTimeout, NpgsqlDbType = NpgsqlDbType.TimestampTz });
+        command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
         await command.ExecuteNonQueryAsync(ct);
     }
 

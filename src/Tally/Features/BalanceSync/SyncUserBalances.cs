@@ -3,6 +3,7 @@ using Microsoft.EntityFrameworkCore;
 using Tally.Data;
 using Tally.Features.Users;
 using Tally.Jobs.Outbox;
+using Tally.Jobs.RateLimits;
 
 namespace Tally.Features.BalanceSync;
 
@@ -41,7 +42,8 @@ public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IRea
 /// Users that are not active MOBILE_BANKING users are never sent to the core, however they got here.
 /// </summary>
 public sealed partial class SyncUserBalances(
-    TallyDb db, T24Client t24, CoreCallGate gate, StorageSettings storage, IEventPublisher publisher, TimeProvider clock, ILogger<SyncUserBalances> logger,
+    TallyDb db, T24Client t24, CoreCallGate gate, FleetLimiter fleet, [FromKeyedServices(BalanceSyncOptions.Upstream)] FleetLimit coreLimit,
+    StorageSettings storage, IEventPublisher publisher, TimeProvider clock, ILogger<SyncUserBalances> logger,
     PostgresBalanceWriter? postgresWriter = null)
 {
     public const string BalanceUpdatedEvent = "CoreBalanceUpdated";
@@ -71,7 +73,10 @@ public sealed partial class SyncUserBalances(
         foreach (var account in accounts)
         {
             T24Result result;
+            // This instance's gate orders its own callers (logins first); the fleet's counts then hold
+            // the core's limits across every instance.
             using (var lease = await gate.EnterAsync(lane, ct))
+            await using (await fleet.EnterAsync(coreLimit, () => lane() == SyncLane.Priority, ct))
             {
                 lease.Starting();
                 result = await t24.GetBalanceAsync(account.AccountNumber, ct);
@@ -80,6 +85,7 @@ public sealed partial class SyncUserBalances(
             if (result.Failure is T24Failure.RateLimited limited)
             {
                 gate.PauseFor(limited.RetryAfter);
+                await fleet.PauseAsync(coreLimit.Upstream, limited.RetryAfter, ct);
             }
             answers.Add((account, result));
             if (result.Failure is { IsTransient: true } failure)

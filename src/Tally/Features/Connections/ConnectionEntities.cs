@@ -53,6 +53,9 @@ namespace Tally.Features.Connections
         public string? LastError { get; set; }
         public DateTime? RetryNotBefore { get; set; }
         public DateTime? SyncClaimedUntil { get; set; }
+
+        /// <summary>The instance (<c>Tally:InstanceId</c>) that took the claim.</summary>
+        public string? SyncClaimedBy { get; set; }
         public DateTime CreatedAt { get; set; }
         public DateTime UpdatedAt { get; set; }
         public DateTime? DeletedAt { get; set; }

@@ -2,6 +2,8 @@ using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Features.Connections.Providers;
+using Tally.Hosting;
+using Tally.Jobs.Instances;
 using Tally.Jobs.Outbox;
 using Tally.Jobs.RateLimits;
 
@@ -163,6 +165,7 @@ public sealed partial class SyncConnection(
     CredentialProtector protector,
     UpstreamRateLimits rateLimits,
     IOptions<ConnectionsOptions> options,
+    IOptions<TallyOptions> tally,
     TimeProvider clock,
     ILogger<SyncConnection> logger)
 {
@@ -311,11 +314,17 @@ public sealed partial class SyncConnection(
         await using var db = await dbs.CreateDbContextAsync(ct);
         await using var tx = await db.Database.BeginTransactionAsync(ct);
         // The conditional update is the claim: of concurrent syncs, exactly one moves the lease forward.
+        // A claim is free once its lease ran out, or at once when its holder is gone: stopped, started
+        // again since it claimed, or quiet for three heartbeats (a killed instance).
+        var quiet = await InstanceRegistry.QuietAsync(db, now, ct);
+        var me = tally.Value.ResolvedInstanceId;
         var claimed = await db.ProviderConnections
             .Where(c => c.Id == id && c.DeletedAt == null && c.Status == ConnectionStatus.Active
-                && (c.SyncClaimedUntil == null || c.SyncClaimedUntil < now))
+                && (c.SyncClaimedUntil == null || c.SyncClaimedUntil < now
+                    || db.Instances.Any(i => i.Id == c.SyncClaimedBy && (i.StoppedAt != null || i.StartedAt > c.LastAttemptAt || quiet.Contains(i.Id)))))
             .ExecuteUpdateAsync(s => s
                 .SetProperty(c => c.SyncClaimedUntil, now + options.Value.SyncLease)
+                .SetProperty(c => c.SyncClaimedBy, me)
                 .SetProperty(c => c.LastAttemptAt, now)
                 .SetProperty(c => c.UpdatedAt, now), ct);
         if (claimed == 0)

@@ -104,6 +104,13 @@ namespace Tally.Jobs.Instances
             return TypedResults.Ok(await ReadAsync(db, clock.GetUtcNow().UtcDateTime, take, ct));
         }
 
+        /// <summary>The ids of instances not heard from for three of their heartbeats (killed, crashed or cut off): what they hold is free.</summary>
+        public static async Task<List<string>> QuietAsync(TallyDb db, DateTime now, CancellationToken ct)
+        {
+            var rows = await db.Instances.AsNoTracking().Where(i => i.StoppedAt == null).ToListAsync(ct);
+            return [.. rows.Where(i => InstanceStates.Of(i, now) == InstanceStates.Lost).Select(i => i.Id)];
+        }
+
         public static async Task<List<InstanceView>> ReadAsync(TallyDb db, DateTime now, int take, CancellationToken ct)
         {
             var rows = await db.Instances.AsNoTracking().OrderByDescending(i => i.StartedAt).ThenBy(i => i.Id).Take(take).ToListAsync(ct);

@@ -11,19 +11,20 @@ public sealed class RateLimitOptions
 }
 
 /// <summary>
-/// A token bucket per upstream (T24, SimpleFIN, ...). <see cref="WaitAsync"/> delays the caller
+/// A limit per upstream (SimpleFIN, the sandbox, ...). <see cref="WaitAsync"/> delays the caller
 /// until a permit is free rather than failing the work: rate limits shape traffic, they do not drop it.
-/// Limits are per process; in scale-out, divide the upstream's quota by the worker count.
+/// With a fleet store (Redis or PostgreSQL) the limit holds across every instance
+/// (<see cref="FleetLimiter"/>: <c>Burst</c> calls in any <c>Burst / PermitsPerSecond</c> seconds);
+/// one embedded process keeps a token bucket in memory.
 /// </summary>
-public sealed class UpstreamRateLimits(IConfiguration configuration) : IAsyncDisposable
+public sealed class UpstreamRateLimits(IConfiguration configuration, FleetLimiter? fleet = null) : IAsyncDisposable
 {
     private readonly ConcurrentDictionary<string, RateLimiter> _limiters = new(StringComparer.Ordinal);
 
-    public RateLimiter For(string upstream) => _limiters.GetOrAdd(upstream, name =>
-    {
-        var options = configuration.GetSection($"RateLimits:{name}").Get<RateLimitOptions>() ?? new RateLimitOptions();
-        return Create(options);
-    });
+    public RateLimiter For(string upstream) => _limiters.GetOrAdd(upstream, name => Create(OptionsOf(name)));
+
+    private RateLimitOptions OptionsOf(string upstream) =>
+        configuration.GetSection($"RateLimits:{upstream}").Get<RateLimitOptions>() ?? new RateLimitOptions();
 
     public static RateLimiter Create(RateLimitOptions options)
     {
@@ -42,6 +43,11 @@ public sealed class UpstreamRateLimits(IConfiguration configuration) : IAsyncDis
     /// <summary>Waits for one permit of <paramref name="upstream"/>.</summary>
     public async ValueTask WaitAsync(string upstream, CancellationToken ct)
     {
+        if (fleet is { Store: not "none" })
+        {
+            await fleet.WaitAsync(FleetLimit.Of(upstream, OptionsOf(upstream)), ct);
+            return;
+        }
         using var lease = await For(upstream).AcquireAsync(1, ct);
         if (!lease.IsAcquired)
         {

@@ -13,7 +13,7 @@ public sealed class JobsOptions
     public string? Lock { get; set; }
 
     /// <summary>How long a lock outlives a holder that stopped renewing it (Redis).</summary>
-    public TimeSpan LockTtl { get; set; } = TimeSpan.FromSeconds(60);
+    public TimeSpan LockTtl { get; set; } = TimeSpan.FromSeconds(20);
 }
 
 /// <summary>

@@ -13,12 +13,14 @@ public class ScaleOutTests
         {
             ["Tally:InstanceId"] = "tally-a",
             ["AUTH_SYNC_TIMEOUT"] = "20000",
+            ["BalanceSync:MaxConcurrentCalls"] = "2",
         });
         var a = banking.App;
         var b = await banking.AddInstanceAsync("postgres", new Dictionary<string, string?>
         {
             ["Tally:InstanceId"] = "tally-b",
             ["AUTH_SYNC_TIMEOUT"] = "20000",
+            ["BalanceSync:MaxConcurrentCalls"] = "2",
         });
         _ = b.Server; // start it: its workers claim from the same table
 
@@ -35,8 +37,8 @@ public class ScaleOutTests
             Assert.Contains(await banking.QueueAsync(user, on: b), new[] { "ALREADY_QUEUED", "IN_FLIGHT" });
         }
 
-        // Each instance's background workers claim a few users and hang on the core (one call slot per
-        // instance); the rest wait. Once the claims settle, both instances report the same table.
+        // Each instance's background workers claim a few users and hang on the core: two calls in flight
+        // for the whole fleet (the fleet's limit, though each instance alone would allow two); the rest wait. Once the claims settle, both instances report the same table.
         string fromA = "", fromB = "";
         await Eventually.TrueAsync(async () =>
         {
