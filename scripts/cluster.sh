@@ -352,10 +352,10 @@ start_fleet() {
 
 print_table() {
   [[ -f $DIR/instances.tsv ]] || return 0
-  printf '%-10s %-20s %-24s %-8s %s\n' ROLE ID URL PID LOG
+  printf '%-14s %-20s %-24s %-8s %s\n' ROLE ID URL PID LOG
   local id roles url pid logf
   while IFS=$'\t' read -r id roles url pid logf; do
-    printf '%-10s %-20s %-24s %-8s %s\n' "$roles" "$id" "$url" "$pid" "$logf"
+    printf '%-14s %-20s %-24s %-8s %s\n' "$roles" "$id" "$url" "$pid" "$logf"
   done <"$DIR/instances.tsv"
 }
 
@@ -413,7 +413,7 @@ status_fleet() {
         state="down (pid $pid runs, /readyz does not answer 200)"
       fi
       [[ $state == up ]] || rc=1
-      printf '%-20s %-10s %-24s %s\n' "$id" "$roles" "$url" "$state"
+      printf '%-20s %-14s %-24s %s\n' "$id" "$roles" "$url" "$state"
     done <"$DIR/instances.tsv"
   else
     echo "no fleet in $DIR"

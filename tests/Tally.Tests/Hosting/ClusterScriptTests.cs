@@ -48,6 +48,7 @@ public class ClusterScriptTests
         finally
         {
             await ClusterAsync(servers, "stop", dir);
+            Directory.Delete(dir, recursive: true);
         }
     }
 

@@ -104,6 +104,7 @@ public class DeployArtefactTests
         // The check itself can fail: a misspelt key is reported.
         await File.WriteAllTextAsync(copy, unit.Replace("Type=exec", "Typ=exec", StringComparison.Ordinal).Replace("ExecStart=/usr/bin/dotnet /opt/tally/Tally.dll", "ExecStart=/bin/true", StringComparison.Ordinal), TestContext.Current.CancellationToken);
         (_, output) = await DeployFiles.RunAsync("systemd-analyze", ["verify", "--man=no", copy], TimeSpan.FromSeconds(60));
+        Directory.Delete(folder, recursive: true);
         Assert.Contains("Unknown key", output, StringComparison.Ordinal);
     }
 }
