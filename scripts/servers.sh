@@ -214,6 +214,8 @@ install_packages() {
   [[ -x $RABBIT_BIN/rabbitmq-server && -x $RABBIT_BIN/rabbitmqctl ]] || missing+=(rabbitmq-server)
   # the console's browser tests drive Debian's Chromium (never a browser downloaded by a test tool)
   command -v chromium >/dev/null || missing+=(chromium)
+  # the deploy checks run `systemd-analyze verify` on deploy/systemd/tally@.service (no systemd need run)
+  command -v systemd-analyze >/dev/null || missing+=(systemd)
   if ((${#missing[@]} == 0)); then
     log "packages: all present"
     return 0

@@ -42,6 +42,42 @@ public sealed class TallyProcess : IAsyncDisposable
         {
             start.Environment[key.Replace(":", "__", StringComparison.Ordinal)] = value;
         }
+        return Launch(start, log, name);
+    }
+
+    /// <summary>
+    /// Tally with exactly <paramref name="environment"/> as its settings, as a container or a unit would
+    /// start it: no test defaults, and none of the Tally or ASP.NET Core settings this process happens
+    /// to carry. The environment names the listening address (<c>ASPNETCORE_URLS</c> or <c>_HTTP_PORTS</c>).
+    /// </summary>
+    public static TallyProcess StartExactly(string name, IReadOnlyDictionary<string, string> environment)
+    {
+        var log = Path.Combine(Path.GetTempPath(), $"tally-{name}-{Guid.NewGuid():N}.log");
+        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "Tally.dll")])
+        {
+            WorkingDirectory = AppContext.BaseDirectory,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var inherited in start.Environment.Keys.Where(IsSetting).ToList())
+        {
+            start.Environment.Remove(inherited);
+        }
+        foreach (var (key, value) in environment)
+        {
+            start.Environment[key] = value;
+        }
+        return Launch(start, log, name);
+    }
+
+    private static bool IsSetting(string variable) =>
+        variable.Contains("__", StringComparison.Ordinal)
+        || variable.StartsWith("ASPNETCORE_", StringComparison.OrdinalIgnoreCase)
+        || variable.Equals("DOTNET_ENVIRONMENT", StringComparison.OrdinalIgnoreCase);
+
+    private static TallyProcess Launch(ProcessStartInfo start, string log, string name)
+    {
         var process = Process.Start(start) ?? throw new InvalidOperationException("Could not start Tally.");
         var writer = new StreamWriter(log) { AutoFlush = true };
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
@@ -50,6 +86,25 @@ public sealed class TallyProcess : IAsyncDisposable
         process.BeginErrorReadLine();
         return new TallyProcess(process, log, name);
     }
+
+    public int Pid => _process.Id;
+
+    /// <summary>Waits for the process to end by itself; false if it still runs after <paramref name="timeout"/>.</summary>
+    public async Task<bool> WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cts = new CancellationTokenSource(timeout);
+        try
+        {
+            await _process.WaitForExitAsync(cts.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
+    public int ExitCode => _process.ExitCode;
 
     /// <summary>SIGKILL: no shutdown hooks, no acks, no rollbacks but the database's own.</summary>
     public void Kill()
