@@ -67,7 +67,8 @@ public static class Problems
                     _ => "INTERNAL_ERROR",
                 };
             }
-            extensions["traceId"] = context.HttpContext.TraceIdentifier;
+            // The W3C trace id, as in the request's spans and log scopes (a request in no trace keeps the server's request id).
+            extensions["traceId"] = Tracing.CurrentTraceId() ?? context.HttpContext.TraceIdentifier;
         });
         builder.Services.AddExceptionHandler<BadRequestHandler>();
         // Binding failures throw so that BadRequestHandler can answer them as problems.

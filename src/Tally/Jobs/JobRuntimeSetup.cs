@@ -61,7 +61,8 @@ public static class JobRuntimeSetup
         AddFleetLimits(services, configuration, storage, redisUrl);
 
         services.AddValidatedOptions<RabbitMqOptions>(RabbitMqOptions.Section)
-            .Validate(o => RabbitMqOptions.IsValidUrl(o.Url), "RabbitMq:Url must be an amqp:// or amqps:// URL.");
+            .Validate(o => RabbitMqOptions.IsValidUrl(o.Url), "RabbitMq:Url must be an amqp:// or amqps:// URL.")
+            .Validate(o => RabbitMqOptions.IsValidQueueType(o.QueueType), "RabbitMq:QueueType must be classic or quorum.");
         if (configuration.Read<RabbitMqOptions>(RabbitMqOptions.Section).IsConfigured)
         {
             services.AddSingleton<RabbitMqConnection>();

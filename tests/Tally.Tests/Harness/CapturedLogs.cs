@@ -7,13 +7,17 @@ namespace Tally.Tests.Harness;
 /// <summary>
 /// An in-memory logger provider: pass <c>logs.Register</c> as an app's test services, then assert on
 /// <see cref="Entries"/>. Captures Tally's own categories from Information up, whatever the
-/// app's configured levels (or from <paramref name="tallyLevel"/>), with each entry's structured fields.
+/// app's configured levels (or from <paramref name="tallyLevel"/>), with each entry's structured fields
+/// and the fields of the scopes it was logged in (<see cref="Entry.Scopes"/>, innermost last).
 /// </summary>
-public sealed class CapturedLogs(LogLevel tallyLevel = LogLevel.Information) : ILoggerProvider
+public sealed class CapturedLogs(LogLevel tallyLevel = LogLevel.Information) : ILoggerProvider, ISupportExternalScope
 {
     private readonly ConcurrentQueue<Entry> _entries = new();
+    private IExternalScopeProvider _scopes = new LoggerExternalScopeProvider();
 
-    public sealed record Entry(string Category, LogLevel Level, string Message, IReadOnlyDictionary<string, object?> Fields, Exception? Exception);
+    public sealed record Entry(
+        string Category, LogLevel Level, string Message, IReadOnlyDictionary<string, object?> Fields, Exception? Exception,
+        IReadOnlyDictionary<string, object?> Scopes);
 
     public IReadOnlyList<Entry> Entries => [.. _entries];
 
@@ -28,16 +32,18 @@ public sealed class CapturedLogs(LogLevel tallyLevel = LogLevel.Information) : I
             .AddFilter<CapturedLogs>("Tally", tallyLevel));
     }
 
-    public ILogger CreateLogger(string categoryName) => new Logger(categoryName, _entries);
+    public ILogger CreateLogger(string categoryName) => new Logger(categoryName, _entries, () => _scopes);
+
+    public void SetScopeProvider(IExternalScopeProvider scopeProvider) => _scopes = scopeProvider;
 
     public void Dispose()
     {
     }
 
-    private sealed class Logger(string category, ConcurrentQueue<Entry> entries) : ILogger
+    private sealed class Logger(string category, ConcurrentQueue<Entry> entries, Func<IExternalScopeProvider> scopes) : ILogger
     {
         public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
+            where TState : notnull => scopes().Push(state);
 
         public bool IsEnabled(LogLevel logLevel) => logLevel != LogLevel.None;
 
@@ -46,7 +52,20 @@ public sealed class CapturedLogs(LogLevel tallyLevel = LogLevel.Information) : I
             var fields = state is IEnumerable<KeyValuePair<string, object?>> pairs
                 ? pairs.ToDictionary(p => p.Key, p => p.Value, StringComparer.Ordinal)
                 : new Dictionary<string, object?>(StringComparer.Ordinal);
-            entries.Enqueue(new Entry(category, logLevel, formatter(state, exception), fields, exception));
+            var scoped = new Dictionary<string, object?>(StringComparer.Ordinal);
+            scopes().ForEachScope(
+                (scope, into) =>
+                {
+                    if (scope is IEnumerable<KeyValuePair<string, object?>> scopePairs)
+                    {
+                        foreach (var (key, value) in scopePairs)
+                        {
+                            into[key] = value;
+                        }
+                    }
+                },
+                scoped);
+            entries.Enqueue(new Entry(category, logLevel, formatter(state, exception), fields, exception, scoped));
         }
     }
 }

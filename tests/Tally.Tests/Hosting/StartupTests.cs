@@ -16,6 +16,7 @@ public class StartupTests
     [InlineData("Allowances:MaxRetries", "-1", "Allowances:MaxRetries")]
     [InlineData("Jobs:allowances.enqueue-due:Cron", "every tuesday", "Jobs:allowances.enqueue-due:Cron")]
     [InlineData("Jobs:Lock", "zookeeper", "Jobs:Lock")]
+    [InlineData("RabbitMq:QueueType", "stream", "RabbitMq:QueueType")]
     [InlineData("StoreIntegrity:ManagedSubscriptionTypes:0", " ", "StoreIntegrity:ManagedSubscriptionTypes")]
     [InlineData("Jobs:store.sync-accounts:Cron", "every five minutes", "Jobs:store.sync-accounts:Cron")]
     [InlineData("Tally:MaxRequestBodyBytes", "12", "Tally:MaxRequestBodyBytes")]

@@ -10,7 +10,7 @@ namespace Tally.Tests.Jobs;
 /// <summary>
 /// The delivery contract both transports keep: outcomes become ack / retry after the delay / dead
 /// letter, dead letters reach the admin API and can be replayed. The same scenarios run in-process
-/// (SQLite) and on RabbitMQ (PostgreSQL).
+/// (SQLite) and on RabbitMQ (PostgreSQL), with classic and with quorum queues.
 /// </summary>
 public class QueueSemanticsTests
 {
@@ -23,6 +23,7 @@ public class QueueSemanticsTests
     [Theory]
     [InlineData("inprocess")]
     [InlineData("rabbitmq")]
+    [InlineData("rabbitmq-quorum")]
     public async Task RetryLater_Always_RetriesAfterTheDelayThenDeadLettersAndReplays(string transport)
     {
         await using var queue = new ScriptedQueue(_ => JobOutcome.RetryLater("boom"));
@@ -54,6 +55,7 @@ public class QueueSemanticsTests
     [Theory]
     [InlineData("inprocess")]
     [InlineData("rabbitmq")]
+    [InlineData("rabbitmq-quorum")]
     public async Task Done_IsAckedOnce_AndNeverRedelivered(string transport)
     {
         await using var queue = new ScriptedQueue(_ => JobOutcome.Done);
@@ -79,7 +81,7 @@ public class QueueSemanticsTests
             await app.DisposeAsync();
         }
 
-        if (transport == "rabbitmq")
+        if (transport.StartsWith("rabbitmq", StringComparison.Ordinal))
         {
             // Closing the app's channels would have returned an unacked message to the queue.
             await using var broker = await TestBroker.ConnectAsync();
@@ -92,6 +94,7 @@ public class QueueSemanticsTests
     [Theory]
     [InlineData("inprocess")]
     [InlineData("rabbitmq")]
+    [InlineData("rabbitmq-quorum")]
     public async Task Throwing_Handler_IsRetriedLikeRetryLater(string transport)
     {
         await using var queue = new ScriptedQueue(_ => throw new InvalidOperationException("kaboom"));
@@ -109,6 +112,7 @@ public class QueueSemanticsTests
     [Theory]
     [InlineData("inprocess")]
     [InlineData("rabbitmq")]
+    [InlineData("rabbitmq-quorum")]
     public async Task GiveUp_GoesStraightToDeadLetters(string transport)
     {
         await using var queue = new ScriptedQueue(_ => JobOutcome.GiveUp("not worth retrying"));
@@ -136,7 +140,7 @@ public class QueueSemanticsTests
     private static async Task PublishAsync(TallyApp app, string transport, ScriptedQueue queue, string id)
     {
         var queues = app.Get<IQueueTransport>();
-        Assert.Equal(transport == "rabbitmq" ? "rabbitmq" : "in-process", queues.Name);
+        Assert.Equal(transport.StartsWith("rabbitmq", StringComparison.Ordinal) ? "rabbitmq" : "in-process", queues.Name);
         await queues.PublishAsync(queue.Name, [new QueueMessage(id, Body(id))], TestContext.Current.CancellationToken);
     }
 

@@ -135,6 +135,63 @@ public class RabbitMqTransportTests
         }
     }
 
+    [Fact]
+    public async Task Declare_Quorum_DeclaresEveryQueueAsAQuorumQueue_AndRetriesThroughTheTtl()
+    {
+        await using var broker = await TestBroker.ConnectAsync();
+        var queue = new QueueDefinition($"test.{Guid.NewGuid():N}", MaxRetries: 3, RetryDelay: TimeSpan.FromMilliseconds(300));
+        try
+        {
+            await using (var connection = NewConnection())
+            {
+                await using var transport = NewTransport(connection, RabbitMqOptions.QuorumQueues);
+                await transport.DeclareAsync(queue, Ct);
+                await transport.DeclareAsync(queue, Ct); // a restarted consumer declares again
+            }
+            // A classic declaration of any of them is refused on the type: each is a quorum queue.
+            foreach (var name in new[] { queue.Name, queue.RetryQueue, queue.DeadLetterQueue })
+            {
+                Assert.Equal(PreconditionFailed, await broker.ReplyCodeOfAsync(c => c.QueueDeclareAsync(
+                    name, durable: true, exclusive: false, autoDelete: false, arguments: new Dictionary<string, object?> { ["x-queue-type"] = "classic" }, cancellationToken: Ct)));
+            }
+            // Message TTL and dead-lettering on a quorum Q.retry: the copy comes back to Q after the delay.
+            await broker.OnChannelAsync(c => c.BasicPublishAsync(queue.RetryExchange, queue.Name, Encoding.UTF8.GetBytes("retry me"), Ct).AsTask());
+            await Eventually.TrueAsync(async () => await broker.CountAsync(queue.Name) == 1, "the retried message to come back to Q after the TTL");
+            Assert.Equal(0u, await broker.CountAsync(queue.RetryQueue));
+        }
+        finally
+        {
+            await broker.DeleteTopologyAsync(queue.Name);
+        }
+    }
+
+    /// <summary>Queues that exist as one type, and Tally configured for the other.</summary>
+    [Theory]
+    [InlineData(RabbitMqOptions.ClassicQueues, RabbitMqOptions.QuorumQueues)]
+    [InlineData(RabbitMqOptions.QuorumQueues, RabbitMqOptions.ClassicQueues)]
+    public async Task Declare_ExistingQueuesOfTheOtherType_FailsNamingQueueTypeSettingAndQueue(string existing, string configured)
+    {
+        await using var broker = await TestBroker.ConnectAsync();
+        var queue = new QueueDefinition($"test.{Guid.NewGuid():N}", MaxRetries: 3, RetryDelay: TimeSpan.FromMilliseconds(300));
+        try
+        {
+            await using var connection = NewConnection();
+            await using (var before = NewTransport(connection, existing))
+            {
+                await before.DeclareAsync(queue, Ct);
+            }
+            await using var transport = NewTransport(connection, configured);
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => transport.DeclareAsync(queue, Ct));
+            Assert.Contains("RabbitMq:QueueType", error.Message, StringComparison.Ordinal);
+            Assert.Contains($"'{queue.RetryQueue}'", error.Message, StringComparison.Ordinal); // the first queue declared
+            Assert.Contains($"RabbitMq:QueueType is {configured}", error.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await broker.DeleteTopologyAsync(queue.Name);
+        }
+    }
+
     /// <summary>Seed 003's topology as its service declares it, through a plain client.</summary>
     internal static Task DeclareAsTheSeedDoesAsync(TestBroker broker, QueueDefinition queue, Dictionary<string, object?>? mainArgs) =>
         broker.OnChannelAsync(async c =>
@@ -267,6 +324,6 @@ public class RabbitMqTransportTests
         Options.Create(new TallyOptions { InstanceId = "tests" }),
         NullLogger<RabbitMqConnection>.Instance);
 
-    private static RabbitMqTransport NewTransport(RabbitMqConnection connection) =>
-        new(connection, new QueueRegistry([]), NullLogger<RabbitMqTransport>.Instance);
+    private static RabbitMqTransport NewTransport(RabbitMqConnection connection, string queueType = RabbitMqOptions.ClassicQueues) =>
+        new(connection, new QueueRegistry([]), Options.Create(new RabbitMqOptions { Url = Servers.RequireRabbitMq(), QueueType = queueType }), NullLogger<RabbitMqTransport>.Instance);
 }

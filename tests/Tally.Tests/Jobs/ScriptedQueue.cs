@@ -41,7 +41,7 @@ public sealed class ScriptedQueue(Func<QueueMessage, JobOutcome> decide, int max
 
     /// <summary>
     /// An app on the named transport: "inprocess" runs on SQLite, "rabbitmq" on PostgreSQL and the test
-    /// RabbitMQ server, both real.
+    /// RabbitMQ server, both real; "rabbitmq-quorum" the same with quorum queues.
     /// </summary>
     public async Task<TallyApp> StartAppAsync(string transport, IDictionary<string, string?>? settings = null)
     {
@@ -49,10 +49,11 @@ public sealed class ScriptedQueue(Func<QueueMessage, JobOutcome> decide, int max
         {
             case "inprocess":
                 return TallyApp.Sqlite(settings, Register);
-            case "rabbitmq":
+            case "rabbitmq" or "rabbitmq-quorum":
                 var all = new Dictionary<string, string?>(settings ?? new Dictionary<string, string?>())
                 {
                     ["RabbitMq:Url"] = Servers.RequireRabbitMq(),
+                    ["RabbitMq:QueueType"] = transport == "rabbitmq-quorum" ? RabbitMqOptions.QuorumQueues : RabbitMqOptions.ClassicQueues,
                     // The app's own queues too: apps of parallel tests share the broker, never a queue.
                     ["Allowances:QueueName"] = AllowanceQueue,
                 };

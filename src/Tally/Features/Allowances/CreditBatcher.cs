@@ -1,7 +1,9 @@
+using System.Diagnostics;
 using System.Threading.Channels;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
+using Tally.Hosting;
 using Tally.Jobs;
 
 namespace Tally.Features.Allowances;
@@ -31,7 +33,7 @@ public sealed partial class CreditBatcher(
     public async Task<JobOutcome> SettleAsync(OccurrenceMessage occurrence, CancellationToken ct)
     {
         EnsureStarted();
-        var request = new Request(occurrence, new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously));
+        var request = new Request(occurrence, new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously), Activity.Current?.Context ?? default);
         await _requests.Writer.WriteAsync(request, ct);
         // Cancelling the wait does not cancel the batch: its outcome simply goes unobserved, and an
         // unacked message is delivered again, which the unique keys make harmless.
@@ -46,7 +48,11 @@ public sealed partial class CreditBatcher(
         }
         lock (_startGate)
         {
-            _loops ??= Enumerable.Range(0, Math.Max(1, options.Value.CommitBatchers)).Select(_ => Task.Run(LoopAsync)).ToArray();
+            // The loops outlive the delivery that starts them: they must not inherit its span or log scope.
+            using (ExecutionContext.SuppressFlow())
+            {
+                _loops ??= Enumerable.Range(0, Math.Max(1, options.Value.CommitBatchers)).Select(_ => Task.Run(LoopAsync)).ToArray();
+            }
         }
     }
 
@@ -82,6 +88,12 @@ public sealed partial class CreditBatcher(
 
     private async Task RunBatchAsync(List<Request> batch)
     {
+        // One span for the batch's statements, linked to each delivery's span: a batch serves many traces.
+        using var activity = Tracing.Source.HasListeners()
+            ? Tracing.Source.StartActivity("allowance.credit batch", ActivityKind.Internal, parentContext: default,
+                links: batch.Where(r => r.Origin != default).Select(r => new ActivityLink(r.Origin)))
+            : null;
+        activity?.SetTag("tally.batch.size", batch.Count);
         for (var attempt = 1; ; attempt++)
         {
             try
@@ -206,7 +218,8 @@ public sealed partial class CreditBatcher(
         _stopping.Dispose();
     }
 
-    private sealed record Request(OccurrenceMessage Occurrence, TaskCompletionSource<JobOutcome> Outcome);
+    /// <summary>One delivery waiting for its batch; <see cref="Origin"/> is the span of its delivery, linked from the batch's.</summary>
+    private sealed record Request(OccurrenceMessage Occurrence, TaskCompletionSource<JobOutcome> Outcome, ActivityContext Origin);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Paid a batch of {Count} allowance credits")]
     private static partial void LogBatchPaid(ILogger logger, int count);

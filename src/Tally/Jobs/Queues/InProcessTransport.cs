@@ -25,7 +25,9 @@ public sealed partial class InProcessTransport(TimeProvider clock, ILogger<InPro
     public async Task PublishAsync(string queue, IReadOnlyList<QueueMessage> messages, CancellationToken ct)
     {
         var lane = LaneOf(queue);
-        foreach (var message in messages)
+        using var activity = QueueTracing.StartPublish(Name, queue, messages.Count);
+        // The message itself is the envelope: its trace context travels with it, through retries too.
+        foreach (var message in QueueTracing.WithTraceContext(messages))
         {
             await lane.Ready.Writer.WriteAsync(message, ct);
         }

@@ -2,8 +2,11 @@ using Tally.Data;
 
 namespace Tally.Jobs.Queues;
 
-/// <summary>One message. <see cref="Id"/> is stable across retries and replays; <see cref="Attempt"/> is 0 on first delivery.</summary>
-public sealed record QueueMessage(string Id, string Body, int Attempt = 0);
+/// <summary>
+/// One message. <see cref="Id"/> is stable across retries and replays; <see cref="Attempt"/> is 0 on first delivery.
+/// <see cref="TraceParent"/> and <see cref="TraceState"/> are the W3C trace context it was published in (kept by its retries).
+/// </summary>
+public sealed record QueueMessage(string Id, string Body, int Attempt = 0, string? TraceParent = null, string? TraceState = null);
 
 /// <summary>A durable work queue and its retry policy.</summary>
 public sealed record QueueDefinition(string Name, int MaxRetries, TimeSpan RetryDelay, int Prefetch = 32, int Concurrency = 4)

@@ -69,6 +69,9 @@ public sealed partial class QueueConsumerHost(
 
     internal async Task<DeliveryAction> HandleAsync(QueueRegistration registration, QueueMessage message, CancellationToken ct)
     {
+        using var activity = QueueTracing.StartProcess(transport.Name, registration.Definition.Name, message);
+        // Every line logged while handling it, in any category, names the message.
+        using var logScope = MessageScope(logger, message.Id, registration.Definition.Name, message.Attempt);
         JobOutcome outcome;
         try
         {
@@ -79,9 +82,11 @@ public sealed partial class QueueConsumerHost(
         catch (Exception e) when (!ct.IsCancellationRequested)
         {
             LogHandlerThrew(logger, e, registration.Definition.Name, message.Id, message.Attempt);
+            activity?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.GetType().Name);
             outcome = JobOutcome.RetryLater($"{e.GetType().Name}: {e.Message}");
         }
         var action = DeliveryPolicy.Decide(outcome, message, registration.Definition);
+        QueueTracing.RecordAction(activity, action);
         Outcomes.Add(1, new KeyValuePair<string, object?>("queue", registration.Definition.Name), new KeyValuePair<string, object?>("action", action.GetType().Name));
         if (action is DeliveryAction.DeadLetterAction dead)
         {
@@ -89,6 +94,9 @@ public sealed partial class QueueConsumerHost(
         }
         return action;
     }
+
+    private static readonly Func<ILogger, string, string, int, IDisposable?> MessageScope =
+        LoggerMessage.DefineScope<string, string, int>("Message {MessageId} of {Queue}, attempt {Attempt}");
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Consumer of {Queue} failed; restarting")]
     private static partial void LogConsumerFailed(ILogger logger, Exception e, string queue);

@@ -14,7 +14,22 @@ public sealed class RabbitMqOptions
     /// <summary><c>amqp://user:password@host:port/vhost</c> (or <c>amqps://</c>).</summary>
     public string? Url { get; set; }
 
+    /// <summary>
+    /// <c>classic</c> (default) or <c>quorum</c>: the type of every queue Tally declares (<c>Q</c>,
+    /// <c>Q.retry</c>, <c>Q.dlq</c>). Quorum queues are replicated across a cluster's nodes. A queue's
+    /// type is fixed when it is first declared: an existing queue of the other type stops start-up.
+    /// </summary>
+    public string QueueType { get; set; } = ClassicQueues;
+
+    public const string ClassicQueues = "classic";
+    public const string QuorumQueues = "quorum";
+
     public bool IsConfigured => !string.IsNullOrWhiteSpace(Url);
+
+    public bool IsQuorum => string.Equals(QueueType, QuorumQueues, StringComparison.OrdinalIgnoreCase);
+
+    internal static bool IsValidQueueType(string? type) =>
+        string.Equals(type, ClassicQueues, StringComparison.OrdinalIgnoreCase) || string.Equals(type, QuorumQueues, StringComparison.OrdinalIgnoreCase);
 
     internal static bool IsValidUrl(string? url) =>
         string.IsNullOrWhiteSpace(url)

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using System.Text;
 using System.Threading.Channels;
+using Microsoft.Extensions.Options;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;
 using RabbitMQ.Client.Exceptions;
@@ -17,10 +18,17 @@ namespace Tally.Jobs.Queues;
 /// At least once: a delivery is acked only after its retry or dead-letter copy is confirmed, and a
 /// dead letter only after <see cref="DeadLetterStore"/> committed it, so a crash at any point leaves
 /// a copy in the broker (possibly two: the handlers' unique keys make a repeat harmless).
+/// With <c>RabbitMq:QueueType</c> = <c>quorum</c> the three queues are quorum queues (replicated;
+/// message TTL and dead-lettering since RabbitMQ 3.10), in the same topology; <c>Q.retry</c> then
+/// dead-letters at least once, so an expiring retry cannot be lost between the queues. Attempts are
+/// still counted in <see cref="AttemptHeader"/>, never from the broker's <c>x-delivery-count</c>.
 /// </summary>
-public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRegistry registry, ILogger<RabbitMqTransport> logger)
+public sealed partial class RabbitMqTransport(
+    RabbitMqConnection broker, QueueRegistry registry, IOptions<RabbitMqOptions> options, ILogger<RabbitMqTransport> logger)
     : IQueueTransport
 {
+    private const string QueueTypeArgument = "x-queue-type";
+
     public const string AttemptHeader = "x-tally-attempt";
     public const string ReasonHeader = "x-tally-reason";
 
@@ -45,9 +53,9 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
                 return true;
             },
             ct);
-        await DeclareQueueAsync(queue.RetryQueue, [RetryQueueArguments(queue)], ct);
-        await DeclareQueueAsync(queue.DeadLetterQueue, [null], ct);
-        await DeclareQueueAsync(queue.Name, MainQueueForms(queue), ct);
+        await DeclareQueueAsync(queue.RetryQueue, quorum => [RetryQueueArguments(queue, quorum)], ct);
+        await DeclareQueueAsync(queue.DeadLetterQueue, quorum => [OfType(null, quorum)], ct);
+        await DeclareQueueAsync(queue.Name, quorum => MainQueueForms(queue, quorum), ct);
         await broker.WithChannelAsync(
             async channel =>
             {
@@ -65,29 +73,69 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
     /// <c>Q.retry.exchange</c> under the key <c>Q</c>. The second is the same written without the key
     /// (the broker then keeps the message's own key, which is <c>Q</c> too), the third Tally's own
     /// declaration before it followed the seed. Tally never lets the broker dead-letter from <c>Q</c>
-    /// itself (it publishes a counted copy and acks), so the three behave the same.
+    /// itself (it publishes a counted copy and acks), so the three behave the same. Quorum queues are
+    /// the same forms with their type.
     /// </summary>
-    public static IReadOnlyList<Dictionary<string, object?>?> MainQueueForms(QueueDefinition queue) =>
+    public static IReadOnlyList<Dictionary<string, object?>?> MainQueueForms(QueueDefinition queue, bool quorum = false) =>
     [
-        new() { ["x-dead-letter-exchange"] = queue.RetryExchange, ["x-dead-letter-routing-key"] = queue.Name },
-        new() { ["x-dead-letter-exchange"] = queue.RetryExchange },
-        null,
+        OfType(new() { ["x-dead-letter-exchange"] = queue.RetryExchange, ["x-dead-letter-routing-key"] = queue.Name }, quorum),
+        OfType(new() { ["x-dead-letter-exchange"] = queue.RetryExchange }, quorum),
+        OfType(null, quorum),
     ];
 
     /// <summary><c>Q.retry</c> holds a message for the retry delay, then dead-letters it through the default exchange back to <c>Q</c>.</summary>
-    public static Dictionary<string, object?> RetryQueueArguments(QueueDefinition queue) => new()
+    public static Dictionary<string, object?> RetryQueueArguments(QueueDefinition queue, bool quorum = false)
     {
-        ["x-message-ttl"] = checked((int)Math.Max(0, queue.RetryDelay.TotalMilliseconds)),
-        ["x-dead-letter-exchange"] = "",
-        ["x-dead-letter-routing-key"] = queue.Name,
-    };
+        var arguments = new Dictionary<string, object?>
+        {
+            ["x-message-ttl"] = checked((int)Math.Max(0, queue.RetryDelay.TotalMilliseconds)),
+            ["x-dead-letter-exchange"] = "",
+            ["x-dead-letter-routing-key"] = queue.Name,
+        };
+        if (quorum)
+        {
+            // A quorum queue dead-letters at most once unless told otherwise; at least once needs reject-publish overflow.
+            arguments["x-dead-letter-strategy"] = "at-least-once";
+            arguments["x-overflow"] = "reject-publish";
+        }
+        return OfType(arguments, quorum)!;
+    }
+
+    /// <summary>The arguments as declared for the configured queue type: a classic queue names no type (as the seed declared it).</summary>
+    private static Dictionary<string, object?>? OfType(Dictionary<string, object?>? arguments, bool quorum) =>
+        quorum ? new Dictionary<string, object?>(arguments ?? []) { [QueueTypeArgument] = RabbitMqOptions.QuorumQueues } : arguments;
 
     /// <summary>
-    /// A durable queue in the first of <paramref name="forms"/> the broker accepts (each try on its own
-    /// channel: a refused declaration closes it). A queue that exists in none of them stops start-up
-    /// naming the queue and the first argument that differs.
+    /// A durable queue of the configured type in the first of its forms the broker accepts. A queue
+    /// that exists in none of them stops start-up naming the queue and the first argument that differs;
+    /// one that exists as the other type (it accepts that type's form) names <c>RabbitMq:QueueType</c>.
     /// </summary>
-    private async Task DeclareQueueAsync(string name, IReadOnlyList<Dictionary<string, object?>?> forms, CancellationToken ct)
+    private async Task DeclareQueueAsync(string name, Func<bool, IReadOnlyList<Dictionary<string, object?>?>> formsOfType, CancellationToken ct)
+    {
+        var quorum = options.Value.IsQuorum;
+        var refusal = await TryDeclareQueueAsync(name, formsOfType(quorum), ct);
+        if (refusal is null)
+        {
+            return;
+        }
+        // The first argument the broker names is not always x-queue-type: ask whether the other type's declaration fits.
+        if (await TryDeclareQueueAsync(name, formsOfType(!quorum), ct) is null)
+        {
+            var (configured, existing) = quorum
+                ? (RabbitMqOptions.QuorumQueues, RabbitMqOptions.ClassicQueues)
+                : (RabbitMqOptions.ClassicQueues, RabbitMqOptions.QuorumQueues);
+            throw new InvalidOperationException(
+                $"RabbitMQ queue '{name}' is a {existing} queue, but RabbitMq:QueueType is {configured}, and a queue's type cannot change. " +
+                $"Set RabbitMq:QueueType to {existing}, or move the messages of the queue (and of its main, .retry and .dlq queues), " +
+                "delete them and start again.");
+        }
+        throw new InvalidOperationException(
+            $"RabbitMQ queue '{name}' already exists with a different {RabbitMqConnection.InequivalentSetting(refusal)} than Tally declares " +
+            $"(broker said: {refusal}). Delete the queue (after moving its messages) or change the setting back.");
+    }
+
+    /// <summary>Declares the queue in the first form the broker accepts (each try on its own channel: a refused declaration closes it); the first refusal, or null.</summary>
+    private async Task<string?> TryDeclareQueueAsync(string name, IReadOnlyList<Dictionary<string, object?>?> forms, CancellationToken ct)
     {
         string? refusal = null;
         foreach (var arguments in forms)
@@ -112,13 +160,11 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
                 {
                     LogTakenOverAsItStands(logger, name);
                 }
-                return;
+                return null;
             }
             refusal ??= refused;
         }
-        throw new InvalidOperationException(
-            $"RabbitMQ queue '{name}' already exists with a different {RabbitMqConnection.InequivalentSetting(refusal)} than Tally declares " +
-            $"(broker said: {refusal}). Delete the queue (after moving its messages) or change the setting back.");
+        return refusal;
     }
 
     internal static async Task DeclareExchangeAsync(IChannel channel, string name, string type, CancellationToken ct)
@@ -146,12 +192,14 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
         {
             await DeclareAsync(registration.Definition, ct);
         }
+        using var activity = QueueTracing.StartPublish(Name, queue, messages.Count);
+        messages = QueueTracing.WithTraceContext(messages);
         try
         {
             // Mandatory: a queue that does not exist returns the message instead of the broker dropping it.
             await broker.PublishConfirmedAsync(
                 messages,
-                (channel, m) => channel.BasicPublishAsync("", queue, mandatory: true, Properties(m.Id, m.Attempt, reason: null), Encoding.UTF8.GetBytes(m.Body), ct),
+                (channel, m) => channel.BasicPublishAsync("", queue, mandatory: true, Properties(m, m.Attempt, reason: null), Encoding.UTF8.GetBytes(m.Body), ct),
                 ct);
         }
         catch (PublishException e) when (e.IsReturn)
@@ -161,17 +209,25 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
         }
     }
 
-    private static BasicProperties Properties(string messageId, int attempt, string? reason)
+    private static BasicProperties Properties(QueueMessage message, int attempt, string? reason)
     {
         var headers = new Dictionary<string, object?> { [AttemptHeader] = attempt };
         if (reason is not null)
         {
             headers[ReasonHeader] = reason.Length > DeadLetterStore.MaxReasonLength ? reason[..DeadLetterStore.MaxReasonLength] : reason;
         }
+        if (message.TraceParent is not null)
+        {
+            headers[QueueTracing.TraceParentHeader] = message.TraceParent;
+            if (!string.IsNullOrEmpty(message.TraceState))
+            {
+                headers[QueueTracing.TraceStateHeader] = message.TraceState;
+            }
+        }
         return new BasicProperties
         {
             Persistent = true,
-            MessageId = messageId,
+            MessageId = message.Id,
             ContentEncoding = "utf-8",
             Headers = headers,
         };
@@ -287,7 +343,7 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
     private async Task PublishCopyAsync(string exchange, string routingKey, QueueMessage message, int attempt, string reason, CancellationToken ct)
     {
         var channel = await broker.GetPublisherAsync(ct);
-        await channel.BasicPublishAsync(exchange, routingKey, mandatory: true, Properties(message.Id, attempt, reason), Encoding.UTF8.GetBytes(message.Body), ct);
+        await channel.BasicPublishAsync(exchange, routingKey, mandatory: true, Properties(message, attempt, reason), Encoding.UTF8.GetBytes(message.Body), ct);
     }
 
     /// <summary>
@@ -380,7 +436,9 @@ public sealed partial class RabbitMqTransport(RabbitMqConnection broker, QueueRe
         var attempt = headers is not null && headers.TryGetValue(AttemptHeader, out var a) ? HeaderInt(a) : 0;
         // A message published without an id (not by Tally) gets one, so it can still be dead-lettered and replayed.
         var id = e.BasicProperties.MessageId is { Length: > 0 } messageId ? messageId : $"no-id-{Guid.NewGuid():N}";
-        return new QueueMessage(id, Encoding.UTF8.GetString(e.Body.Span), attempt);
+        var traceParent = headers is not null && headers.TryGetValue(QueueTracing.TraceParentHeader, out var p) ? HeaderString(p) : null;
+        var traceState = headers is not null && headers.TryGetValue(QueueTracing.TraceStateHeader, out var t) ? HeaderString(t) : null;
+        return new QueueMessage(id, Encoding.UTF8.GetString(e.Body.Span), attempt, traceParent, traceState);
     }
 
     private static int HeaderInt(object? value) => value switch

@@ -42,12 +42,17 @@ public sealed partial class JobRunner(
     /// <summary>Runs <paramref name="job"/>. For a scheduled run, <paramref name="occurrence"/> is the cron time it stands for.</summary>
     public async Task<Outcome> RunAsync(JobDefinition job, string trigger, DateTime? occurrence, CancellationToken ct)
     {
+        // A scheduled run starts a trace; a manual one is part of the request's.
+        using var activity = Tracing.Source.StartActivity($"job {job.Name}");
+        activity?.SetTag("tally.job.name", job.Name);
+        activity?.SetTag("tally.job.trigger", trigger);
         var instance = tally.Value.ResolvedInstanceId;
         await using var held = await distributedLock.TryAcquireAsync(job.Name, options.Value.LockTtl, ct);
         if (held is null)
         {
             var skipped = await InsertRunAsync(job.Name, CronRunStatus.SkippedLocked, trigger, occurrence, instance, finished: true, ct);
             LogSkipped(logger, job.Name, instance);
+            activity?.SetTag("tally.job.status", skipped.Status);
             return new Outcome(skipped, null);
         }
         if (occurrence is { } at && !await ClaimOccurrenceAsync(job.Name, at, ct))
@@ -56,6 +61,9 @@ public sealed partial class JobRunner(
         }
 
         var run = await InsertRunAsync(job.Name, CronRunStatus.Running, trigger, occurrence, instance, finished: false, ct);
+        activity?.SetTag("tally.job.run_id", run.Id);
+        // Every line logged by the run, in any category (the job's own included), names it.
+        using var logScope = RunScope(logger, run.Id, job.Name);
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, held.Lost);
         object? detail = null;
         try
@@ -74,7 +82,9 @@ public sealed partial class JobRunner(
             var message = held.Lost.IsCancellationRequested ? $"lock lost: {e.Message}" : $"{e.GetType().Name}: {e.Message}";
             run.ErrorMessage = message.Length > MaxErrorLength ? message[..MaxErrorLength] : message;
             LogFailed(logger, e, job.Name);
+            activity?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.GetType().Name);
         }
+        activity?.SetTag("tally.job.status", run.Status);
         run.FinishedAt = clock.GetUtcNow().UtcDateTime;
         await using (var db = await dbs.CreateDbContextAsync(CancellationToken.None))
         {
@@ -126,6 +136,9 @@ public sealed partial class JobRunner(
         await db.JobStates.Where(s => s.JobName == jobName)
             .ExecuteUpdateAsync(s => s.SetProperty(x => x.Paused, paused).SetProperty(x => x.UpdatedAt, now), ct);
     }
+
+    private static readonly Func<ILogger, long, string, IDisposable?> RunScope =
+        LoggerMessage.DefineScope<long, string>("Run {RunId} of {Job}");
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Job {Job} skipped on {Instance}: locked elsewhere")]
     private static partial void LogSkipped(ILogger logger, string job, string instance);
