@@ -24,12 +24,15 @@
 #   TALLY_CLUSTER_ENVIRONMENT=NAME     ASPNETCORE_ENVIRONMENT (default Development; elsewhere the
 #                                      sandbox is switched on explicitly, and says so in each log)
 #   TALLY_CLUSTER_TIMEOUT=SECS         how long `start` waits for readiness (default 180)
+# Any other setting in the environment (e.g. RateLimits__t24__PermitsPerSecond=50) reaches every
+# instance, unless the script sets it itself (the servers, roles, id, port and signing key).
 #
 # After `start`, `source DIR/cluster.env` exports:
 #   TALLY_CLUSTER_URL          the first api instance's URL (else the first instance's)
 #   TALLY_CLUSTER_TOKEN        an admin bearer token (12 hours)
 #   TALLY_CLUSTER_SIGNING_KEY  the fleet's Auth:SigningKey
 #   TALLY_CLUSTER_INSTANCES    the instance ids, space-separated
+#   TALLY_CLUSTER_POSTGRES     the fleet's database (Npgsql connection string)
 #   TALLY_CLUSTER_URL_<ID>     each instance's URL (ID upper-cased, - as _: TALLY_CLUSTER_URL_API_1)
 # and DIR/instances.tsv lists one instance a line: id, roles, url, pid, log (tab-separated).
 # Must run as root on Debian (scripts/servers.sh installs the servers); needs the .NET 10 SDK.
@@ -335,6 +338,7 @@ start_fleet() {
     printf 'export TALLY_CLUSTER_TOKEN=%q\n' "$token"
     printf 'export TALLY_CLUSTER_SIGNING_KEY=%q\n' "$SIGNING_KEY"
     printf 'export TALLY_CLUSTER_INSTANCES=%q\n' "${ids[*]}"
+    printf 'export TALLY_CLUSTER_POSTGRES=%q\n' "$POSTGRES"
     for i in "${!ids[@]}"; do
       local var=${ids[$i]^^}
       printf 'export TALLY_CLUSTER_URL_%s=%q\n' "${var//-/_}" "http://127.0.0.1:${ports[$i]}"

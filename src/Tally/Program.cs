@@ -73,7 +73,15 @@ if (app.Configuration.Read<TallyOptions>(TallyOptions.Section).IsApi)
         .MapDashboard();
 }
 app.MapSimpleFinSandbox();
-app.Run();
+try
+{
+    app.Run();
+}
+catch (OperationCanceledException) when (app.Lifetime.ApplicationStopping.IsCancellationRequested)
+{
+    // Told to stop (SIGTERM) while still starting: a stop like any other, not a crash. Whatever had
+    // started is let go with the process: deliveries not acknowledged return to their queue.
+}
 return 0;
 
 /// <summary>Lets tests host the app with WebApplicationFactory.</summary>

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using Tally.Hosting;
+using Tally.Tests.Hosting;
 
 namespace Tally.Tests.Harness;
 
@@ -66,4 +67,26 @@ public static class Fleet
 
     /// <summary>The instance id Tally gives itself when <c>Tally:InstanceId</c> is unset: host and process id.</summary>
     public static string DefaultInstanceId(TallyProcess process) => $"{Environment.MachineName}-{process.Pid}";
+
+    /// <summary>
+    /// <c>scripts/cluster.sh ARGUMENTS</c> on the test servers (<paramref name="servers"/>) with the
+    /// test's own build of Tally; <paramref name="settings"/> (<c>Name__Sub=value</c>) reach every instance.
+    /// </summary>
+    public static Task<(int Code, string Output)> ClusterAsync(string servers, IEnumerable<string> settings, params string[] arguments) =>
+        DeployFiles.RunAsync("env", [
+            $"TALLY_CLUSTER_SERVERS={servers}", $"TALLY_CLUSTER_APP={AppContext.BaseDirectory}", .. settings,
+            "bash", DeployFiles.Path("scripts/cluster.sh"), .. arguments], TimeSpan.FromMinutes(5));
+
+    /// <summary>What <c>scripts/cluster.sh start DIR</c> wrote to <c>DIR/cluster.env</c>, unquoted.</summary>
+    public static Dictionary<string, string> ClusterEnvironment(string dir) =>
+        File.ReadAllLines(System.IO.Path.Combine(dir, "cluster.env"))
+            .Where(l => l.StartsWith("export ", StringComparison.Ordinal))
+            .Select(l => l["export ".Length..].Split('=', 2))
+            .ToDictionary(kv => kv[0], kv => Unquote(kv[1]));
+
+    /// <summary>A value as bash's <c>printf %q</c> wrote it: quoted or escaped only where it must be.</summary>
+    private static string Unquote(string value) =>
+        value.StartsWith('\'') && value.EndsWith('\'') ? value[1..^1]
+        : value.StartsWith("$'", StringComparison.Ordinal) ? value[2..^1].Replace("\\'", "'", StringComparison.Ordinal)
+        : value.Replace("\\", "", StringComparison.Ordinal);
 }

@@ -116,6 +116,20 @@ public sealed class TallyProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>SIGTERM, as an orchestrator stops an instance: a graceful stop (Tally:ShutdownTimeout). True when it exited within <paramref name="timeout"/>.</summary>
+    public async Task<bool> TerminateAsync(TimeSpan timeout)
+    {
+        if (_process.HasExited)
+        {
+            return true;
+        }
+        using (var kill = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await kill.WaitForExitAsync();
+        }
+        return await WaitForExitAsync(timeout);
+    }
+
     public string Log() => File.Exists(_log) ? File.ReadAllText(_log) : "";
 
     public ValueTask DisposeAsync()

@@ -26,10 +26,7 @@ public class ClusterScriptTests
             (code, output) = await ClusterAsync(servers, "status", dir);
             Assert.True(code == 0, $"cluster.sh status exited {code}:\n{output}");
 
-            var env = File.ReadAllLines(Path.Combine(dir, "cluster.env"))
-                .Where(l => l.StartsWith("export ", StringComparison.Ordinal))
-                .Select(l => l["export ".Length..].Split('=', 2))
-                .ToDictionary(kv => kv[0], kv => kv[1]);
+            var env = Fleet.ClusterEnvironment(dir);
             var instances = await Fleet.InstancesAsync(new Uri(env["TALLY_CLUSTER_URL"]), env["TALLY_CLUSTER_SIGNING_KEY"]);
             foreach (var row in table)
             {
@@ -69,9 +66,5 @@ public class ClusterScriptTests
         }
     }
 
-    private static Task<(int Code, string Output)> ClusterAsync(string servers, params string[] arguments)
-    {
-        var script = DeployFiles.Path("scripts/cluster.sh");
-        return DeployFiles.RunAsync("env", [$"TALLY_CLUSTER_SERVERS={servers}", $"TALLY_CLUSTER_APP={AppContext.BaseDirectory}", "bash", script, .. arguments], TimeSpan.FromMinutes(5));
-    }
+    private static Task<(int Code, string Output)> ClusterAsync(string servers, params string[] arguments) => Fleet.ClusterAsync(servers, [], arguments);
 }

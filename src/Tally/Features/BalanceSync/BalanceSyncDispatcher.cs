@@ -35,6 +35,25 @@ public sealed class SyncCompletions
         }
     }
 
+    /// <summary>
+    /// A sync of the user's settled on another instance (PostgreSQL's <c>NOTIFY</c>, see
+    /// <see cref="PostgresSyncSignals"/>): whoever waits here looks at the lanes now rather than at
+    /// their next poll. Only a look: which entry settled is for the lanes to say.
+    /// </summary>
+    public void Nudge(Guid userId)
+    {
+        TaskCompletionSource? nudged = null;
+        lock (_lock)
+        {
+            if (_awaited.TryGetValue(userId, out var awaited))
+            {
+                nudged = awaited.Nudged;
+                awaited.Nudged = new(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+        nudged?.TrySetResult();
+    }
+
     /// <summary>The user's sync settled on this instance: wake everyone waiting for it, with the accounts it committed.</summary>
     public void Settled(Guid userId, IReadOnlyList<CoreAccount>? accounts)
     {
@@ -63,6 +82,7 @@ public sealed class SyncCompletions
     internal sealed class Awaited
     {
         public TaskCompletionSource<IReadOnlyList<CoreAccount>?> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource Nudged { get; set; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public int Count { get; set; }
     }
 
@@ -82,6 +102,18 @@ public sealed class SyncCompletions
 
         /// <summary>Completes when the sync settled here, with the accounts it committed.</summary>
         public Task<IReadOnlyList<CoreAccount>?> Settled => _awaited.Done.Task;
+
+        /// <summary>Completes at the next sign that a sync of the user settled elsewhere; read it again after each look.</summary>
+        public Task Nudged
+        {
+            get
+            {
+                lock (_owner._lock)
+                {
+                    return _awaited.Nudged.Task;
+                }
+            }
+        }
 
         public void Dispose()
         {

@@ -211,7 +211,7 @@ public static class BalanceSyncEndpoints
             {
                 dispatcher.Promote(userId);
             }
-            settled = await WaitSettledAsync(lanes, awaited.Settled, userId, queued.Ticket, timeout - Stopwatch.GetElapsedTime(started), clock, ct);
+            settled = await WaitSettledAsync(lanes, awaited, userId, queued.Ticket, timeout - Stopwatch.GetElapsedTime(started), clock, ct);
             if (!settled)
             {
                 // Nobody waits for it now: it must not hold the priority lane against the next login.
@@ -243,11 +243,14 @@ public static class BalanceSyncEndpoints
     }
 
     /// <summary>
-    /// True once the entry settled: told at once when it settles on this instance, and noticed within
-    /// <see cref="PendingPoll"/> when another instance settled it.
+    /// True once the entry settled: told at once when it settles on this instance; when another
+    /// instance settled it, looked up as soon as that instance says so (PostgreSQL's <c>NOTIFY</c>),
+    /// and in any case within <see cref="PendingPoll"/>.
     /// </summary>
-    private static async Task<bool> WaitSettledAsync(ISyncLanes lanes, Task settled, Guid userId, Guid ticket, TimeSpan remaining, TimeProvider clock, CancellationToken ct)
+    private static async Task<bool> WaitSettledAsync(
+        ISyncLanes lanes, SyncCompletions.Registration awaited, Guid userId, Guid ticket, TimeSpan remaining, TimeProvider clock, CancellationToken ct)
     {
+        var settled = awaited.Settled;
         var deadline = clock.GetTimestamp() + (long)(remaining.TotalSeconds * clock.TimestampFrequency);
         while (true)
         {
@@ -262,7 +265,7 @@ public static class BalanceSyncEndpoints
             }
             using (var stop = CancellationTokenSource.CreateLinkedTokenSource(ct))
             {
-                await Task.WhenAny(settled, Task.Delay(left < PendingPoll ? left : PendingPoll, clock, stop.Token));
+                await Task.WhenAny(settled, awaited.Nudged, Task.Delay(left < PendingPoll ? left : PendingPoll, clock, stop.Token));
                 await stop.CancelAsync();
             }
             ct.ThrowIfCancellationRequested();

@@ -48,6 +48,8 @@ public static class BalanceSyncSetup
             services.AddSingleton<PostgresSyncLanes>();
             services.AddSingleton<ISyncLanes>(sp => sp.GetRequiredService<PostgresSyncLanes>());
             services.AddSingleton<ILoginQueue>(sp => sp.GetRequiredService<PostgresSyncLanes>());
+            // Every role: an api instance's logins hear of settlements, a worker's priority workers of logins.
+            services.AddHostedService<PostgresSyncSignals>();
         }
         else
         {

@@ -43,6 +43,13 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
     private static readonly TimeSpan ReapEvery = TimeSpan.FromSeconds(5);
 
     private readonly string _instance = tally.Value.ResolvedInstanceId;
+
+    /// <summary>
+    /// Who asks for a login's entry first: this instance, when it has priority workers of its own
+    /// (they get it for <see cref="StealAfter"/>); nobody, on an instance without the worker role,
+    /// so any instance's worker takes it at once.
+    /// </summary>
+    private readonly string? _requester = tally.Value.IsWorker ? tally.Value.ResolvedInstanceId : null;
     private readonly WorkSignal _prioritySignal = new();
     private readonly WorkSignal _backgroundSignal = new();
     // Its own connections: asynchronous commit (see above), the few fixed statements prepared once per
@@ -77,7 +84,7 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
                 upsert.Parameters.Add(new NpgsqlParameter { Value = LaneName(lane) });
                 upsert.Parameters.Add(new NpgsqlParameter { Value = Guid.CreateVersion7() });
                 upsert.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
-                upsert.Parameters.Add(new NpgsqlParameter { Value = lane == SyncLane.Priority ? _instance : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
+                upsert.Parameters.Add(new NpgsqlParameter { Value = lane == SyncLane.Priority && _requester is not null ? _requester : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
                 await using var reader = await upsert.ExecuteReaderAsync(ct);
                 if (await reader.ReadAsync(ct))
                 {
@@ -144,7 +151,7 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
             command.Parameters.Add(new NpgsqlParameter { Value = userId });
             command.Parameters.Add(new NpgsqlParameter { Value = Guid.CreateVersion7() });
             command.Parameters.Add(new NpgsqlParameter { Value = now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
-            command.Parameters.Add(new NpgsqlParameter { Value = _instance, NpgsqlDbType = NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter { Value = _requester is null ? DBNull.Value : _requester, NpgsqlDbType = NpgsqlDbType.Text });
             command.Parameters.Add(new NpgsqlParameter { Value = claim is null ? DBNull.Value : _instance, NpgsqlDbType = NpgsqlDbType.Text });
             command.Parameters.Add(new NpgsqlParameter { Value = claim is null ? DBNull.Value : now, NpgsqlDbType = NpgsqlDbType.TimestampTz });
             command.Parameters.Add(new NpgsqlParameter { Value = claim is { } token ? token : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid });
@@ -177,6 +184,13 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
             {
                 var entry = new SyncEntry(userId, SyncLane.Priority, ticket, reader.GetInt32(2), reader.GetFieldValue<DateTime>(3), await CoreAccountRows.ReadAllAsync(reader, 9, ct));
                 _handedOver.Enqueue(entry);
+            }
+            else if (outcome != EnqueueOutcome.InFlight)
+            {
+                // No priority worker here took it (none idle, or this instance has none): wake every
+                // instance's, rather than leave it to their next poll.
+                await reader.DisposeAsync();
+                await WakeEveryInstanceAsync(ct);
             }
             _prioritySignal.Set();
             return new LoginQueued(LoginUser.Eligible, new EnqueueResult(outcome, ticket));
@@ -233,6 +247,16 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
         return new SyncEntry(reader.GetGuid(0), lane, reader.GetGuid(1), reader.GetInt32(2), reader.GetFieldValue<DateTime>(3));
     }
 
+    /// <summary>A waiting priority entry: every instance's idle priority workers look now (<see cref="PostgresSyncSignals"/>).</summary>
+    private async Task WakeEveryInstanceAsync(CancellationToken ct)
+    {
+        await using var command = _dataSource.CreateCommand($"SELECT pg_notify('{PostgresSyncSignals.Channel}', '{PostgresSyncSignals.PriorityWork}')");
+        await command.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>Another instance queued priority work: this instance's idle priority workers look now.</summary>
+    internal void Wake() => _prioritySignal.Set();
+
     /// <summary>
     /// Releases claims of instances that died mid-sync (at most every few seconds per instance): an
     /// instance gone quiet for three of its heartbeats, or stopped, or started again since it claimed
@@ -261,7 +285,11 @@ public sealed class PostgresSyncLanes(StorageSettings storage, IOptions<BalanceS
 
     public async Task CompleteAsync(SyncEntry entry, CancellationToken ct)
     {
-        await using var command = _dataSource.CreateCommand("DELETE FROM balance_sync_queue WHERE user_id = $1 AND ticket = $2");
+        // A priority entry may have a login waiting on another instance: tell every instance (delivered at commit).
+        await using var command = _dataSource.CreateCommand($"""
+            WITH done AS (DELETE FROM balance_sync_queue WHERE user_id = $1 AND ticket = $2 RETURNING user_id, lane)
+            SELECT pg_notify('{PostgresSyncSignals.Channel}', '{PostgresSyncSignals.Settled}' || user_id::text) FROM done WHERE lane = 'PRIORITY'
+            """);
         command.Parameters.Add(new NpgsqlParameter { Value = entry.UserId });
         command.Parameters.Add(new NpgsqlParameter { Value = entry.Ticket });
         await command.ExecuteNonQueryAsync(ct);

@@ -85,6 +85,76 @@ public class AllowanceFaultTests
         }
     }
 
+    /// <summary>
+    /// Rolling restarts under load: each of three workers in turn is stopped with SIGTERM mid-run and
+    /// replaced. Each stops gracefully (exit code 0, within its Tally:ShutdownTimeout, marked STOPPED
+    /// in the registry), and every occurrence is paid exactly once, the ledger's total still zero.
+    /// </summary>
+    [Fact]
+    public async Task Workers_StoppedWithSigtermMidRun_StopGracefully_AndPayEveryOccurrenceExactlyOnce()
+    {
+        var database = await Servers.NewPostgresDatabaseAsync();
+        var queue = $"allowance.sigterm.{Guid.NewGuid():N}";
+        var settings = new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = database,
+            ["RabbitMq:Url"] = Servers.RequireRabbitMq(),
+            ["Allowances:QueueName"] = queue,
+            ["Allowances:RetryDelayMs"] = "1000",
+            ["Allowances:BatchSize"] = "500",
+            ["Tally:ShutdownTimeout"] = "00:00:10",
+            // Slow workers (two deliveries at a time, one transaction each), so the stops fall mid-run.
+            ["Allowances:Concurrency"] = "2",
+            ["Allowances:Prefetch"] = "2",
+            ["Allowances:BatchCommits"] = "false",
+        };
+        await using var api = TallyApp.Postgres(database, new Dictionary<string, string?>(settings) { ["Tally:Roles:0"] = "api" });
+        var admin = api.Admin();
+        var load = await AllowanceLoad.SeedPostgresAsync(database, 3 * Pairs, DueEach);
+        await admin.PostAsync($"/api/admin/jobs/{EnqueueDueAllowances.Name}/run", null).ExpectAsync(HttpStatusCode.OK);
+
+        var workerSettings = new Dictionary<string, string?>(settings) { ["Tally:Roles"] = "worker" };
+        var workers = Enumerable.Range(1, 3).Select(i => TallyProcess.Start($"sigterm-worker-{i}", workerSettings)).ToList();
+        var paidAtEachStop = new List<long>();
+        try
+        {
+            for (var stop = 0; stop < 3; stop++)
+            {
+                // Stopped once it is up and paying (a stop while starting is tested by the fleet's start tests).
+                var stopping = workers[stop];
+                await Eventually.TrueAsync(async () => await StateAsync(admin, stopping.Name) == "ALIVE", $"{stopping.Name} registered", TimeSpan.FromMinutes(2));
+                await Task.Delay(TimeSpan.FromMilliseconds(900));
+                paidAtEachStop.Add(await AllowanceLoad.PaidCountAsync(database));
+                Assert.True(await stopping.TerminateAsync(TimeSpan.FromSeconds(30)), $"{stopping.Name} still runs 30 s after SIGTERM:\n{stopping.Log()}");
+                Assert.True(stopping.ExitCode == 0, $"{stopping.Name} exited {stopping.ExitCode} after SIGTERM:\n{stopping.Log()}");
+                workers[stop] = TallyProcess.Start($"sigterm-worker-{stop + 1}-again", workerSettings);
+            }
+
+            await Eventually.TrueAsync(async () => await AllowanceLoad.PaidCountAsync(database) >= 3 * Pairs * DueEach,
+                "every occurrence paid", TimeSpan.FromMinutes(4));
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            await AllowanceLoadAssertions.AssertAllPaidExactlyOnceAsync(database, load);
+            Assert.True(paidAtEachStop.Count(p => p > 0 && p < 3 * Pairs * DueEach) >= 2, $"paid counts at the stops: {string.Join(", ", paidAtEachStop)}");
+            foreach (var name in new[] { "sigterm-worker-1", "sigterm-worker-2", "sigterm-worker-3" })
+            {
+                Assert.Equal("STOPPED", await StateAsync(admin, name));
+            }
+        }
+        finally
+        {
+            foreach (var worker in workers)
+            {
+                await worker.DisposeAsync();
+            }
+        }
+    }
+
+    private static async Task<string?> StateAsync(HttpClient admin, string instance)
+    {
+        var instances = await admin.GetAsync("/api/admin/instances").ExpectAsync(HttpStatusCode.OK);
+        return instances.EnumerateArray().Where(i => i.GetProperty("id").GetString() == instance).Select(i => i.GetProperty("state").GetString()).FirstOrDefault();
+    }
+
     private static Guid MdUuid(string text) =>
         Guid.ParseExact(Convert.ToHexString(System.Security.Cryptography.MD5.HashData(System.Text.Encoding.UTF8.GetBytes(text))), "N");
 }

@@ -88,4 +88,36 @@ public class ScaleOutTests
         Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-API-ONLY-1"));
         await banking.DrainedAsync(on: b);
     }
+
+    [Fact]
+    public async Task LoginOnAnApiOnlyInstance_WakesAWorkerOfAnotherInstanceAtOnce_NotAtItsNextPoll()
+    {
+        // The worker instance polls the lanes only once a minute: only the login's signal
+        // (NOTIFY) can bring its priority worker to the entry within the two-second login wait.
+        await using var banking = await CoreBanking.StartAsync("postgres", new Dictionary<string, string?>
+        {
+            ["Tally:InstanceId"] = "api-only",
+            ["Tally:Roles"] = "api",
+        });
+        var worker = await banking.AddInstanceAsync("postgres", new Dictionary<string, string?>
+        {
+            ["Tally:InstanceId"] = "slow-polling-worker",
+            ["Tally:Roles"] = "worker",
+            ["BalanceSync:PollIntervalMs"] = "60000",
+        });
+        _ = worker.Server;
+        var first = await banking.UserAsync("ACC-SIGNAL-1");
+        var second = await banking.UserAsync("ACC-SIGNAL-2");
+        // The worker's first look at the lanes (at its start) is behind it: let it go idle.
+        await banking.DrainedAsync(on: banking.App);
+        await Task.Delay(500, TestContext.Current.CancellationToken);
+
+        foreach (var user in new[] { first, second })
+        {
+            var body = await banking.LoginSyncAsync(user, HttpStatusCode.OK);
+            Assert.True(body.GetProperty("ok").GetBoolean());
+        }
+        Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-SIGNAL-1"));
+        Assert.Equal(1, banking.Sandbox.T24.CallsTo("ACC-SIGNAL-2"));
+    }
 }
