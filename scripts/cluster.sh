@@ -30,6 +30,7 @@
 # After `start`, `source DIR/cluster.env` exports:
 #   TALLY_CLUSTER_URL          the first api instance's URL (else the first instance's)
 #   TALLY_CLUSTER_TOKEN        an admin bearer token (12 hours)
+#   TALLY_CLUSTER_GUARDIAN_TOKEN  the demo guardian's token (Development demo data)
 #   TALLY_CLUSTER_SIGNING_KEY  the fleet's Auth:SigningKey
 #   TALLY_CLUSTER_INSTANCES    the instance ids, space-separated
 #   TALLY_CLUSTER_POSTGRES     the fleet's database (Npgsql connection string)
@@ -325,9 +326,12 @@ start_fleet() {
     sleep 0.5
   done
 
-  local token main_url=""
+  local token guardian main_url=""
   token=$(cd "$APP" && ASPNETCORE_ENVIRONMENT=$ENVIRONMENT Auth__SigningKey=$SIGNING_KEY dotnet "$APP/Tally.dll" token --role admin) ||
     die "could not make an admin token"
+  # The demo guardian of the Development demo data, for the README's walk-through.
+  guardian=$(cd "$APP" && ASPNETCORE_ENVIRONMENT=$ENVIRONMENT Auth__SigningKey=$SIGNING_KEY dotnet "$APP/Tally.dll" token \
+    --sub 11111111-1111-1111-1111-111111111111 --role guardian --role user) || die "could not make the demo guardian's token"
   for i in "${!ids[@]}"; do
     [[ ,${FLEET[$i]}, == *,api,* ]] && { main_url="http://127.0.0.1:${ports[$i]}"; break; }
   done
@@ -336,6 +340,7 @@ start_fleet() {
     echo "# Written by scripts/cluster.sh start; source it."
     printf 'export TALLY_CLUSTER_URL=%q\n' "$main_url"
     printf 'export TALLY_CLUSTER_TOKEN=%q\n' "$token"
+    printf 'export TALLY_CLUSTER_GUARDIAN_TOKEN=%q\n' "$guardian"
     printf 'export TALLY_CLUSTER_SIGNING_KEY=%q\n' "$SIGNING_KEY"
     printf 'export TALLY_CLUSTER_INSTANCES=%q\n' "${ids[*]}"
     printf 'export TALLY_CLUSTER_POSTGRES=%q\n' "$POSTGRES"

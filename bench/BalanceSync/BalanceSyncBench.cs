@@ -209,7 +209,10 @@ public static class BalanceSyncBench
             ? File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim()
             : null;
         var load = File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Split(' ')[0] : "?";
-        var command = "dotnet run -c Release --project bench/BalanceSync --" + string.Concat(args.Select(a => a.StartsWith("Host=", StringComparison.Ordinal) ? " \"$TALLY_TEST_POSTGRES\"" : " " + a));
+        var command = "dotnet run -c Release --project bench/BalanceSync --" + string.Concat(args.Select((a, i) =>
+            a.StartsWith("Host=", StringComparison.Ordinal) ? " \"$TALLY_TEST_POSTGRES\""
+            : i > 0 && args[i - 1] == "--redis" ? " \"$TALLY_TEST_REDIS\""
+            : " " + a));
         return $"""
             ## Balance sync: login latency while {users:N0} background syncs wait, and background throughput
 

@@ -9,6 +9,7 @@ using Tally.Jobs;
 using Tally.Jobs.Audit;
 using Tally.Jobs.Instances;
 using Tally.Jobs.Queues;
+using Tally.Jobs.RateLimits;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Dashboard;
@@ -66,7 +67,7 @@ public static class Overview
 
     /// <summary>The overview; <paramref name="failures"/> is how many failed runs and dead letters to show (10 unless given).</summary>
     internal static async Task<Results<Ok<OverviewView>, ValidationProblem>> ReadAsync(
-        TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ISyncLanes lanes, CoreCallGate gate,
+        TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet,
         IOptions<TallyOptions> tally, TimeProvider clock, CancellationToken ct, int? failures = null)
     {
         var show = failures ?? 10;
@@ -84,7 +85,7 @@ public static class Overview
                 instances.Count(i => i.State == InstanceStates.Stopped), instances),
             await QueuesAsync(db, queues, transport, ct),
             await OutboxAsync(db, now, ct),
-            await LanesView.ReadAsync(lanes, gate, tally.Value, ct),
+            await LanesView.ReadAsync(lanes, gate, fleet, tally.Value, ct),
             new LatestFailures(await FailedRunsAsync(db, jobs, show, ct), await DeadLettersAsync(db, show, ct)),
             await Last24HoursAsync(db, now, ct)));
     }

@@ -28,13 +28,18 @@ public static partial class DemoData
         return builder;
     }
 
-    private sealed partial class Seeder(IDbContextFactory<TallyDb> dbs, ISyncLanes lanes, TimeProvider clock, ILogger<Seeder> logger) : IHostedService
+    private sealed partial class Seeder(
+        IDbContextFactory<TallyDb> dbs, ISyncLanes lanes, StorageSettings storage, TimeProvider clock, ILogger<Seeder> logger) : IHostedService
     {
+        /// <summary>PostgreSQL advisory lock key under which instances starting together load the demo data one after another.</summary>
+        private const long LoadLockKey = 0x7461_6c6c_7901;
+
         public async Task StartAsync(CancellationToken cancellationToken)
         {
-            // The check is an optimisation; the users' primary keys are the guarantee. Instances started
-            // at the same instant both pass the check, one commits, and the other's unique violation means
-            // "already loaded": each part is one SaveChanges, so it is loaded whole or not at all.
+            // Instances started at the same instant on PostgreSQL take turns (an advisory lock), so the
+            // second finds the data there. The users' primary keys stay the guarantee: should two ever
+            // both load, one's unique violation means "already loaded".
+            await using var turn = await TakeTurnAsync(cancellationToken);
             await using (var db = await dbs.CreateDbContextAsync(cancellationToken))
             {
                 if (!await db.Users.AnyAsync(u => u.Id == GuardianId, cancellationToken))
@@ -48,6 +53,34 @@ public static partial class DemoData
                 {
                     await LoadOnceAsync(() => SeedCoreBankingAsync(db, cancellationToken));
                 }
+            }
+        }
+
+        private async Task<IAsyncDisposable?> TakeTurnAsync(CancellationToken ct)
+        {
+            if (storage.Provider != StorageProvider.Postgres)
+            {
+                return null;
+            }
+            var connection = new Npgsql.NpgsqlConnection(storage.ConnectionString);
+            await connection.OpenAsync(ct);
+            await using (var take = new Npgsql.NpgsqlCommand($"SELECT pg_advisory_lock({LoadLockKey})", connection))
+            {
+                await take.ExecuteNonQueryAsync(ct);
+            }
+            return new Turn(connection);
+        }
+
+        /// <summary>The lock, given back explicitly: a pooled connection keeps its session (and so the lock) when closed.</summary>
+        private sealed class Turn(Npgsql.NpgsqlConnection connection) : IAsyncDisposable
+        {
+            public async ValueTask DisposeAsync()
+            {
+                await using (var give = new Npgsql.NpgsqlCommand($"SELECT pg_advisory_unlock({LoadLockKey})", connection))
+                {
+                    await give.ExecuteNonQueryAsync();
+                }
+                await connection.DisposeAsync();
             }
         }
 

@@ -5,13 +5,14 @@ using Tally.Features.BalanceSync;
 using Tally.Hosting;
 using Tally.Jobs;
 using Tally.Jobs.Queues;
+using Tally.Jobs.RateLimits;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Dashboard.Pages;
 
 /// <summary>The overview, exactly as <c>GET /api/admin/overview</c> answers it.</summary>
 public sealed class IndexModel(
-    TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ISyncLanes lanes, CoreCallGate gate,
+    TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet,
     IOptions<TallyOptions> tally, TimeProvider clock) : PageModel
 {
     public OverviewView? View { get; private set; }
@@ -19,5 +20,5 @@ public sealed class IndexModel(
     public DateTime Now => View?.At ?? clock.GetUtcNow().UtcDateTime;
 
     public async Task OnGetAsync(CancellationToken ct) =>
-        View = PageAnswer.Read<OverviewView>((await Overview.ReadAsync(db, queues, transport, jobs, lanes, gate, tally, clock, ct)).Result, out _);
+        View = PageAnswer.Read<OverviewView>((await Overview.ReadAsync(db, queues, transport, jobs, lanes, gate, fleet, tally, clock, ct)).Result, out _);
 }

@@ -7,6 +7,7 @@ using Tally.Data;
 using Tally.Features.Ledger;
 using Tally.Hosting;
 using Tally.Jobs.Audit;
+using Tally.Jobs.RateLimits;
 
 namespace Tally.Features.BalanceSync;
 
@@ -43,15 +44,19 @@ public sealed record BalancesView(
 public sealed record SyncRequested(Guid UserId, string Outcome, string Lane);
 
 /// <summary>
-/// The lanes (shared by every instance on PostgreSQL, this instance's own in memory) and the call gate
-/// of the instance that answers (<see cref="GateInstanceId"/>): each instance has its own gate.
+/// The lanes (shared by every instance on PostgreSQL, this instance's own in memory), the call gate
+/// of the instance that answers (<see cref="GateInstanceId"/>: each instance orders its own callers),
+/// and where the fleet's limits are counted (<see cref="FleetStore"/>: <c>redis</c>, <c>postgres</c> or
+/// <c>none</c>), with whether this instance is on its safe share because that store is out of reach.
 /// </summary>
-public sealed record LanesView(string Lanes, long Priority, long Background, long InFlight, long Retrying, string GateInstanceId, CoreCallGateState Gate)
+public sealed record LanesView(
+    string Lanes, long Priority, long Background, long InFlight, long Retrying, string GateInstanceId, CoreCallGateState Gate, string FleetStore, bool OnShare)
 {
-    public static async Task<LanesView> ReadAsync(ISyncLanes lanes, CoreCallGate gate, TallyOptions tally, CancellationToken ct)
+    public static async Task<LanesView> ReadAsync(ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet, TallyOptions tally, CancellationToken ct)
     {
         var counts = await lanes.CountAsync(ct);
-        return new LanesView(lanes.Name, counts.Priority, counts.Background, counts.InFlight, counts.Retrying, tally.ResolvedInstanceId, gate.State());
+        return new LanesView(lanes.Name, counts.Priority, counts.Background, counts.InFlight, counts.Retrying, tally.ResolvedInstanceId, gate.State(),
+            fleet.Store, fleet.OnShare);
     }
 }
 
@@ -83,8 +88,8 @@ public static class BalanceSyncEndpoints
             .WithSummary("Queue a user's balance sync on the background lane")
             .Refuses(404, "USER.NOT_FOUND", "no user has this id")
             .Refuses(409, NotEligible, "only active MOBILE_BANKING users are synced with the core");
-        admin.MapGet("/balance-sync/lanes", async (ISyncLanes lanes, CoreCallGate gate, IOptions<TallyOptions> tally, CancellationToken ct) =>
-            TypedResults.Ok(await LanesView.ReadAsync(lanes, gate, tally.Value, ct)))
+        admin.MapGet("/balance-sync/lanes", async (ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet, IOptions<TallyOptions> tally, CancellationToken ct) =>
+            TypedResults.Ok(await LanesView.ReadAsync(lanes, gate, fleet, tally.Value, ct)))
             .WithSummary("The sync lanes' depths and the answering instance's call gate");
 
         var me = app.MapGroup("/api/me/balances").WithTags("Me: balances").RequireAuthorization(Roles.User);
