@@ -117,8 +117,10 @@ public static class JobRuntimeSetup
                 services.AddSingleton<IFleetStore, PostgresFleetStore>();
                 break;
         }
+        // Real time, whatever clock the app runs on: the store decides on its own server's clock, and
+        // a wait it asks for is a wait in the world (a test's manual clock would never end it).
         services.AddSingleton(sp => new FleetLimiter(sp.GetService<IFleetStore>(), sp.GetRequiredService<IOptions<FleetLimitOptions>>().Value,
-            sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<FleetLimiter>>()));
+            TimeProvider.System, sp.GetRequiredService<ILogger<FleetLimiter>>()));
     }
 
     public static ConfigurationOptions RedisConfiguration(string url)
