@@ -264,9 +264,18 @@ public sealed partial class BalanceSyncDispatcher(
                     LogGaveUp(logger, entry.UserId, entry.Attempt + 1, result.RetryBecause?.Code ?? "UNKNOWN");
                 }
                 _outcomes?.Add(1, new KeyValuePair<string, object?>("outcome", result.Settled ? "settled" : "gave_up"));
-                // The balances are committed: the waiting login may answer while the entry leaves the lanes.
-                completions.Settled(entry.UserId, result.Accounts);
-                await lanes.CompleteAsync(entry, stoppingToken);
+                // The entry leaves the lanes before the waiting login is told: a login arriving meanwhile
+                // must queue a sync of its own, not join this one, whose calls to the core were made
+                // before it arrived (it would answer balances older than a change made before it).
+                try
+                {
+                    await lanes.CompleteAsync(entry, stoppingToken);
+                }
+                finally
+                {
+                    // The balances are committed whatever happened to the entry (a leftover is synced again).
+                    completions.Settled(entry.UserId, result.Accounts);
+                }
                 return;
             }
             var delay = RetryPolicy.Delay(entry.Attempt, result.RetryBecause, o.RetryBaseDelay, o.RetryMaxDelay, Random.Shared.NextDouble());

@@ -2,6 +2,8 @@ using System.Diagnostics;
 using System.Net;
 using System.Text.Json;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.DependencyInjection;
+using Tally.Features.BalanceSync;
 using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.BalanceSync;
@@ -10,6 +12,27 @@ namespace Tally.Tests.Features.BalanceSync;
 [Collection(TimingCollection.Name)]
 public class LoginSyncTests
 {
+    /// <summary>
+    /// A login right after another must not join the first login's sync as it leaves the lanes: that
+    /// sync asked the core before the second login was sent. The lanes here are slow to let an entry
+    /// go (300 ms), which widens the moment in which the second login could join the first's.
+    /// </summary>
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task LoginSync_RightAfterAnother_AnswersAChangeMadeBetweenThem(string storage)
+    {
+        await using var banking = await CoreBanking.StartAsync(storage, services: s => SlowToLeaveLanes.Register(s, storage));
+        var user = await banking.UserAsync("ACC-RIGHT-AFTER-1");
+        var first = (await banking.LoginSyncAsync(user, HttpStatusCode.OK)).GetProperty("balance").GetDecimal();
+
+        banking.Sandbox.T24.Adjust("ACC-RIGHT-AFTER-1", -1.00m);
+        var second = await banking.LoginSyncAsync(user, HttpStatusCode.OK);
+
+        Assert.True(second.GetProperty("ok").GetBoolean());
+        Assert.Equal(first - 1.00m, second.GetProperty("balance").GetDecimal());
+    }
+
     [Theory]
     [InlineData("sqlite")]
     [InlineData("postgres")]
@@ -162,4 +185,38 @@ public class LoginSyncTests
         command.CommandText = "PRAGMA synchronous";
         Assert.Equal(2L, await command.ExecuteScalarAsync(TestContext.Current.CancellationToken)); // 2 = FULL
     }
+}
+
+/// <summary>Lanes that take 300 ms to let a settled entry go, and are otherwise the real ones.</summary>
+internal sealed class SlowToLeaveLanes(ISyncLanes lanes) : ISyncLanes
+{
+    public static void Register(IServiceCollection services, string storage)
+    {
+        if (storage == "postgres")
+        {
+            services.AddSingleton<ISyncLanes>(sp => new SlowToLeaveLanes(sp.GetRequiredService<PostgresSyncLanes>()));
+        }
+        else
+        {
+            services.AddSingleton<InProcessSyncLanes>();
+            services.AddSingleton<ISyncLanes>(sp => new SlowToLeaveLanes(sp.GetRequiredService<InProcessSyncLanes>()));
+        }
+    }
+
+    public string Name => lanes.Name;
+
+    public async Task CompleteAsync(SyncEntry entry, CancellationToken ct)
+    {
+        await Task.Delay(300, ct);
+        await lanes.CompleteAsync(entry, ct);
+    }
+
+    public Task<EnqueueResult> EnqueueAsync(Guid userId, SyncLane lane, CancellationToken ct) => lanes.EnqueueAsync(userId, lane, ct);
+    public Task<int> EnqueueBackgroundAsync(IReadOnlyList<Guid> userIds, CancellationToken ct) => lanes.EnqueueBackgroundAsync(userIds, ct);
+    public Task<SyncEntry?> ClaimAsync(SyncLane lane, CancellationToken ct) => lanes.ClaimAsync(lane, ct);
+    public Task RetryAsync(SyncEntry entry, SyncLane lane, int attempt, DateTime notBefore, CancellationToken ct) => lanes.RetryAsync(entry, lane, attempt, notBefore, ct);
+    public Task DemoteAsync(Guid userId, Guid ticket, CancellationToken ct) => lanes.DemoteAsync(userId, ticket, ct);
+    public Task<bool> IsPendingAsync(Guid userId, Guid ticket, CancellationToken ct) => lanes.IsPendingAsync(userId, ticket, ct);
+    public Task<LaneCounts> CountAsync(CancellationToken ct) => lanes.CountAsync(ct);
+    public Task<SyncEntry> TakeAsync(SyncLane lane, CancellationToken ct) => lanes.TakeAsync(lane, ct);
 }
