@@ -21,7 +21,7 @@ public sealed class BalanceSyncOptions
     [Range(1, 60_000, ErrorMessage = "BalanceSync:AuthSyncTimeoutMs must be between 1 and 60000.")]
     public int AuthSyncTimeoutMs { get; set; } = 2000;
 
-    /// <summary>Calls to the core in flight at once, per instance. One at a time by default.</summary>
+    /// <summary>Calls to the core in flight at once, for the whole fleet (each instance's gate holds the same number). One at a time by default.</summary>
     [Range(1, 256, ErrorMessage = "BalanceSync:MaxConcurrentCalls must be between 1 and 256.")]
     public int MaxConcurrentCalls { get; set; } = 1;
 

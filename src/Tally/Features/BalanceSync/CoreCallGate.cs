@@ -17,7 +17,9 @@ public sealed record CoreCallGateState(
     DateTime? PausedUntil);
 
 /// <summary>
-/// The one door to the core, per instance. It holds three limits and one ordering:
+/// The door to the core of one instance, which orders that instance's callers; behind it the
+/// fleet's counts (<see cref="Jobs.RateLimits.FleetLimiter"/>) hold the same limits across every
+/// instance. It holds three limits and one ordering:
 /// <list type="bullet">
 /// <item>at most <c>maxCalls</c> calls in flight, of which the background lane may hold only
 /// <c>maxCalls - reserve</c>;</item>
