@@ -1,4 +1,5 @@
 using Microsoft.EntityFrameworkCore;
+using Npgsql;
 
 namespace Tally.Data;
 
@@ -8,7 +9,13 @@ public static partial class DataSetup
     {
         var storage = StorageSettings.From(builder.Configuration);
         builder.Services.AddSingleton(storage);
-        builder.Services.AddDbContextFactory<TallyDb>(options => Configure(options, storage), ServiceLifetime.Singleton);
+        if (storage.Provider == StorageProvider.Postgres)
+        {
+            // One pool for the whole process: EF Core, the job runtime, the lanes and the ledger's raw
+            // statements borrow from it, so the connection string's Maximum Pool Size holds for the process.
+            builder.Services.AddSingleton(_ => NpgsqlDataSource.Create(storage.ConnectionString));
+        }
+        builder.Services.AddDbContextFactory<TallyDb>((sp, options) => Configure(options, storage, sp.GetService<NpgsqlDataSource>()), ServiceLifetime.Singleton);
         builder.Services.AddScoped(sp => sp.GetRequiredService<IDbContextFactory<TallyDb>>().CreateDbContext());
         // First of all hosted services, including those registered before this call (authentication's
         // Data Protection reads its key ring from the database at start).
@@ -16,11 +23,19 @@ public static partial class DataSetup
         return builder;
     }
 
-    public static void Configure(DbContextOptionsBuilder options, StorageSettings storage)
+    /// <summary>Points EF Core at the configured database; on PostgreSQL through the process's shared pool when one is given.</summary>
+    public static void Configure(DbContextOptionsBuilder options, StorageSettings storage, NpgsqlDataSource? dataSource = null)
     {
         if (storage.Provider == StorageProvider.Postgres)
         {
-            options.UseNpgsql(storage.ConnectionString);
+            if (dataSource is not null)
+            {
+                options.UseNpgsql(dataSource);
+            }
+            else
+            {
+                options.UseNpgsql(storage.ConnectionString);
+            }
         }
         else
         {

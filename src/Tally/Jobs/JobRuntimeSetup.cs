@@ -1,5 +1,4 @@
 using Microsoft.Extensions.Options;
-using Npgsql;
 using StackExchange.Redis;
 using Tally.Data;
 using Tally.Hosting;
@@ -35,10 +34,6 @@ public static class JobRuntimeSetup
         if (!string.IsNullOrWhiteSpace(redisUrl))
         {
             services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(RedisConfiguration(redisUrl)));
-        }
-        if (storage.Provider == StorageProvider.Postgres)
-        {
-            services.AddSingleton(_ => NpgsqlDataSource.Create(storage.ConnectionString));
         }
         var lockKind = jobs.Lock ?? (!string.IsNullOrWhiteSpace(redisUrl) ? "redis" : storage.Provider == StorageProvider.Postgres ? "postgres" : "inprocess");
         switch (lockKind)
