@@ -212,7 +212,7 @@ public static class StoreBench
         await connection.OpenAsync(ct);
         await using var tx = await connection.BeginTransactionAsync(ct);
         await using var explain = new NpgsqlCommand(
-            "EXPLAIN (ANALYZE, BUFFERS) " + string.Format(CultureInfo.InvariantCulture, RepairHasOrders.PostgresStatement, "$1"), connection, tx);
+            "EXPLAIN (ANALYZE, BUFFERS) " + string.Format(CultureInfo.InvariantCulture, StoreSql.Postgres.RepairFlags, "$1"), connection, tx);
         explain.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = ManagedTypes });
         Console.WriteLine("EXPLAIN (ANALYZE, BUFFERS) of the repair statement:");
         await using (var reader = await explain.ExecuteReaderAsync(ct))

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Runtime.CompilerServices;
-using System.Text.Json;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
@@ -34,35 +33,6 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
     public const string DefaultCron = "*/5 * * * *";
     public const string Initiator = "store/sync-accounts";
     public const string RepairedEvent = "StoreAccountsRepaired";
-
-    // Raw SQL on purpose: the repair is one set-based statement per database, shaped for the partial
-    // indexes of 0003_store_integrity.sql, that updates and returns the ids in a single round trip.
-    // It is driven by the few candidate accounts (ix_store_accounts_unflagged) and asks each one
-    // "any active order of these types?" once per role, so each EXISTS is an index probe on
-    // ix_store_orders_{seller|buyer}_active; one EXISTS with "seller = id OR buyer = id" could use
-    // neither index directly. The NOT has_orders term makes a concurrent or repeated run a no-op.
-    // {0} is the managed product types: a text[] on PostgreSQL, a JSON array on SQLite.
-    public const string PostgresStatement = """
-        UPDATE store_accounts AS a
-        SET has_orders = true
-        WHERE a.active AND NOT a.has_orders
-          AND (EXISTS (SELECT 1 FROM store_orders AS o
-                       WHERE o.seller_account = a.id AND o.status = 'active' AND o.product_type = ANY ({0}))
-            OR EXISTS (SELECT 1 FROM store_orders AS o
-                       WHERE o.buyer_account = a.id AND o.status = 'active' AND o.product_type = ANY ({0})))
-        RETURNING a.id
-        """;
-
-    public const string SqliteStatement = """
-        UPDATE store_accounts AS a
-        SET has_orders = 1
-        WHERE a.active AND NOT a.has_orders
-          AND (EXISTS (SELECT 1 FROM store_orders AS o
-                       WHERE o.seller_account = a.id AND o.status = 'active' AND o.product_type IN (SELECT value FROM json_each({0})))
-            OR EXISTS (SELECT 1 FROM store_orders AS o
-                       WHERE o.buyer_account = a.id AND o.status = 'active' AND o.product_type IN (SELECT value FROM json_each({0}))))
-        RETURNING id
-        """;
 
     public async Task<JobResult> RunAsync(JobRun run, CancellationToken ct)
     {
@@ -116,10 +86,8 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
         {
             throw new ArgumentException("At least one managed subscription type is needed.", nameof(managedTypes));
         }
-        var statement = db.Database.IsNpgsql()
-            ? FormattableStringFactory.Create(PostgresStatement, [managedTypes.ToArray()])
-            : FormattableStringFactory.Create(SqliteStatement, [JsonSerializer.Serialize(managedTypes)]);
-        var ids = await db.Database.SqlQuery<Guid>(statement).ToListAsync(ct);
+        var sql = StoreSql.For(db.Database);
+        var ids = await db.Database.SqlQuery<Guid>(FormattableStringFactory.Create(sql.RepairFlags, [sql.TypesParameter(managedTypes)])).ToListAsync(ct);
         ids.Sort();
         return ids;
     }
