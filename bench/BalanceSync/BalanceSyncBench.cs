@@ -20,8 +20,8 @@ using Tally.Sandbox;
 namespace Tally.Bench.BalanceSync;
 
 /// <summary>
-/// Balance-sync benchmark (DESIGN.md: "Login balance sync: p99 within the upstream's latency plus
-/// 10 ms while 100,000 background syncs wait; never more calls to the core than its rate limit").
+/// Balance-sync benchmark. The target: a login's balance sync has its p99 within the upstream's latency
+/// plus 10 ms while 100,000 background syncs wait, and never more calls reach the core than its rate limit.
 ///
 /// <c>dotnet run -c Release --project bench/BalanceSync -- [--users 100000] [--latency-ms 20]
 /// [--logins 1000] [--throughput-s 30] [--postgres CONNECTION_STRING] [--instances 1,3] [--redis HOST:PORT] [--record bench/RESULTS.md]</c>

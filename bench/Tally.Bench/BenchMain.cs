@@ -2,7 +2,7 @@ namespace Tally.Bench;
 
 /// <summary>
 /// <c>dotnet run -c Release --project bench/Tally.Bench -- SUBCOMMAND [options]</c>. Each subcommand
-/// measures one of DESIGN.md's numbers against a reference measured in the same run.
+/// measures one of Tally's performance targets (bench/README.md) against a reference measured in the same run.
 /// </summary>
 public static class BenchMain
 {

@@ -5,8 +5,8 @@ using Tally.Tests.Harness;
 namespace Tally.Tests.Hardening;
 
 /// <summary>
-/// DESIGN.md: "no request can make the service answer 500 or lose data", and "zero 5xx answers under
-/// a fuzz of every route with malformed and extreme input". Every operation of the app's own OpenAPI
+/// No request may make the service answer 500 or lose data: zero 5xx answers under a fuzz of every
+/// route with malformed and extreme input. Every operation of the app's own OpenAPI
 /// document (the sandboxes included) is sent malformed and extreme values, one field at a time, by
 /// every kind of caller; then the ledger must still add up.
 /// </summary>

@@ -20,11 +20,10 @@ public sealed class Fuzzer(RowSnapshot rows, CapturedLogs logs)
     public static readonly TimeSpan HangThreshold = TimeSpan.FromSeconds(10);
 
     /// <summary>
-    /// Tables a refused request may append to: the design records every sync attempt and failure,
-    /// refusals included (DESIGN.md, feature 3: events <c>AccountSyncAttempted</c> and
-    /// <c>AccountSyncFailed(reason)</c>, written by "one place [that] records failures"); and the
-    /// operator audit, which records every change asked of the admin API, refused ones included
-    /// (DESIGN.md, "Operator surface"). Any other change, or a change here together with one
+    /// Tables a refused request may append to: connection sync records every attempt and failure,
+    /// refusals included (events <c>AccountSyncAttempted</c> and <c>AccountSyncFailed(reason)</c>,
+    /// written by the one place that records failures); and the operator audit, which records every
+    /// change asked of the admin API, refused ones included. Any other change, or a change here together with one
     /// elsewhere, is a failure.
     /// </summary>
     private static readonly string[] AttemptRecords = ["outbox_events", "connection_sync_runs", "audit_log"];

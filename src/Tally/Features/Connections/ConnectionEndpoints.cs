@@ -24,11 +24,11 @@ public sealed record ConnectionView(
         new(c.Id, c.ProviderSlug, c.Name, c.Status, c.CreatedAt, c.LastSyncAt, c.LastAttemptAt, c.LastError, c.ConsentExpiresAt, c.RetryNotBefore);
 }
 
-public sealed record AccountView(
+public sealed record ProviderAccountView(
     Guid Id, string ProviderAccountId, string Name, string? MaskedNumber, string Type, decimal Balance, decimal? AvailableBalance,
     string Currency, bool IsActive, DateTime? BalanceDate, DateTime LastSyncedAt, JsonElement? Metadata)
 {
-    public static AccountView Of(ProviderAccount a) => new(
+    public static ProviderAccountView Of(ProviderAccount a) => new(
         a.Id, a.ProviderAccountId, a.Name, a.MaskedNumber, a.AccountType, AccountUpsert.Normalize(a.Balance),
         a.AvailableBalance is { } available ? AccountUpsert.Normalize(available) : null, a.Currency, a.IsActive, a.BalanceDate, a.LastSyncedAt,
         a.ProviderMetadata is null ? null : JsonDocument.Parse(a.ProviderMetadata).RootElement.Clone());
@@ -217,7 +217,7 @@ public static class ConnectionEndpoints
         };
     }
 
-    internal static async Task<Results<Ok<List<AccountView>>, ValidationProblem, ProblemHttpResult>> AccountsAsync(
+    internal static async Task<Results<Ok<List<ProviderAccountView>>, ValidationProblem, ProblemHttpResult>> AccountsAsync(
         Guid id, HttpContext http, TallyDb db, CancellationToken ct, int? limit = null, Guid? after = null)
     {
         var take = limit ?? 500;
@@ -235,7 +235,7 @@ public static class ConnectionEndpoints
             query = query.Where(a => a.Id.CompareTo(cursor) > 0);
         }
         var accounts = await query.OrderBy(a => a.Id).Take(take).ToListAsync(ct);
-        return TypedResults.Ok(accounts.Select(AccountView.Of).ToList());
+        return TypedResults.Ok(accounts.Select(ProviderAccountView.Of).ToList());
     }
 
     internal static async Task<Results<Ok<List<SyncRunView>>, ValidationProblem, ProblemHttpResult>> RunsAsync(
@@ -255,7 +255,7 @@ public static class ConnectionEndpoints
         return TypedResults.Ok(runs.Select(SyncRunView.Of).ToList());
     }
 
-    /// <summary>How each sync failure answers over HTTP (DESIGN.md, feature 3). Not found and not yours answer the same.</summary>
+    /// <summary>How each sync failure answers over HTTP (the API reference in the README). Not found and not yours answer the same.</summary>
     internal static ProblemHttpResult SyncProblem(SyncFailure failure, HttpResponse response)
     {
         if (failure.RetryAfter is { } wait)

@@ -9,7 +9,7 @@ using Tally.Jobs.Scheduling;
 namespace Tally.Features.StoreIntegrity;
 
 /// <summary>What a run of <see cref="RepairHasOrders"/> changed: the accounts whose flag it set, in id order.</summary>
-public sealed record SyncAccountsResult(IReadOnlyList<Guid> UpdatedIds);
+public sealed record RepairHasOrdersResult(IReadOnlyList<Guid> UpdatedIds);
 
 /// <summary>
 /// The event of a run that set <c>has_orders</c> on at least one account: the run (its <c>cron_runs</c>
@@ -24,7 +24,9 @@ public sealed record StoreAccountsRepaired(long RunId, IReadOnlyList<Guid> Accou
 /// scheduled or manual, keeps the ids it repaired under its run id and publishes them as one
 /// <see cref="StoreAccountsRepaired"/> event, both committed with the flags. The runtime's lock keeps
 /// two instances from running it at once, and a failure is logged here with the seed's initiator,
-/// then rethrown for the runtime to record as a FAILED run.
+/// then reported as a value for the runtime to record as a FAILED run. The public job name and
+/// endpoint keep the seed's <c>store.sync-accounts</c>; the settings are <c>StoreIntegrity:*</c>, the
+/// feature's folder.
 /// </summary>
 public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreIntegrityOptions> options, TimeProvider clock, ILogger<RepairHasOrders> logger)
     : IScheduledJob
@@ -48,12 +50,13 @@ public sealed partial class RepairHasOrders(TallyDb db, IOptionsMonitor<StoreInt
                 LogOutOfSync(logger, updated.Count);
                 LogRepaired(logger, updated);
             }
-            return new JobResult(updated.Count, new SyncAccountsResult(updated));
+            return new JobResult(updated.Count, new RepairHasOrdersResult(updated));
         }
         catch (Exception e) when (!(e is OperationCanceledException && ct.IsCancellationRequested))
         {
+            // The seed's failure log names the initiator; the run records the same failure as a value.
             LogFailed(logger, e, Initiator);
-            throw;
+            return JobResult.Failed($"{e.GetType().Name}: {e.Message}");
         }
     }
 

@@ -27,7 +27,7 @@ public sealed record StoreOrderView(Guid Id, Guid SellerAccount, Guid BuyerAccou
         o.Metadata is null ? null : JsonSerializer.Deserialize<JsonElement>(o.Metadata), o.CreatedAt);
 }
 
-public sealed record SyncAccountsView(long RunId, IReadOnlyList<Guid> UpdatedIds);
+public sealed record RepairHasOrdersView(long RunId, IReadOnlyList<Guid> UpdatedIds);
 
 /// <summary>One run of <c>store.sync-accounts</c> and the accounts it repaired, in id order (none for a run that found nothing, failed, or was skipped).</summary>
 public sealed record StoreRepairView(long RunId, string Trigger, string Status, DateTime StartedAt, DateTime? FinishedAt, IReadOnlyList<Guid> AccountIds);
@@ -147,7 +147,7 @@ public static class StoreEndpoints
     /// Runs <c>store.sync-accounts</c> now through the job runtime, so the run is locked against the
     /// scheduler and recorded in cron_runs like any other, and answers the ids it repaired.
     /// </summary>
-    internal static async Task<Results<Ok<SyncAccountsView>, ProblemHttpResult>> SyncAccountsNowAsync(
+    internal static async Task<Results<Ok<RepairHasOrdersView>, ProblemHttpResult>> SyncAccountsNowAsync(
         JobRegistry jobs, JobRunner runner, IHostApplicationLifetime lifetime)
     {
         var job = jobs.Find(RepairHasOrders.Name) ?? throw new InvalidOperationException($"{RepairHasOrders.Name} is not registered.");
@@ -155,7 +155,7 @@ public static class StoreEndpoints
         var outcome = await runner.RunAsync(job, JobRunner.ManualTrigger, null, lifetime.ApplicationStopping);
         return outcome switch
         {
-            { Run: { Status: CronRunStatus.Success } run, Detail: SyncAccountsResult result } => TypedResults.Ok(new SyncAccountsView(run.Id, result.UpdatedIds)),
+            { Run: { Status: CronRunStatus.Success } run, Detail: RepairHasOrdersResult result } => TypedResults.Ok(new RepairHasOrdersView(run.Id, result.UpdatedIds)),
             { Run: { Status: CronRunStatus.SkippedLocked } run } => RunProblem(StatusCodes.Status409Conflict, "STORE.SYNC_RUNNING", run.Id,
                 $"{RepairHasOrders.Name} is running elsewhere right now; try again shortly."),
             { Run: { } run } => RunProblem(StatusCodes.Status503ServiceUnavailable, "STORE.SYNC_FAILED", run.Id,

@@ -273,7 +273,7 @@ public sealed partial class RabbitMqTransport(
         throw new ObjectDisposedException(nameof(RabbitMqTransport));
     }
 
-    private async Task<ConsumerChannel> OpenConsumerChannelAsync(
+    private static async Task<ConsumerChannel> OpenConsumerChannelAsync(
         IConnection connection, string queue, StrongBox<long>? inFlight, TaskCompletionSource<Exception> lost, CancellationTokenSource stop, CancellationToken ct)
     {
         var channel = await connection.CreateChannelAsync(cancellationToken: ct);

@@ -71,18 +71,24 @@ public sealed partial class JobRunner(
             await using var scope = services.CreateAsyncScope();
             var instanceOfJob = (IScheduledJob)scope.ServiceProvider.GetRequiredService(job.JobType);
             var result = await instanceOfJob.RunAsync(new JobRun(run.Id, trigger, occurrence), linked.Token);
-            run.Status = CronRunStatus.Success;
             run.ProcessedCount = result.Processed;
             detail = result.Detail;
-            LogSucceeded(logger, job.Name, result.Processed);
+            if (result.Failure is { } failure)
+            {
+                // The job has logged its failure in its own words: record it, do not log it twice.
+                Fail(run, failure, activity, "reported");
+                LogReportedFailure(logger, job.Name);
+            }
+            else
+            {
+                run.Status = CronRunStatus.Success;
+                LogSucceeded(logger, job.Name, result.Processed);
+            }
         }
         catch (Exception e)
         {
-            run.Status = CronRunStatus.Failed;
-            var message = held.Lost.IsCancellationRequested ? $"lock lost: {e.Message}" : $"{e.GetType().Name}: {e.Message}";
-            run.ErrorMessage = message.Length > MaxErrorLength ? message[..MaxErrorLength] : message;
+            Fail(run, held.Lost.IsCancellationRequested ? $"lock lost: {e.Message}" : $"{e.GetType().Name}: {e.Message}", activity, e.GetType().Name);
             LogFailed(logger, e, job.Name);
-            activity?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, e.GetType().Name);
         }
         activity?.SetTag("tally.job.status", run.Status);
         run.FinishedAt = clock.GetUtcNow().UtcDateTime;
@@ -92,6 +98,13 @@ public sealed partial class JobRunner(
             await db.SaveChangesAsync(CancellationToken.None);
         }
         return new Outcome(run, detail);
+    }
+
+    private static void Fail(CronRun run, string message, System.Diagnostics.Activity? activity, string status)
+    {
+        run.Status = CronRunStatus.Failed;
+        run.ErrorMessage = message.Length > MaxErrorLength ? message[..MaxErrorLength] : message;
+        activity?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, status);
     }
 
     private async Task<bool> ClaimOccurrenceAsync(string jobName, DateTime occurrence, CancellationToken ct)
@@ -145,6 +158,9 @@ public sealed partial class JobRunner(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Job {Job} succeeded, processed {Processed}")]
     private static partial void LogSucceeded(ILogger logger, string job, int processed);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Job {Job} reported a failure, recorded on its run")]
+    private static partial void LogReportedFailure(ILogger logger, string job);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Job {Job} failed")]
     private static partial void LogFailed(ILogger logger, Exception e, string job);

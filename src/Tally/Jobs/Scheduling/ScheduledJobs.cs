@@ -2,8 +2,21 @@ using Cronos;
 
 namespace Tally.Jobs.Scheduling;
 
-/// <summary>What a run of a scheduled job reports: how many items it processed, and optional detail for the caller of a manual run.</summary>
-public sealed record JobResult(int Processed, object? Detail = null);
+/// <summary>
+/// What a run of a scheduled job reports: how many items it processed, optional detail for the caller
+/// of a manual run, and, for a run that failed in a way the job expects, <see cref="Failure"/>. Like a
+/// queue handler's <see cref="JobOutcome"/>, an expected failure is a value: the job logs it once, in
+/// its own words, and the runner records the run as FAILED without logging it again. An exception
+/// still means a bug or a transient fault, and the runner logs and records that.
+/// </summary>
+public sealed record JobResult(int Processed, object? Detail = null)
+{
+    /// <summary>Why the run failed, for <c>cron_runs.error_message</c>; null for a run that succeeded.</summary>
+    public string? Failure { get; init; }
+
+    /// <summary>A run that failed as the job expected and has already logged.</summary>
+    public static JobResult Failed(string failure, object? detail = null) => new(0, detail) { Failure = failure };
+}
 
 /// <summary>
 /// The run a job is doing: its <c>cron_runs</c> id, written before the job starts, and what started it
