@@ -12,7 +12,7 @@ namespace Tally.Dashboard.Pages;
 /// every credit with its reason; and its occurrences that are dead letters now, as
 /// <c>GET /api/admin/dead-letters?queue=allowance.schedule&amp;text={scheduleId}</c> answers them, to replay.
 /// </summary>
-public sealed class AllowanceModel(TallyDb db, IOptions<AllowanceOptions> allowances, TimeProvider clock) : PageModel
+public sealed class AllowanceModel(TallyDb db, IOptions<AllowanceOptions> allowances, IEnumerable<IDeadLetterReader> readers, TimeProvider clock) : PageModel
 {
     [FromQuery]
     public string? Cursor { get; set; }
@@ -35,7 +35,7 @@ public sealed class AllowanceModel(TallyDb db, IOptions<AllowanceOptions> allowa
             Response.StatusCode = StatusCodes.Status404NotFound;
             return;
         }
-        var deadLetters = await DeadLetterEndpoints.ListAsync(db, allowances, ct, queue: allowances.Value.QueueName, text: scheduleId.ToString());
+        var deadLetters = await DeadLetterEndpoints.ListAsync(db, readers, ct, queue: allowances.Value.QueueName, text: scheduleId.ToString());
         DeadLetters = PageAnswer.Read<List<DeadLetterView>>(deadLetters.Result, out error) ?? [];
         Error = error;
     }

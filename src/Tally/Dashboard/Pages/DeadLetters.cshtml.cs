@@ -1,6 +1,5 @@
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Mvc.RazorPages;
-using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Features.Allowances;
 using Tally.Jobs.Queues;
@@ -12,7 +11,7 @@ namespace Tally.Dashboard.Pages;
 /// replay or delete the checked letters, or everything matching the filter, through the bulk routes:
 /// a dry run first, whose count the confirmation shows, then the call bounded by the dry run's <c>upTo</c>.
 /// </summary>
-public sealed class DeadLettersModel(TallyDb db, IOptions<AllowanceOptions> allowances, QueueRegistry queues, TimeProvider clock) : PageModel
+public sealed class DeadLettersModel(TallyDb db, IEnumerable<IDeadLetterReader> readers, QueueRegistry queues, TimeProvider clock) : PageModel
 {
     public const int PageSize = 50;
 
@@ -53,7 +52,7 @@ public sealed class DeadLettersModel(TallyDb db, IOptions<AllowanceOptions> allo
 
     public async Task OnGetAsync(CancellationToken ct)
     {
-        var answer = await DeadLetterEndpoints.ListAsync(db, allowances, ct, PageAnswer.Blank(Queue), PageAnswer.Blank(Reason),
+        var answer = await DeadLetterEndpoints.ListAsync(db, readers, ct, PageAnswer.Blank(Queue), PageAnswer.Blank(Reason),
             PageAnswer.Blank(MessageId), PageAnswer.Blank(Text), PageAnswer.Blank(State), Before, PageSize);
         Letters = PageAnswer.Read<List<DeadLetterView>>(answer.Result, out var error) ?? [];
         Error = error;

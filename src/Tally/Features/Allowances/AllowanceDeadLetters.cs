@@ -1,4 +1,5 @@
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Features.Ledger;
 using Tally.Jobs.Queues;
@@ -12,8 +13,21 @@ namespace Tally.Features.Allowances;
 /// </summary>
 public sealed record DeadAllowanceView(Guid ScheduleId, Guid? GuardianId, Guid? JuniorId, DateTime Occurrence, decimal? Amount, string? Currency, string Schedule);
 
-public static class AllowanceDeadLetters
+/// <summary>
+/// Allowance letters decoded for the dead-letter API and console, under <c>allowance</c>.
+/// </summary>
+public sealed class AllowanceDeadLetters(IOptions<AllowanceOptions> options) : IDeadLetterReader
 {
+    public const string PropertyName = "allowance";
+
+    public string Property => PropertyName;
+
+    /// <summary>The decoded occurrence of a dead letter listed by the dead-letter API, or null for any other letter.</summary>
+    public static DeadAllowanceView? Of(DeadLetterView letter) => letter.Decoded.GetValueOrDefault(PropertyName) as DeadAllowanceView;
+
+    public async Task<IReadOnlyDictionary<Guid, object>> DecodeAsync(TallyDb db, IReadOnlyList<DeadLetter> letters, CancellationToken ct) =>
+        (await DecodeAsync(db, options.Value.QueueName, letters, ct)).ToDictionary(d => d.Key, d => (object)d.Value);
+
     /// <summary>
     /// The allowance letters among <paramref name="letters"/> decoded, by letter id, with one read of
     /// their schedules. A letter whose body the worker cannot parse has no entry (it was dead-lettered

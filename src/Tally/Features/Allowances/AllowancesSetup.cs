@@ -11,6 +11,7 @@ public static class AllowancesSetup
     {
         builder.Services.AddValidatedOptions<AllowanceOptions>(AllowanceOptions.Section);
         builder.Services.AddSingleton<CreditBatcher>();
+        builder.Services.AddSingleton<IDeadLetterReader, AllowanceDeadLetters>();
         builder.Services.AddQueueHandler<CreditAllowance>(sp =>
         {
             var o = sp.GetRequiredService<IOptions<AllowanceOptions>>().Value;

@@ -1,24 +1,44 @@
 using System.ComponentModel.DataAnnotations;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
-using Microsoft.Extensions.Options;
 using Tally.Data;
-using Tally.Features.Allowances;
+using System.Text.Json.Serialization;
 using Tally.Hosting;
 using Tally.Jobs.Audit;
 
 namespace Tally.Jobs.Queues;
 
 /// <summary>
-/// A dead letter as the console shows it: the record (state, and who settled it when) and, for the
-/// allowance queue, the occurrence it carried (<see cref="DeadAllowanceView"/>; null for any other queue).
+/// A dead letter as the console shows it: the record (state, and who settled it when) and, under
+/// each registered <see cref="IDeadLetterReader.Property"/>, what that reader decoded from it (null
+/// for a letter it does not read).
 /// </summary>
 public sealed record DeadLetterView(
     Guid Id, string Queue, string MessageId, string Body, int Attempts, string Reason, DateTime DeadLetteredAt, long Sequence,
-    string State, DateTime? SettledAt, string? SettledBy, DeadAllowanceView? Allowance)
+    string State, DateTime? SettledAt, string? SettledBy)
 {
-    public static DeadLetterView Of(DeadLetter d, DeadAllowanceView? allowance) => new(
-        d.Id, d.Queue, d.MessageId, d.Body, d.Attempts, d.Reason, d.DeadLetteredAt, d.Sequence, d.State, d.SettledAt, d.SettledBy, allowance);
+    /// <summary>Each reader's decoding by its property name, written into the JSON beside the record's fields.</summary>
+    [JsonExtensionData]
+    public Dictionary<string, object?> Decoded { get; init; } = [];
+
+    public static DeadLetterView Of(DeadLetter d, Dictionary<string, object?> decoded) => new(
+        d.Id, d.Queue, d.MessageId, d.Body, d.Attempts, d.Reason, d.DeadLetteredAt, d.Sequence, d.State, d.SettledAt, d.SettledBy)
+    { Decoded = decoded };
+}
+
+/// <summary>
+/// What a feature can say about its own dead letters beyond their body (an allowance letter's
+/// occurrence and schedule). The job runtime knows no feature, so a feature that can decode its
+/// letters registers one of these, and the dead-letter API and console show the result under
+/// <see cref="Property"/>.
+/// </summary>
+public interface IDeadLetterReader
+{
+    /// <summary>The JSON property the decoding appears under, on every letter (null where this reader has nothing).</summary>
+    string Property { get; }
+
+    /// <summary>The letters among <paramref name="letters"/> this reader decodes, by letter id, read in one go.</summary>
+    Task<IReadOnlyDictionary<Guid, object>> DecodeAsync(TallyDb db, IReadOnlyList<DeadLetter> letters, CancellationToken ct);
 }
 
 /// <summary>
@@ -77,7 +97,7 @@ public static class DeadLetterEndpoints
 
     /// <summary>The listing: newest first; <paramref name="state"/> is dead unless given (or <c>all</c>).</summary>
     internal static async Task<Results<Ok<List<DeadLetterView>>, ValidationProblem>> ListAsync(
-        TallyDb db, IOptions<AllowanceOptions> allowances, CancellationToken ct, string? queue = null, string? reason = null,
+        TallyDb db, IEnumerable<IDeadLetterReader> readers, CancellationToken ct, string? queue = null, string? reason = null,
         string? messageId = null, string? text = null,
         [AllowedValues(DeadLetterStates.Dead, DeadLetterStates.Replayed, DeadLetterStates.Deleted, All)] string? state = null, long? before = null, int? limit = null)
     {
@@ -90,16 +110,16 @@ public static class DeadLetterEndpoints
         {
             return Problems.Invalid(errors.ToDictionary());
         }
-        return TypedResults.Ok(await FindAsync(db, allowances.Value.QueueName, filter, state ?? DeadLetterStates.Dead, before, take, ct));
+        return TypedResults.Ok(await FindAsync(db, readers, filter, state ?? DeadLetterStates.Dead, before, take, ct));
     }
 
     /// <summary>
     /// Dead letters matching <paramref name="filter"/> in <paramref name="state"/> (<c>all</c> for any),
     /// newest first, below the sequence <paramref name="before"/> when given: the listing, without its
-    /// checks (callers pass checked values). Allowance letters come decoded.
+    /// checks (callers pass checked values), decoded by <paramref name="readers"/>.
     /// </summary>
     public static async Task<List<DeadLetterView>> FindAsync(
-        TallyDb db, string allowanceQueue, DeadLetterFilter filter, string state, long? before, int take, CancellationToken ct)
+        TallyDb db, IEnumerable<IDeadLetterReader> readers, DeadLetterFilter filter, string state, long? before, int take, CancellationToken ct)
     {
         var query = filter.Apply(db, db.DeadLetters.AsNoTracking());
         if (state != All)
@@ -111,20 +131,20 @@ public static class DeadLetterEndpoints
             query = query.Where(d => d.Sequence < b);
         }
         var rows = await query.OrderByDescending(d => d.Sequence).Take(take).ToListAsync(ct);
-        return await ViewsAsync(db, allowanceQueue, rows, ct);
+        return await ViewsAsync(db, readers, rows, ct);
     }
 
     internal static async Task<Results<Ok<DeadLetterView>, ProblemHttpResult>> ReadAsync(
-        Guid id, TallyDb db, IOptions<AllowanceOptions> allowances, CancellationToken ct) =>
-        await FindOneAsync(db, allowances.Value.QueueName, id, ct) is { } view
+        Guid id, TallyDb db, IEnumerable<IDeadLetterReader> readers, CancellationToken ct) =>
+        await FindOneAsync(db, readers, id, ct) is { } view
             ? TypedResults.Ok(view)
             : NotFound();
 
     /// <summary>One dead letter, in any state, or null.</summary>
-    public static async Task<DeadLetterView?> FindOneAsync(TallyDb db, string allowanceQueue, Guid id, CancellationToken ct)
+    public static async Task<DeadLetterView?> FindOneAsync(TallyDb db, IEnumerable<IDeadLetterReader> readers, Guid id, CancellationToken ct)
     {
         var row = await db.DeadLetters.AsNoTracking().FirstOrDefaultAsync(d => d.Id == id, ct);
-        return row is null ? null : (await ViewsAsync(db, allowanceQueue, [row], ct))[0];
+        return row is null ? null : (await ViewsAsync(db, readers, [row], ct))[0];
     }
 
     /// <summary>How many live dead letters <paramref name="selection"/> holds, and the highest sequence among them (0 when none).</summary>
@@ -206,10 +226,14 @@ public static class DeadLetterEndpoints
     private static async Task<DeadLetterSelection> BoundAsync(TallyDb db, DeadLetterSelection selection, CancellationToken ct) =>
         selection.UpTo is null ? selection with { UpTo = (await PreviewAsync(db, selection, ct)).UpTo } : selection;
 
-    private static async Task<List<DeadLetterView>> ViewsAsync(TallyDb db, string allowanceQueue, List<DeadLetter> rows, CancellationToken ct)
+    private static async Task<List<DeadLetterView>> ViewsAsync(TallyDb db, IEnumerable<IDeadLetterReader> readers, List<DeadLetter> rows, CancellationToken ct)
     {
-        var allowances = await AllowanceDeadLetters.DecodeAsync(db, allowanceQueue, rows, ct);
-        return rows.Select(d => DeadLetterView.Of(d, allowances.GetValueOrDefault(d.Id))).ToList();
+        var decoded = new List<(string Property, IReadOnlyDictionary<Guid, object> ById)>();
+        foreach (var reader in readers)
+        {
+            decoded.Add((reader.Property, await reader.DecodeAsync(db, rows, ct)));
+        }
+        return rows.Select(d => DeadLetterView.Of(d, decoded.ToDictionary(r => r.Property, r => r.ById.GetValueOrDefault(d.Id)))).ToList();
     }
 
     private const string NotFoundDetail = "No such dead letter.";
