@@ -1,5 +1,6 @@
 using Tally.Dashboard;
 using Tally.Data;
+using Tally.Demo;
 using Tally.Features.Allowances;
 using Tally.Features.BalanceSync;
 using Tally.Features.Connections;
@@ -22,7 +23,7 @@ if (args is ["token", ..])
 }
 if (args is ["signin-link", ..])
 {
-    return DevToken.PrintSignInLink(args[1..]);
+    return SignInLink.Print(args[1..]);
 }
 
 var builder = WebApplication.CreateBuilder(args);

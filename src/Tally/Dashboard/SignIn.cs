@@ -79,7 +79,7 @@ public static partial class SignIn
 {
     public const string CookieScheme = CookieAuthenticationDefaults.AuthenticationScheme;
     public const string OidcScheme = OpenIdConnectDefaults.AuthenticationScheme;
-    public const string AntiforgeryHeader = "X-CSRF-TOKEN";
+    public const string AntiforgeryHeader = Auth.AntiforgeryHeader;
     public static readonly TimeSpan CodeLifetime = TimeSpan.FromMinutes(10);
     private static readonly string[] ConsoleRoles = [Roles.Viewer, Roles.Operator, Roles.Admin];
 

@@ -54,6 +54,9 @@ public static class Roles
 
 public static class Auth
 {
+    /// <summary>The header a cookie-authenticated change carries its antiforgery token in (the console's requests).</summary>
+    public const string AntiforgeryHeader = "X-CSRF-TOKEN";
+
     public const string SelectScheme = "tally";
     public const string SessionCookie = "tally.session";
 
@@ -123,7 +126,7 @@ public static class Auth
         }
         builder.Services.AddAntiforgery(o =>
         {
-            o.HeaderName = Dashboard.SignIn.AntiforgeryHeader;
+            o.HeaderName = AntiforgeryHeader;
             o.Cookie.Name = "tally.antiforgery";
             o.Cookie.SameSite = SameSiteMode.Strict;
         });

@@ -1,4 +1,5 @@
 using System.Net;
+using Tally.Demo;
 using Tally.Hosting;
 using Tally.Tests.Harness;
 

@@ -1,8 +1,8 @@
 using System.ComponentModel.DataAnnotations;
+using System.Text.Json.Serialization;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Tally.Data;
-using System.Text.Json.Serialization;
 using Tally.Hosting;
 using Tally.Jobs.Audit;
 

@@ -3,8 +3,9 @@ using Tally.Data;
 using Tally.Features.BalanceSync;
 using Tally.Features.Ledger;
 using Tally.Features.Users;
+using Tally.Hosting;
 
-namespace Tally.Hosting;
+namespace Tally.Demo;
 
 /// <summary>
 /// Embedded-mode demo data (<c>Tally:DemoData=true</c>): a guardian with a funded account and a
