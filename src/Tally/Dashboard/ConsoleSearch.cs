@@ -2,6 +2,7 @@ using System.Globalization;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.EntityFrameworkCore;
 using Tally.Data;
+using Tally.Features.Allowances;
 using Tally.Features.Ledger;
 using Tally.Features.StoreIntegrity;
 using Tally.Features.Users;
@@ -95,7 +96,7 @@ public static class ConsoleSearch
         if (await db.AllowanceSchedules.AsNoTracking().FirstOrDefaultAsync(s => s.Id == id, ct) is { } schedule)
         {
             var amount = Currencies.FromMinor(schedule.AmountMinor, schedule.Currency).ToString(CultureInfo.InvariantCulture);
-            hits.Add(new SearchHit(SearchKinds.Schedule, key, $"Allowance {amount} {schedule.Currency} {schedule.Frequency} ({schedule.Status})", $"/dashboard/allowances/{key}"));
+            hits.Add(new SearchHit(SearchKinds.Schedule, key, $"Allowance {amount} {schedule.Currency} {schedule.Frequency.Code()} ({schedule.Status})", $"/dashboard/allowances/{key}"));
         }
         if (await db.ProviderConnections.AsNoTracking().FirstOrDefaultAsync(c => c.Id == id, ct) is { } connection)
         {

@@ -42,7 +42,7 @@ public class AdminSearchTests
             JuniorId = junior,
             AmountMinor = 500,
             Currency = "USD",
-            Frequency = "WEEKLY",
+            Frequency = Frequency.Weekly,
             TimeZone = "UTC",
             StartAt = now,
             Status = ScheduleStatus.On,

@@ -20,12 +20,12 @@ public sealed record AdminScheduleView(
 {
     public static AdminScheduleView Of(AllowanceSchedule s, IReadOnlyDictionary<Guid, string> usernames) => new(
         s.Id, s.GuardianId, usernames.GetValueOrDefault(s.GuardianId), s.JuniorId, usernames.GetValueOrDefault(s.JuniorId),
-        Currencies.FromMinor(s.AmountMinor, s.Currency), s.Currency, RRule(s), s.Frequency, s.Interval,
+        Currencies.FromMinor(s.AmountMinor, s.Currency), s.Currency, RRule(s), s.Frequency.Code(), s.Interval,
         s.ByDay is null ? null : Weekdays.ToCodes(Weekdays.Parse(s.ByDay)), s.ByMonthDay, s.TimeZone, s.StartAt, s.Status,
         s.Status == ScheduleStatus.On ? s.NextRunAt : null, s.LastRunAt, s.ActiveFrom, s.CreatedAt, s.UpdatedAt, s.DeletedAt);
 
     private static string RRule(AllowanceSchedule s) =>
-        $"FREQ={s.Frequency};INTERVAL={s.Interval}"
+        $"FREQ={s.Frequency.Code()};INTERVAL={s.Interval}"
         + (s.ByDay is null ? "" : $";BYDAY={s.ByDay}")
         + (s.ByMonthDay is { } day ? $";BYMONTHDAY={day}" : "");
 }

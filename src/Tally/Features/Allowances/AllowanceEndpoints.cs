@@ -14,7 +14,7 @@ public sealed record ScheduleView(
     DateTime? NextRunAt, DateTime? LastRunAt, DateTime CreatedAt, DateTime UpdatedAt)
 {
     public static ScheduleView Of(AllowanceSchedule s) => new(
-        s.Id, s.GuardianId, s.JuniorId, Currencies.FromMinor(s.AmountMinor, s.Currency), s.Currency, s.Frequency, s.Interval,
+        s.Id, s.GuardianId, s.JuniorId, Currencies.FromMinor(s.AmountMinor, s.Currency), s.Currency, s.Frequency.Code(), s.Interval,
         s.ByDay is null ? null : Weekdays.ToCodes(Weekdays.Parse(s.ByDay)), s.ByMonthDay, s.TimeZone, s.StartAt, s.Status,
         s.Status == ScheduleStatus.On ? s.NextRunAt : null, s.LastRunAt, s.CreatedAt, s.UpdatedAt);
 }
@@ -187,10 +187,9 @@ public static class AllowanceEndpoints
     internal static async Task<Results<Ok<List<CreditView>>, ValidationProblem, ProblemHttpResult>> CreditsAsync(
         Guid juniorId, HttpContext http, TallyDb db, CancellationToken ct, int? limit = null)
     {
-        var take = limit ?? 100;
-        if (take is < 1 or > 1000)
+        if (new FieldErrors().CheckLimit(limit, 100, 1000, out var take) is { Any: true } errors)
         {
-            return Problems.Invalid("limit", "must be between 1 and 1000");
+            return Problems.Invalid(errors.ToDictionary());
         }
         var schedule = await FindAsync(db, http, juniorId, ct);
         if (schedule is null)

@@ -32,7 +32,7 @@ namespace Tally.Features.Allowances
         public Guid JuniorId { get; set; }
         public long AmountMinor { get; set; }
         public required string Currency { get; set; }
-        public required string Frequency { get; set; }
+        public required Frequency Frequency { get; set; }
         public int Interval { get; set; } = 1;
         public string? ByDay { get; set; }
         public int? ByMonthDay { get; set; }
@@ -52,7 +52,7 @@ namespace Tally.Features.Allowances
         {
             var zone = TimeZoneInfo.FindSystemTimeZoneById(TimeZone);
             return new RecurrenceRule(
-                Enum.Parse<Frequency>(Frequency, ignoreCase: true),
+                Frequency,
                 Interval,
                 Weekdays.Parse(ByDay),
                 ByMonthDay,
@@ -83,6 +83,8 @@ namespace Tally.Features.Allowances
         public void Configure(EntityTypeBuilder<AllowanceSchedule> e)
         {
             e.ToTable("allowance_schedules");
+            // Stored as its code (DAILY, WEEKLY, MONTHLY), as the API writes it.
+            e.Property(s => s.Frequency).HasConversion(f => f.Code(), code => Frequencies.Parse(code) ?? Enum.Parse<Frequency>(code, true));
             e.HasOne<Users.User>().WithMany().HasForeignKey(s => s.GuardianId).OnDelete(DeleteBehavior.Restrict);
             e.HasOne<Users.User>().WithMany().HasForeignKey(s => s.JuniorId).OnDelete(DeleteBehavior.Restrict);
         }

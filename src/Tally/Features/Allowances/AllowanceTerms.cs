@@ -11,7 +11,7 @@ namespace Tally.Features.Allowances;
 public sealed record AllowanceRequest(
     decimal? Amount,
     string? Currency,
-    [property: AllowedValues("DAILY", "WEEKLY", "MONTHLY")] string? Frequency,
+    [property: AllowedValues(Frequencies.Daily, Frequencies.Weekly, Frequencies.Monthly)] string? Frequency,
     [property: AllowedValues(ScheduleStatus.On, ScheduleStatus.Off)] string? Status,
     string? StartAt,
     string? TimeZone,
@@ -23,7 +23,7 @@ public sealed record AllowanceRequest(
 public sealed partial record AllowanceTerms(
     long AmountMinor,
     string Currency,
-    string Frequency,
+    Frequency Frequency,
     string Status,
     DateTime StartAtUtc,
     string TimeZone,
@@ -58,7 +58,7 @@ public sealed partial record AllowanceTerms(
     {
         var errors = new FieldErrors();
         errors.Check(body.Amount is not null, "amount", "is required");
-        errors.Check(body.Frequency is not null, "frequency", "is required: DAILY, WEEKLY or MONTHLY");
+        errors.Check(body.Frequency is not null, "frequency", $"is required: {Frequencies.Listed}");
         errors.Check(body.Status is not null, "status", "is required: ON or OFF");
         if (errors.Any)
         {
@@ -71,9 +71,9 @@ public sealed partial record AllowanceTerms(
     /// <summary>Terms after a change: fields not given keep their value; by-rules that no longer fit the frequency are dropped.</summary>
     public static (AllowanceTerms? Terms, FieldErrors Errors) ForChange(AllowanceSchedule current, AllowanceRequest body, DateTime now)
     {
-        var frequency = body.Frequency ?? current.Frequency;
-        var byDay = body.ByDay ?? (frequency == "WEEKLY" && current.Frequency == "WEEKLY" ? Weekdays.ToCodes(Weekdays.Parse(current.ByDay)) : null);
-        var byMonthDay = body.ByMonthDay ?? (frequency == "MONTHLY" && current.Frequency == "MONTHLY" ? current.ByMonthDay : null);
+        var frequency = body.Frequency ?? current.Frequency.Code();
+        var byDay = body.ByDay ?? (frequency == Frequencies.Weekly && current.Frequency == Frequency.Weekly ? Weekdays.ToCodes(Weekdays.Parse(current.ByDay)) : null);
+        var byMonthDay = body.ByMonthDay ?? (frequency == Frequencies.Monthly && current.Frequency == Frequency.Monthly ? current.ByMonthDay : null);
         var request = body with { Amount = body.Amount ?? Currencies.FromMinor(current.AmountMinor, current.Currency) };
         return Resolve(request, body.Currency ?? current.Currency, frequency, body.Status ?? current.Status, body.Interval ?? current.Interval,
             byDay is { Length: > 0 } ? byDay : null, byMonthDay, body.TimeZone ?? current.TimeZone,
@@ -103,7 +103,8 @@ public sealed partial record AllowanceTerms(
                 errors.Add("amount", refused);
             }
         }
-        errors.Check(frequency is "DAILY" or "WEEKLY" or "MONTHLY", "frequency", "must be DAILY, WEEKLY or MONTHLY");
+        var rule = Frequencies.Parse(frequency);
+        errors.Check(rule is not null, "frequency", $"must be {Frequencies.Listed}");
         errors.Check(status is ScheduleStatus.On or ScheduleStatus.Off, "status", "must be ON or OFF");
         errors.Check(interval is >= 1 and <= MaxInterval, "interval", $"must be between 1 and {MaxInterval}");
 
@@ -113,7 +114,7 @@ public sealed partial record AllowanceTerms(
         var days = new List<DayOfWeek>();
         if (byDay is not null)
         {
-            if (frequency != "WEEKLY")
+            if (rule != Frequency.Weekly)
             {
                 errors.Add("byDay", "is only allowed with frequency WEEKLY");
             }
@@ -144,7 +145,7 @@ public sealed partial record AllowanceTerms(
         }
         if (byMonthDay is { } monthDay)
         {
-            errors.Check(frequency == "MONTHLY", "byMonthDay", "is only allowed with frequency MONTHLY");
+            errors.Check(rule == Frequency.Monthly, "byMonthDay", "is only allowed with frequency MONTHLY");
             errors.Check(monthDay == -1 || monthDay is >= 1 and <= 31, "byMonthDay", "must be 1..31, or -1 for the last day of the month");
         }
 
@@ -152,14 +153,14 @@ public sealed partial record AllowanceTerms(
         var start = startAtUtc ?? (body.StartAt is null ? now : ParseStart(body.StartAt, zone ?? TimeZoneInfo.Utc));
         // A kept start is checked too: a schedule stored before the range existed must be given a new one to change.
         errors.Check(start is { } at && at >= EarliestStart && at < StartRangeEnd, "startAt", StartAtRule);
-        if (errors.Any || zone is null || start is null || minor is null)
+        if (errors.Any || zone is null || start is null || minor is null || rule is null)
         {
             return (null, errors);
         }
         // Whole seconds: every database stores them exactly, so occurrences computed anywhere agree.
         var startUtc = new DateTime(start.Value.Ticks - (start.Value.Ticks % TimeSpan.TicksPerSecond), DateTimeKind.Utc);
         var ordered = days.OrderBy(d => ((int)d + 6) % 7).ToList();
-        return (new AllowanceTerms(minor.Value, currency, frequency, status, startUtc, timeZone, interval,
+        return (new AllowanceTerms(minor.Value, currency, rule.Value, status, startUtc, timeZone, interval,
             ordered.Count > 0 ? Weekdays.Format(ordered) : null, byMonthDay), errors);
     }
 

@@ -1,10 +1,38 @@
 namespace Tally.Features.Allowances;
 
+/// <summary>How often a schedule recurs. Written <c>DAILY</c>, <c>WEEKLY</c>, <c>MONTHLY</c> in the API and the database (<see cref="Frequencies"/>).</summary>
 public enum Frequency
 {
     Daily,
     Weekly,
     Monthly,
+}
+
+/// <summary>The one spelling of a <see cref="Frequency"/> outside the code: RFC 5545's FREQ value.</summary>
+public static class Frequencies
+{
+    /// <summary>The codes the API accepts, in order.</summary>
+    public const string Daily = "DAILY", Weekly = "WEEKLY", Monthly = "MONTHLY";
+
+    /// <summary>For messages: "DAILY, WEEKLY or MONTHLY".</summary>
+    public const string Listed = "DAILY, WEEKLY or MONTHLY";
+
+    public static string Code(this Frequency frequency) => frequency switch
+    {
+        Frequency.Daily => Daily,
+        Frequency.Weekly => Weekly,
+        Frequency.Monthly => Monthly,
+        _ => throw new ArgumentOutOfRangeException(nameof(frequency), frequency, "Unknown frequency."),
+    };
+
+    /// <summary>The frequency a code names (exactly, upper case), or null.</summary>
+    public static Frequency? Parse(string? code) => code switch
+    {
+        Daily => Frequency.Daily,
+        Weekly => Frequency.Weekly,
+        Monthly => Frequency.Monthly,
+        _ => null,
+    };
 }
 
 /// <summary>

@@ -122,38 +122,30 @@ public static class BalanceSyncEndpoints
             return Problems.NotFound("USER.NOT_FOUND", "The user does not exist.");
         }
         var id = body.Id ?? Guid.CreateVersion7();
-        var existing = await db.CoreAccounts.AsNoTracking()
-            .FirstOrDefaultAsync(a => a.Id == id || (a.UserId == body.UserId && a.AccountNumber == body.AccountNumber), ct);
-        if (existing is not null)
-        {
-            // A repeated import of the same account is answered, not refused.
-            return existing.Id == id && existing.UserId == body.UserId && existing.AccountNumber == body.AccountNumber
-                ? TypedResults.Ok(CoreAccountView.Of(existing))
-                : Problems.Conflict("CORE_ACCOUNT.ALREADY_EXISTS", "The user already has this core account, or the id is taken.");
-        }
         var now = clock.GetUtcNow().UtcDateTime;
-        var account = new CoreAccount
+        // A repeated import of the same account is answered, not refused.
+        var imported = await Imports.CreateOrMatchAsync(db,
+            clashes: a => a.Id == id || (a.UserId == body.UserId && a.AccountNumber == body.AccountNumber),
+            same: a => a.Id == id && a.UserId == body.UserId && a.AccountNumber == body.AccountNumber,
+            create: () => new CoreAccount
+            {
+                Id = id,
+                UserId = body.UserId!.Value,
+                AccountNumber = body.AccountNumber!,
+                AccountType = body.AccountType!.Trim().ToUpperInvariant(),
+                IsPrimary = body.IsPrimary ?? false,
+                IsActive = body.IsActive ?? true,
+                Currency = body.Currency!,
+                CreatedAt = now,
+                UpdatedAt = now,
+            },
+            ct);
+        return imported switch
         {
-            Id = id,
-            UserId = body.UserId!.Value,
-            AccountNumber = body.AccountNumber!,
-            AccountType = body.AccountType!.Trim().ToUpperInvariant(),
-            IsPrimary = body.IsPrimary ?? false,
-            IsActive = body.IsActive ?? true,
-            Currency = body.Currency!,
-            CreatedAt = now,
-            UpdatedAt = now,
+            Imported<CoreAccount>.Created(var account) => TypedResults.Created($"/api/admin/balance-sync/users/{account.UserId}", CoreAccountView.Of(account)),
+            Imported<CoreAccount>.Matched(var account) => TypedResults.Ok(CoreAccountView.Of(account)),
+            _ => Problems.Conflict("CORE_ACCOUNT.ALREADY_EXISTS", "The user already has this core account, or the id is taken."),
         };
-        db.CoreAccounts.Add(account);
-        try
-        {
-            await db.SaveChangesAsync(ct);
-        }
-        catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
-        {
-            return Problems.Conflict("CORE_ACCOUNT.ALREADY_EXISTS", "The user already has this core account, or the id is taken.");
-        }
-        return TypedResults.Created($"/api/admin/balance-sync/users/{account.UserId}", CoreAccountView.Of(account));
     }
 
     internal static async Task<Results<Ok<BalancesView>, ProblemHttpResult>> UserBalancesAsync(Guid userId, TallyDb db, CancellationToken ct)

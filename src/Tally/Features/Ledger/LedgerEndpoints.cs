@@ -70,32 +70,24 @@ public static class LedgerEndpoints
             return Problems.NotFound("USER.NOT_FOUND", "The owner does not exist.");
         }
         var id = body.Id ?? Guid.CreateVersion7();
-        var existing = await db.LedgerAccounts.AsNoTracking()
-            .FirstOrDefaultAsync(a => a.Id == id || (a.OwnerId == body.OwnerId && a.Currency == body.Currency), ct);
-        if (existing is not null)
+        var imported = await Imports.CreateOrMatchAsync(db,
+            clashes: a => a.Id == id || (a.OwnerId == body.OwnerId && a.Currency == body.Currency),
+            same: a => a.Id == id && a.OwnerId == body.OwnerId && a.Currency == body.Currency,
+            create: () => new LedgerAccount
+            {
+                Id = id,
+                OwnerId = body.OwnerId,
+                Currency = body.Currency!,
+                Kind = AccountKinds.User,
+                CreatedAt = clock.GetUtcNow().UtcDateTime,
+            },
+            ct);
+        return imported switch
         {
-            return existing.Id == id && existing.OwnerId == body.OwnerId && existing.Currency == body.Currency
-                ? TypedResults.Ok(AccountView.Of(existing))
-                : Problems.Conflict("LEDGER.ACCOUNT_EXISTS", "The owner already has an account in this currency.");
-        }
-        var account = new LedgerAccount
-        {
-            Id = id,
-            OwnerId = body.OwnerId,
-            Currency = body.Currency!,
-            Kind = AccountKinds.User,
-            CreatedAt = clock.GetUtcNow().UtcDateTime,
+            Imported<LedgerAccount>.Created(var account) => TypedResults.Created($"/api/admin/ledger/accounts/{id}", AccountView.Of(account)),
+            Imported<LedgerAccount>.Matched(var account) => TypedResults.Ok(AccountView.Of(account)),
+            _ => Problems.Conflict("LEDGER.ACCOUNT_EXISTS", "The owner already has an account in this currency."),
         };
-        db.LedgerAccounts.Add(account);
-        try
-        {
-            await db.SaveChangesAsync(ct);
-        }
-        catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
-        {
-            return Problems.Conflict("LEDGER.ACCOUNT_EXISTS", "The owner already has an account in this currency.");
-        }
-        return TypedResults.Created($"/api/admin/ledger/accounts/{id}", AccountView.Of(account));
     }
 
     internal static async Task<Results<Ok<AccountView>, ProblemHttpResult>> GetAccountAsync(Guid id, TallyDb db, CancellationToken ct)
@@ -182,10 +174,9 @@ public static class LedgerEndpoints
     internal static async Task<Results<Ok<List<TransferView>>, ValidationProblem>> MyTransfersAsync(
         HttpContext http, TallyDb db, CancellationToken ct, int? limit = null)
     {
-        var take = limit ?? 50;
-        if (take is < 1 or > 500)
+        if (new FieldErrors().CheckLimit(limit, 50, 500, out var take) is { Any: true } errors)
         {
-            return Problems.Invalid("limit", "must be between 1 and 500");
+            return Problems.Invalid(errors.ToDictionary());
         }
         var mine = await db.LedgerAccounts.AsNoTracking().OwnedBy(http.User.UserId()).Select(a => a.Id).ToListAsync(ct);
         var transfers = await db.LedgerTransfers.AsNoTracking().Touching(mine)

@@ -111,33 +111,26 @@ namespace Tally.Features.Users
             }
 
             var id = body.Id ?? Guid.CreateVersion7();
-            var existing = await db.Users.AsNoTracking().FirstOrDefaultAsync(u => u.Id == id || u.Username == body.Username, ct);
-            if (existing is not null)
+            // A repeated import of the same user is answered, not refused.
+            var imported = await Imports.CreateOrMatchAsync(db,
+                clashes: u => u.Id == id || u.Username == body.Username,
+                same: u => u.Id == id && u.Username == body.Username,
+                create: () => new User
+                {
+                    Id = id,
+                    Username = body.Username!,
+                    Context = context,
+                    CustomerNumber = body.CustomerNumber,
+                    IsActive = body.IsActive ?? true,
+                    CreatedAt = clock.GetUtcNow().UtcDateTime,
+                },
+                ct);
+            return imported switch
             {
-                // A repeated import of the same user is answered, not refused.
-                return existing.Id == id && existing.Username == body.Username
-                    ? TypedResults.Ok(UserView.Of(existing))
-                    : Problems.Conflict("USER.ALREADY_EXISTS", "A user with this id or username already exists.");
-            }
-            var user = new User
-            {
-                Id = id,
-                Username = body.Username!,
-                Context = context,
-                CustomerNumber = body.CustomerNumber,
-                IsActive = body.IsActive ?? true,
-                CreatedAt = clock.GetUtcNow().UtcDateTime,
+                Imported<User>.Created(var user) => TypedResults.Created($"/api/admin/users/{id}", UserView.Of(user)),
+                Imported<User>.Matched(var user) => TypedResults.Ok(UserView.Of(user)),
+                _ => Problems.Conflict("USER.ALREADY_EXISTS", "A user with this id or username already exists."),
             };
-            db.Users.Add(user);
-            try
-            {
-                await db.SaveChangesAsync(ct);
-            }
-            catch (DbUpdateException e) when (DbErrors.IsUniqueViolation(e))
-            {
-                return Problems.Conflict("USER.ALREADY_EXISTS", "A user with this id or username already exists.");
-            }
-            return TypedResults.Created($"/api/admin/users/{id}", UserView.Of(user));
         }
 
         internal static async Task<Results<Ok<UserView>, ProblemHttpResult>> GetUserAsync(Guid id, TallyDb db, CancellationToken ct)

@@ -51,9 +51,8 @@ public static class AdminApi
         [AllowedValues(AuditOutcomes.Started, AuditOutcomes.Succeeded, AuditOutcomes.Refused, AuditOutcomes.Forbidden, AuditOutcomes.Failed)] string? outcome = null,
         DateTime? from = null, DateTime? to = null, long? before = null, int? limit = null)
     {
-        var take = limit ?? 100;
         var errors = new FieldErrors()
-            .Check(take is >= 1 and <= 1000, "limit", "must be between 1 and 1000")
+            .CheckLimit(limit, 100, 1000, out var take)
             .CheckText(actor, "actor", OperatorEndpoints.MaxNameLength, required: false)
             .CheckText(action, "action", OperatorEndpoints.MaxNameLength, required: false)
             .CheckText(target, "target", OperatorEndpoints.MaxNameLength, required: false)

@@ -179,7 +179,7 @@ public class AllowanceTermsTests
         var legacy = new AllowanceSchedule
         {
             Currency = "USD",
-            Frequency = "DAILY",
+            Frequency = Frequency.Daily,
             Status = "ON",
             TimeZone = "UTC",
             AmountMinor = 100,

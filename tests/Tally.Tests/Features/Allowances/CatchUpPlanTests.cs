@@ -19,7 +19,7 @@ public class CatchUpPlanTests
         {
             Id = Guid.NewGuid(),
             Currency = "USD",
-            Frequency = frequency,
+            Frequency = Frequencies.Parse(frequency)!.Value,
             Status = "ON",
             TimeZone = zone,
             AmountMinor = 100,
