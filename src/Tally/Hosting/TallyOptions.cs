@@ -115,6 +115,7 @@ public static class OptionsSetup
             .Validate(o => o.ShutdownTimeout >= TimeSpan.Zero && o.ShutdownTimeout <= TimeSpan.FromHours(1),
                 "Tally:ShutdownTimeout must be between 00:00:00 and 01:00:00.");
         builder.Services.AddOptions<HostOptions>().Configure<IOptions<TallyOptions>>((host, tally) => host.ShutdownTimeout = tally.Value.ShutdownTimeout);
+        builder.Services.AddSingleton<LocalUpstreams>();
         return builder;
     }
 }

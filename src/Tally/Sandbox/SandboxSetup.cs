@@ -1,3 +1,5 @@
+using Tally.Hosting;
+
 namespace Tally.Sandbox;
 
 /// <summary>
@@ -19,7 +21,7 @@ public sealed class SandboxOptions
     /// route included, and sync real users' balances from it.
     /// </summary>
     public static bool IsEnabled(IConfiguration configuration, IHostEnvironment environment) =>
-        configuration.GetValue<bool?>($"{Section}:Enabled") ?? environment.IsDevelopment();
+        LocalUpstreams.Enabled(configuration, environment);
 }
 
 public static partial class SandboxSetup

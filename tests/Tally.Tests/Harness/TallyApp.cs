@@ -1,8 +1,11 @@
 using System.Net.Http.Headers;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.AspNetCore.TestHost;
 using Microsoft.Extensions.DependencyInjection;
 using Tally.Data;
+using Tally.Features.Connections.Providers;
 using Tally.Hosting;
 
 namespace Tally.Tests.Harness;
@@ -80,6 +83,10 @@ public sealed class TallyApp : WebApplicationFactory<Program>
         {
             builder.UseSetting(key, value);
         }
+        // The `sandbox` provider fetches its accounts over HTTP from the sandbox bank. On the in-memory
+        // test server (no socket) its requests go through the same in-memory pipeline as a test's own.
+        builder.ConfigureServices(s => s.AddHttpClient(SandboxProvider.HttpClientName)
+            .ConfigurePrimaryHttpMessageHandler(sp => sp.GetRequiredService<IServer>() is TestServer server ? server.CreateHandler() : new SocketsHttpHandler()));
         if (ConfigureTestServices is not null)
         {
             builder.ConfigureServices(ConfigureTestServices);

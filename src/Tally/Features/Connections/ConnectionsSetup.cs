@@ -2,7 +2,6 @@ using Microsoft.Extensions.Options;
 using Tally.Features.Connections.Providers;
 using Tally.Hosting;
 using Tally.Jobs.Scheduling;
-using Tally.Sandbox.SimpleFin;
 
 namespace Tally.Features.Connections;
 
@@ -31,8 +30,12 @@ public static class ConnectionsSetup
             })
             .RemoveAllLoggers();
         services.AddSingleton<IAccountProvider, SimpleFinProvider>();
-        if (SimpleFinSandbox.IsEnabled(builder.Configuration, builder.Environment))
+        if (LocalUpstreams.Enabled(builder.Configuration, builder.Environment))
         {
+            // The sandbox bank answers on this machine over plain HTTP: let the SimpleFIN client reach
+            // it, and offer the `sandbox` provider, which fetches its accounts from it.
+            services.PostConfigure<SimpleFinOptions>(o => o.AllowLoopback = true);
+            services.AddHttpClient(SandboxProvider.HttpClientName, c => c.Timeout = SandboxProvider.Timeout).RemoveAllLoggers();
             services.AddSingleton<IAccountProvider, SandboxProvider>();
         }
         services.AddSingleton<AccountProviders>();

@@ -12,8 +12,8 @@ public sealed record SandboxAccount(
 /// <summary>
 /// Deterministic fake accounts: the same seed always gives the same accounts, and their balances
 /// move once per drift period (and stay put within one), so a second sync in the same period finds
-/// nothing changed while a later one does. Shared by the SimpleFIN sandbox and the in-process
-/// <c>sandbox</c> provider.
+/// nothing changed while a later one does. Served by the SimpleFIN sandbox, to SimpleFIN clients and
+/// (at <c>POST /sandbox/simplefin/generated-accounts</c>) to the <c>sandbox</c> connection provider.
 /// </summary>
 public static class SandboxAccounts
 {

@@ -5,7 +5,6 @@ using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
-using Tally.Features.Connections;
 using Tally.Hosting;
 
 namespace Tally.Sandbox.SimpleFin;
@@ -15,7 +14,7 @@ public sealed class SimpleFinSandboxOptions
 {
     public const string Section = "Sandbox";
 
-    /// <summary>Balances move once per period (and stay put within one). Also used by the in-process <c>sandbox</c> provider.</summary>
+    /// <summary>Balances move once per period (and stay put within one). Also what the <c>sandbox</c> connection provider fetches.</summary>
     public TimeSpan DriftPeriod { get; set; } = TimeSpan.FromHours(1);
 
     /// <summary>Signs the sandbox's claim tokens and passwords. A sandbox secret, not a production one.</summary>
@@ -85,12 +84,9 @@ public static class SimpleFinSandbox
 
     public const int MaxAccounts = 20_000;
 
-    public static bool IsEnabled(IConfiguration configuration, IHostEnvironment environment) =>
-        SandboxOptions.IsEnabled(configuration, environment);
-
     public static WebApplicationBuilder AddSimpleFinSandbox(this WebApplicationBuilder builder)
     {
-        if (!IsEnabled(builder.Configuration, builder.Environment))
+        if (!LocalUpstreams.Enabled(builder.Configuration, builder.Environment))
         {
             return builder;
         }
@@ -99,17 +95,17 @@ public static class SimpleFinSandbox
         builder.Services.AddSingleton<SandboxBank>();
         builder.Services.AddSingleton<SandboxAddress>();
         builder.Services.AddSingleton<SetupTokenWindow>();
-        // The sandbox answers on this machine over plain HTTP; let Tally's SimpleFIN client reach it.
-        builder.Services.PostConfigure<SimpleFinOptions>(o => o.AllowLoopback = true);
         return builder;
     }
 
     public static WebApplication MapSimpleFinSandbox(this WebApplication app)
     {
-        if (!IsEnabled(app.Configuration, app.Environment))
+        if (!LocalUpstreams.Enabled(app.Configuration, app.Environment))
         {
             return app;
         }
+        var address = app.Services.GetRequiredService<SandboxAddress>();
+        app.Services.GetRequiredService<LocalUpstreams>().Serve(LocalUpstreams.SimpleFin, () => address.Root);
         var sandbox = app.MapGroup(BasePath).WithTags("Sandbox: SimpleFIN").AllowAnonymous();
         sandbox.MapGet("/info", () => TypedResults.Ok(new { versions = new[] { "1.0" } })).WithSummary("Fake SimpleFIN bridge: the protocol versions it speaks");
         sandbox.MapGet("/create", () => TypedResults.Text($"POST {BasePath}/setup-token to get a SimpleFIN setup token for a new sandbox user.\n"))
@@ -117,6 +113,8 @@ public static class SimpleFinSandbox
         sandbox.MapPost("/setup-token", CreateSetupToken).WithSummary("Fake SimpleFIN bridge: a setup token for a new sandbox user");
         sandbox.MapPost("/claim/{token}", Claim).WithSummary("Fake SimpleFIN bridge: claim a setup token for an access URL (once)");
         sandbox.MapGet("/accounts", Accounts).WithSummary("Fake SimpleFIN bridge: the accounts behind an access URL (Basic auth)");
+        sandbox.MapPost("/generated-accounts", GeneratedAccounts)
+            .WithSummary("Fake bank: the deterministic accounts for a seed, as the `sandbox` connection provider fetches them");
         sandbox.MapPut("/users/{username}/scenario", ChangeScenario).WithSummary("Fake SimpleFIN bridge: make a sandbox user's next answers fail or change, for demos and tests");
         return app;
     }
@@ -127,6 +125,31 @@ public static class SimpleFinSandbox
     public sealed record SetupTokenView(string SetupToken, string Username, string Scenario, int Accounts, string ScenarioToken);
 
     public sealed record ScenarioRequest(string? Scenario);
+
+    /// <summary>The longest seed read: the <c>sandbox</c> provider's credentials are at most 4,096 characters of JSON.</summary>
+    public const int MaxSeedLength = 4_096;
+
+    public sealed record GeneratedAccountsRequest(string? Seed, int? Accounts);
+
+    public sealed record GeneratedAccountsView(IReadOnlyList<SandboxAccount> Accounts);
+
+    /// <summary>
+    /// The same seed gives the same accounts, their balances moved once per <c>Sandbox:DriftPeriod</c>:
+    /// what the <c>sandbox</c> connection provider shows for a connection (its seed is the credentials).
+    /// </summary>
+    internal static Results<Ok<GeneratedAccountsView>, ValidationProblem> GeneratedAccounts(
+        GeneratedAccountsRequest body, IOptions<SimpleFinSandboxOptions> options, TimeProvider clock)
+    {
+        var errors = new FieldErrors()
+            .Check(body.Seed is { Length: > 0 and <= MaxSeedLength }, "seed", $"is required: at most {MaxSeedLength} characters")
+            .Check(body.Accounts is >= 0 and <= MaxAccounts, "accounts", $"must be between 0 and {MaxAccounts}");
+        if (errors.Any)
+        {
+            return Problems.Invalid(errors.ToDictionary());
+        }
+        var now = clock.GetUtcNow().UtcDateTime;
+        return TypedResults.Ok(new GeneratedAccountsView(SandboxAccounts.For(body.Seed!, body.Accounts!.Value, now, options.Value.DriftPeriod).ToList()));
+    }
 
     internal static IResult CreateSetupToken(HttpContext http, SandboxBank bank, SandboxAddress address, SetupTokenWindow window, SetupTokenRequest? body)
     {

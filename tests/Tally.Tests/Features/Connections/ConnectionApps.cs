@@ -24,6 +24,9 @@ internal sealed record ConnectionApp(TallyApp App, ManualClock Clock, Guid UserI
             ["Tally:Roles:0"] = "api",
             ["Sandbox:Enabled"] = "true",
             ["Sandbox:DriftPeriod"] = "00:10:00",
+            // The in-memory server is bound to no address: the sandbox bank (and the `sandbox` provider
+            // that fetches from it) is reached at this name, through the in-memory pipeline.
+            ["Sandbox:SimpleFin:PublicUrl"] = "http://sandbox.tally.test",
             ["SimpleFin:AllowLoopback"] = "true",
             ["RateLimits:sandbox:PermitsPerSecond"] = "1000",
             ["RateLimits:simplefin:PermitsPerSecond"] = "1000",

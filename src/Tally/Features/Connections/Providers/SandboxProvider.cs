@@ -1,18 +1,27 @@
+using System.Net.Http.Json;
 using System.Text.Json;
-using Tally.Sandbox.SimpleFin;
+using Microsoft.Extensions.Options;
+using Tally.Hosting;
 
 namespace Tally.Features.Connections.Providers;
 
 /// <summary>
-/// The <c>sandbox</c> provider, in process: any credentials object connects, and the same
-/// credentials always give the same accounts (balances drift once per <c>Sandbox:DriftPeriod</c>).
+/// The <c>sandbox</c> provider: any credentials object connects, and the same credentials always
+/// give the same accounts, fetched over HTTP from the sandbox bank (balances drift once per its
+/// <c>Sandbox:DriftPeriod</c>): at <c>SimpleFin:SandboxUrl</c>, else where this instance serves it.
 /// Test hooks inside the credentials: <c>accounts</c> (how many, default 3), <c>consentDays</c>
 /// (default 90), and <c>fail</c> = one of the provider failure reasons (with <c>retryAfterSeconds</c>
 /// for <c>rate_limited</c>) to make every fetch fail that way.
 /// </summary>
-public sealed class SandboxProvider(TimeProvider clock, IConfiguration configuration) : IAccountProvider
+public sealed class SandboxProvider(TimeProvider clock, IHttpClientFactory http, IOptions<SimpleFinOptions> simpleFin, LocalUpstreams upstreams)
+    : IAccountProvider
 {
     public const string ProviderSlug = "sandbox";
+    public const string HttpClientName = "sandbox";
+    public static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
+
+    /// <summary>Where the sandbox bank answers under an origin (as Tally serves it).</summary>
+    private const string SandboxPath = "/sandbox/simplefin";
     public const int MaxAccounts = 20_000;
     private const int MaxCredentialsLength = 4_096;
     private const int MaxConsentDays = 3_650;
@@ -20,7 +29,8 @@ public sealed class SandboxProvider(TimeProvider clock, IConfiguration configura
 
     public string Slug => ProviderSlug;
 
-    private TimeSpan DriftPeriod => configuration.GetValue("Sandbox:DriftPeriod", TimeSpan.FromHours(1));
+    private Uri? SandboxRoot =>
+        simpleFin.Value.SandboxUrl is { } origin ? new Uri(origin.TrimEnd('/') + SandboxPath) : upstreams.Root(LocalUpstreams.SimpleFin);
 
     public Task<ConnectResult> ConnectAsync(ConnectInput input, CancellationToken ct)
     {
@@ -45,20 +55,50 @@ public sealed class SandboxProvider(TimeProvider clock, IConfiguration configura
         return Task.FromResult<ConnectResult>(new ConnectResult.Connected(new ProviderSecret(json), consent));
     }
 
-    public Task<FetchResult> FetchAccountsAsync(ProviderSecret secret, CancellationToken ct)
+    public async Task<FetchResult> FetchAccountsAsync(ProviderSecret secret, CancellationToken ct)
     {
-        using var document = JsonDocument.Parse(secret.Reveal());
+        var seed = secret.Reveal();
+        using var document = JsonDocument.Parse(seed);
         var settings = Read(document.RootElement);
         if (settings.Fail is { } failure)
         {
-            return Task.FromResult<FetchResult>(new FetchResult.Failed(failure));
+            return new FetchResult.Failed(failure);
         }
-        var accounts = SandboxAccounts.For(secret.Reveal(), settings.Accounts, clock.GetUtcNow().UtcDateTime, DriftPeriod)
+        if (SandboxRoot is not { } root)
+        {
+            return new FetchResult.Failed(ProviderFailure.Unavailable("The sandbox bank is not reachable: this instance serves none and SimpleFin:SandboxUrl is not set."));
+        }
+        Generated? generated;
+        try
+        {
+            using var response = await http.CreateClient(HttpClientName)
+                .PostAsJsonAsync(new Uri(root + "/generated-accounts"), new { seed, accounts = settings.Accounts }, ct);
+            if (!response.IsSuccessStatusCode)
+            {
+                return new FetchResult.Failed(ProviderFailure.Unavailable($"The sandbox bank answered {(int)response.StatusCode}."));
+            }
+            generated = await response.Content.ReadFromJsonAsync<Generated>(ct);
+        }
+        catch (Exception e) when (e is HttpRequestException or JsonException || (e is TaskCanceledException && !ct.IsCancellationRequested))
+        {
+            return new FetchResult.Failed(ProviderFailure.Unavailable("The sandbox bank did not answer."));
+        }
+        if (generated?.Accounts is not { } list)
+        {
+            return new FetchResult.Failed(ProviderFailure.ContractMismatch("The sandbox bank answered in a shape Tally does not know."));
+        }
+        var accounts = list
             .Select(a => new ProviderAccountData(a.Id, a.Name, AccountTypes.FromName(a.Kind), a.MaskedNumber, a.Balance, a.AvailableBalance,
                 a.Currency, true, a.BalanceDate, """{"institution":"Tally Sandbox Bank"}"""))
             .ToList();
-        return Task.FromResult<FetchResult>(new FetchResult.Fetched(accounts, 0));
+        return new FetchResult.Fetched(accounts, 0);
     }
+
+    /// <summary>The sandbox bank's answer: its accounts for the seed.</summary>
+    private sealed record Generated(List<GeneratedAccount>? Accounts);
+
+    private sealed record GeneratedAccount(
+        string Id, string Name, string Kind, string MaskedNumber, decimal Balance, decimal? AvailableBalance, string Currency, DateTime BalanceDate);
 
     private sealed record Settings(int Accounts, ProviderFailure? Fail, string? Error);
 

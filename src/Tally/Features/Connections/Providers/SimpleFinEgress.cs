@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.Extensions.Options;
-using Tally.Sandbox.SimpleFin;
+using Tally.Hosting;
 
 namespace Tally.Features.Connections.Providers;
 
@@ -18,12 +18,12 @@ namespace Tally.Features.Connections.Providers;
 /// whatever it is called.</item>
 /// </list>
 /// </summary>
-public sealed class SimpleFinEgress(IOptions<SimpleFinOptions> options, IServiceProvider services)
+public sealed class SimpleFinEgress(IOptions<SimpleFinOptions> options, LocalUpstreams upstreams)
 {
     /// <summary>The one plain-HTTP origin allowed: <c>SimpleFin:SandboxUrl</c>, else the built-in sandbox's when loopback is allowed.</summary>
     public Uri? SandboxOrigin =>
         options.Value.SandboxUrl is { } configured ? OriginOf(configured)
-        : options.Value.AllowLoopback ? services.GetService<SandboxAddress>()?.Origin
+        : options.Value.AllowLoopback && upstreams.Root(LocalUpstreams.SimpleFin) is { } root ? new Uri(root.GetLeftPart(UriPartial.Authority))
         : null;
 
     /// <summary>Whether a request may be sent to <paramref name="url"/>, judged on the text as written.</summary>
