@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Options;
 using Tally.Features.Connections.Providers;
 using Tally.Hosting;
+using Tally.Jobs.Retention;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Features.Connections;
@@ -41,6 +42,8 @@ public static class ConnectionsSetup
         services.AddSingleton<AccountProviders>();
         services.AddSingleton<SyncConnection>();
         services.AddScheduledJob<SyncAllConnections>(SyncAllConnections.Name, "*/5 * * * *");
+        services.AddValidatedOptions<SyncRunRetentionOptions>(RetentionOptions.Section);
+        services.AddSingleton<IFeatureHistory, SyncRunHistory>();
         return builder;
     }
 

@@ -1,4 +1,6 @@
+using Tally.Data;
 using Tally.Hosting;
+using Tally.Jobs.Retention;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Features.StoreIntegrity;
@@ -38,6 +40,13 @@ public static class StoreIntegritySetup
             .Validate(o => o.ManagedSubscriptionTypes.Length > 0 && o.ManagedSubscriptionTypes.All(t => !string.IsNullOrWhiteSpace(t)),
                 "StoreIntegrity:ManagedSubscriptionTypes must list product types (for example [\"managed_subscription\"]) and no blank ones.");
         builder.Services.AddScheduledJob<RepairHasOrders>(RepairHasOrders.Name, RepairHasOrders.DefaultCron);
+        builder.Services.AddSingleton<IKeepsRuns, RepairRuns>();
         return builder;
+    }
+
+    /// <summary>A repair's run is kept with its rows: <c>/api/admin/store/repairs/{runId}</c> serves the ids it flagged.</summary>
+    private sealed class RepairRuns : IKeepsRuns
+    {
+        public IQueryable<long> RunsInUse(TallyDb db) => db.StoreAccountRepairs.Select(x => x.RunId);
     }
 }

@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using System.Text.Json.Serialization;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
@@ -13,7 +14,7 @@ public sealed class RetentionOptions
 {
     public const string Section = "Retention";
 
-    /// <summary>Runs in <c>cron_runs</c> older than this (by start) are removed, except a run still RUNNING and a store repair's run (its ids are kept).</summary>
+    /// <summary>Runs in <c>cron_runs</c> older than this (by start) are removed, except a run still RUNNING and a run a feature still points at (<see cref="IKeepsRuns"/>).</summary>
     [Range(1, 36_500, ErrorMessage = "Retention:CronRunsDays must be between 1 and 36500.")]
     public int CronRunsDays { get; set; } = 90;
 
@@ -25,10 +26,6 @@ public sealed class RetentionOptions
     [Range(1, 36_500, ErrorMessage = "Retention:SettledDeadLettersDays must be between 1 and 36500.")]
     public int SettledDeadLettersDays { get; set; } = 90;
 
-    /// <summary>Connection sync runs older than this (by start) are removed.</summary>
-    [Range(1, 36_500, ErrorMessage = "Retention:SyncRunsDays must be between 1 and 36500.")]
-    public int SyncRunsDays { get; set; } = 90;
-
     /// <summary>Rows removed per statement: each batch is its own short statement, so no hot table is locked for long.</summary>
     [Range(10, 100_000, ErrorMessage = "Retention:BatchSize must be between 10 and 100000.")]
     public int BatchSize { get; set; } = 1000;
@@ -38,10 +35,34 @@ public sealed class RetentionOptions
     public int MaxBatchesPerRun { get; set; } = 500;
 }
 
-/// <summary>What one run removed, per table.</summary>
-public sealed record PrunedRows(long CronRuns, long PublishedEvents, long SettledDeadLetters, long SyncRuns)
+/// <summary>What one run removed, per table: the runtime's three, then each feature's under its <see cref="IFeatureHistory.Name"/>.</summary>
+public sealed record PrunedRows(long CronRuns, long PublishedEvents, long SettledDeadLetters)
 {
-    public long Total => CronRuns + PublishedEvents + SettledDeadLetters + SyncRuns;
+    /// <summary>Each feature's count, written beside the runtime's in the run's detail.</summary>
+    [JsonExtensionData]
+    public Dictionary<string, object> Features { get; init; } = [];
+
+    public long Total => CronRuns + PublishedEvents + SettledDeadLetters + Features.Values.Sum(v => (long)v);
+}
+
+/// <summary>
+/// A feature's own history that <c>runtime.prune-history</c> keeps to its retention, so the runtime
+/// prunes it without knowing the feature. Registered as a singleton by the feature.
+/// </summary>
+public interface IFeatureHistory
+{
+    /// <summary>This part's key in the run's detail, e.g. <c>syncRuns</c>.</summary>
+    string Name { get; }
+
+    /// <summary>Deletes at most <paramref name="take"/> of this feature's oldest rows past their retention; answers how many.</summary>
+    Task<int> DeleteBatchAsync(TallyDb db, DateTime now, int take, CancellationToken ct);
+}
+
+/// <summary>A feature whose rows point at <c>cron_runs</c>: those runs are kept whatever their age. Registered as a singleton by the feature.</summary>
+public interface IKeepsRuns
+{
+    /// <summary>Ids of the runs this feature's rows point at.</summary>
+    IQueryable<long> RunsInUse(TallyDb db);
 }
 
 /// <summary>
@@ -51,7 +72,9 @@ public sealed record PrunedRows(long CronRuns, long PublishedEvents, long Settle
 /// <see cref="RetentionOptions.BatchSize"/>, each one short statement (a keyed subquery, then a delete
 /// by key), so the writers of these tables wait at most for one batch.
 /// </summary>
-public sealed partial class PruneHistory(TallyDb db, IOptions<RetentionOptions> options, TimeProvider clock, ILogger<PruneHistory> logger) : IScheduledJob
+public sealed partial class PruneHistory(
+    TallyDb db, IOptions<RetentionOptions> options, IEnumerable<IFeatureHistory> features, IEnumerable<IKeepsRuns> keepers,
+    TimeProvider clock, ILogger<PruneHistory> logger) : IScheduledJob
 {
     public const string Name = "runtime.prune-history";
     public const string DefaultCron = "23 * * * *";
@@ -63,21 +86,26 @@ public sealed partial class PruneHistory(TallyDb db, IOptions<RetentionOptions> 
         var runsBefore = now.AddDays(-o.CronRunsDays);
         var eventsBefore = now.AddDays(-o.PublishedEventsDays);
         var lettersBefore = now.AddDays(-o.SettledDeadLettersDays);
-        var syncRunsBefore = now.AddDays(-o.SyncRunsDays);
+        var oldRuns = db.CronRuns.Where(r => r.StartedAt < runsBefore && r.Status != CronRunStatus.Running);
+        foreach (var keeper in keepers)
+        {
+            var inUse = keeper.RunsInUse(db);
+            oldRuns = oldRuns.Where(r => !inUse.Contains(r.Id));
+        }
         var pruned = new PrunedRows(
-            await InBatchesAsync(take => db.CronRuns
-                .Where(r => r.StartedAt < runsBefore && r.Status != CronRunStatus.Running && !db.StoreAccountRepairs.Any(x => x.RunId == r.Id))
-                .OrderBy(r => r.Id).Take(take).ExecuteDeleteAsync(ct), o),
+            await InBatchesAsync(take => oldRuns.OrderBy(r => r.Id).Take(take).ExecuteDeleteAsync(ct), o),
             await InBatchesAsync(take => db.OutboxEvents
                 .Where(e => e.PublishedAt != null && e.PublishedAt < eventsBefore)
                 .OrderBy(e => e.Sequence).Take(take).ExecuteDeleteAsync(ct), o),
             await InBatchesAsync(take => db.DeadLetters
                 .Where(d => d.State != DeadLetterStates.Dead && d.SettledAt < lettersBefore)
-                .OrderBy(d => d.Sequence).Take(take).ExecuteDeleteAsync(ct), o),
-            await InBatchesAsync(take => db.ConnectionSyncRuns
-                .Where(r => r.StartedAt < syncRunsBefore)
-                .OrderBy(r => r.StartedAt).Take(take).ExecuteDeleteAsync(ct), o));
-        LogPruned(logger, pruned.CronRuns, pruned.PublishedEvents, pruned.SettledDeadLetters, pruned.SyncRuns);
+                .OrderBy(d => d.Sequence).Take(take).ExecuteDeleteAsync(ct), o));
+        foreach (var feature in features)
+        {
+            pruned.Features[feature.Name] = await InBatchesAsync(take => feature.DeleteBatchAsync(db, now, take, ct), o);
+        }
+        LogPruned(logger, pruned.CronRuns, pruned.PublishedEvents, pruned.SettledDeadLetters,
+            string.Join(", ", pruned.Features.Select(f => $"{f.Value} {f.Key}")));
         return new JobResult((int)Math.Min(int.MaxValue, pruned.Total), pruned);
     }
 
@@ -96,6 +124,6 @@ public sealed partial class PruneHistory(TallyDb db, IOptions<RetentionOptions> 
         return total;
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Pruned history: {CronRuns} runs, {Events} published events, {DeadLetters} settled dead letters, {SyncRuns} sync runs")]
-    private static partial void LogPruned(ILogger logger, long cronRuns, long events, long deadLetters, long syncRuns);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Pruned history: {CronRuns} runs, {Events} published events, {DeadLetters} settled dead letters; features: {Features}")]
+    private static partial void LogPruned(ILogger logger, long cronRuns, long events, long deadLetters, string features);
 }
