@@ -69,7 +69,7 @@ public static class StoreEndpoints
         admin.MapGet("/orders/{id:guid}", GetOrderAsync)
             .WithSummary("Read a store order")
             .Refuses(404, "STORE.ORDER_NOT_FOUND", "no store order has this id");
-        admin.MapPost("/sync-accounts", SyncAccountsNowAsync).ForOperators()
+        admin.MapPost("/sync-accounts", RepairNowAsync).ForOperators()
             .Refuses(409, "STORE.SYNC_RUNNING", "another instance is running the repair now (its run id is in `runId`)")
             .Refuses(503, "STORE.SYNC_FAILED", "the run failed (recorded in cron_runs) or did not start");
         admin.MapGet("/repairs", ListRepairsAsync);
@@ -147,7 +147,7 @@ public static class StoreEndpoints
     /// Runs <c>store.sync-accounts</c> now through the job runtime, so the run is locked against the
     /// scheduler and recorded in cron_runs like any other, and answers the ids it repaired.
     /// </summary>
-    internal static async Task<Results<Ok<RepairHasOrdersView>, ProblemHttpResult>> SyncAccountsNowAsync(
+    internal static async Task<Results<Ok<RepairHasOrdersView>, ProblemHttpResult>> RepairNowAsync(
         JobRegistry jobs, JobRunner runner, IHostApplicationLifetime lifetime)
     {
         var job = jobs.Find(RepairHasOrders.Name) ?? throw new InvalidOperationException($"{RepairHasOrders.Name} is not registered.");

@@ -313,7 +313,7 @@ public static class SimpleFinSandbox
         private readonly ConcurrentDictionary<string, bool> _claimed = new(StringComparer.Ordinal);
         private readonly ConcurrentDictionary<string, string> _scenarios = new(StringComparer.Ordinal);
 
-        public sealed record User(string Username, string Scenario, int Accounts);
+        public sealed record BankUser(string Username, string Scenario, int Accounts);
 
         public string ClaimToken(string username) => $"{username}~{Mac("claim", username)}";
 
@@ -340,7 +340,7 @@ public static class SimpleFinSandbox
             return _claimed.TryAdd(token, true) ? token[..cut] : null;
         }
 
-        public User? Authenticate(string authorization)
+        public BankUser? Authenticate(string authorization)
         {
             if (!authorization.StartsWith("Basic ", StringComparison.OrdinalIgnoreCase))
             {
@@ -366,12 +366,12 @@ public static class SimpleFinSandbox
 
         public void SetScenario(string username, string scenario) => _scenarios[username] = scenario;
 
-        private static User? Parse(string username)
+        private static BankUser? Parse(string username)
         {
             var parts = username.Split('.');
             return parts.Length == 3 && Scenarios.Contains(parts[0])
                 && int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var accounts) && accounts <= MaxAccounts
-                ? new User(username, parts[0], accounts)
+                ? new BankUser(username, parts[0], accounts)
                 : null;
         }
 
