@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 
 namespace Tally.Hosting;
@@ -115,7 +116,7 @@ public static class OptionsSetup
             .Validate(o => o.ShutdownTimeout >= TimeSpan.Zero && o.ShutdownTimeout <= TimeSpan.FromHours(1),
                 "Tally:ShutdownTimeout must be between 00:00:00 and 01:00:00.");
         builder.Services.AddOptions<HostOptions>().Configure<IOptions<TallyOptions>>((host, tally) => host.ShutdownTimeout = tally.Value.ShutdownTimeout);
-        builder.Services.AddSingleton<LocalUpstreams>();
+        builder.Services.TryAddSingleton<LocalUpstreams>();
         return builder;
     }
 }

@@ -137,14 +137,13 @@ namespace Tally.Features.Connections
 
         /// <summary>
         /// Holds the user's row until the caller's transaction ends, so decisions about the user's
-        /// connections (how many) are taken one at a time. PostgreSQL only: on SQLite the
-        /// transaction already holds the database's single write lock.
+        /// connections (how many) are taken one at a time (<see cref="ConnectionSql.LockUser"/>).
         /// </summary>
         public static async Task LockUserAsync(this TallyDb db, Guid userId, CancellationToken ct)
         {
-            if (db.Database.IsNpgsql())
+            if (ConnectionSql.For(db.Database).LockUser is { } lockUser)
             {
-                await db.Database.SqlQuery<Guid>($"SELECT id AS \"Value\" FROM users WHERE id = {userId} FOR UPDATE").ToListAsync(ct);
+                await db.Database.SqlQueryRaw<Guid>(lockUser, userId).ToListAsync(ct);
             }
         }
 

@@ -370,11 +370,11 @@ public sealed partial class SyncConnection(
         var now = Now();
         var connection = attempt.Connection!;
         List<ProviderAccount> existing;
-        bool sqlite;
+        bool singleWriter;
         await using (var db = await dbs.CreateDbContextAsync(ct))
         {
             existing = await db.ProviderAccounts.AsNoTracking().Where(a => a.ConnectionId == connection.Id).ToListAsync(ct);
-            sqlite = !db.Database.IsNpgsql();
+            singleWriter = ConnectionSql.For(db.Database).SingleWriter;
         }
         var plan = AccountUpsert.Plan(connection.Id, existing, fetched.Accounts, fetched.Errors, now);
         if (SyncRules.AccountLimit(existing.Count, plan.Created.Count, settings.MaxAccountsPerConnection) is { } tooMany)
@@ -384,7 +384,7 @@ public sealed partial class SyncConnection(
         var chunks = plan.Chunks(settings.AccountsPerTransaction);
         for (var i = 0; i < chunks.Count; i++)
         {
-            if (i > 0 && sqlite)
+            if (i > 0 && singleWriter)
             {
                 // Real time, not the clock: it is SQLite's busy handler that must see the lock free.
                 await Task.Delay(SqliteWritersTurn, ct);

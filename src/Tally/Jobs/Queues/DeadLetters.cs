@@ -86,20 +86,20 @@ namespace Tally.Jobs.Queues
             {
                 letters = letters.Where(d => d.MessageId == MessageId);
             }
-            var postgres = db.Database.IsNpgsql();
+            var likeIgnoresCase = DeadLetterSql.For(db.Database).LikeIgnoresCase;
             if (Reason is not null)
             {
                 var pattern = Contains(Reason);
-                letters = postgres
-                    ? letters.Where(d => EF.Functions.ILike(d.Reason, pattern, EscapeCharacter))
-                    : letters.Where(d => EF.Functions.Like(d.Reason, pattern, EscapeCharacter));
+                letters = likeIgnoresCase
+                    ? letters.Where(d => EF.Functions.Like(d.Reason, pattern, EscapeCharacter))
+                    : letters.Where(d => EF.Functions.ILike(d.Reason, pattern, EscapeCharacter));
             }
             if (Text is not null)
             {
                 var pattern = Contains(Text);
-                letters = postgres
-                    ? letters.Where(d => EF.Functions.ILike(d.Body, pattern, EscapeCharacter))
-                    : letters.Where(d => EF.Functions.Like(d.Body, pattern, EscapeCharacter));
+                letters = likeIgnoresCase
+                    ? letters.Where(d => EF.Functions.Like(d.Body, pattern, EscapeCharacter))
+                    : letters.Where(d => EF.Functions.ILike(d.Body, pattern, EscapeCharacter));
             }
             return letters;
         }
@@ -166,20 +166,6 @@ namespace Tally.Jobs.Queues
         /// <summary>How many letters a bulk replay reads, publishes and marks at a time.</summary>
         public const int BatchSize = 1000;
 
-        private const string Record = """
-            INSERT INTO dead_letters (id, queue, message_id, body, attempts, reason, dead_lettered_at, state)
-            VALUES ({0}, {1}, {2}, {3}, {4}, {5}, {6}, 'dead')
-            ON CONFLICT (queue, message_id) DO UPDATE SET
-                body = excluded.body, attempts = excluded.attempts, reason = excluded.reason,
-                dead_lettered_at = excluded.dead_lettered_at, state = excluded.state,
-                settled_at = NULL, settled_by = NULL, sequence =
-            """;
-
-        // The next sequence is the one dialect here: the identity on PostgreSQL; on SQLite one above
-        // the highest (the rowid), read within the statement, under SQLite's one write lock.
-        private const string RecordPostgres = Record + " nextval(pg_get_serial_sequence('dead_letters', 'sequence'))";
-        private const string RecordSqlite = Record + " (SELECT max(sequence) + 1 FROM dead_letters)";
-
         /// <summary>
         /// Records a dead letter and lets the queue's handler note the failure, in one transaction. One
         /// row per (queue, message id): a letter that dies again, even after it was replayed or deleted,
@@ -193,7 +179,7 @@ namespace Tally.Jobs.Queues
             await using var tx = await db.Database.BeginTransactionAsync(ct);
             var now = clock.GetUtcNow().UtcDateTime;
             // One statement, so two deaths of the same message at once cannot both insert.
-            await db.Database.ExecuteSqlRawAsync(db.Database.IsNpgsql() ? RecordPostgres : RecordSqlite,
+            await db.Database.ExecuteSqlRawAsync(DeadLetterSql.For(db.Database).Record,
                 [Guid.CreateVersion7(), queue.Name, message.Id, message.Body, message.Attempt + 1, reason, now], ct);
             if (registration is not null)
             {

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Tally.Hosting;
 
@@ -95,6 +96,8 @@ public static class SimpleFinSandbox
         builder.Services.AddSingleton<SandboxBank>();
         builder.Services.AddSingleton<SandboxAddress>();
         builder.Services.AddSingleton<SetupTokenWindow>();
+        // Where it answers is announced to this process's clients (a host of the sandbox alone has none).
+        builder.Services.TryAddSingleton<LocalUpstreams>();
         return builder;
     }
 
