@@ -186,7 +186,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
         {
             throw new NotSupportedException("Set-based credits need PostgreSQL; pay one at a time elsewhere.");
         }
-        var transferIds = await Ledger.Ledger.TransferAllAsync(db, payables.Select(TransferFor).ToList(), now, ct);
+        var transferIds = (await Ledger.Ledger.TransferAllAsync(db, payables.Select(TransferFor).ToList(), now, ct)).TransferIds;
         if (transferIds is null)
         {
             return false;
