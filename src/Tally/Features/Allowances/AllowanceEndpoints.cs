@@ -73,13 +73,9 @@ public static class AllowanceEndpoints
             return Problems.Invalid(errors.ToDictionary());
         }
         // The count and the insert in one transaction, with the guardian's creates queued one behind
-        // the other, so concurrent requests cannot pass the limit together. SQLite's write
-        // transactions (BEGIN IMMEDIATE) queue already; PostgreSQL queues on the guardian's row.
+        // the other, so concurrent requests cannot pass the limit together.
         await using var tx = await db.Database.BeginTransactionAsync(ct);
-        if (db.Database.IsNpgsql())
-        {
-            await db.Database.ExecuteSqlAsync($"SELECT 1 FROM users WHERE id = {guardianId} FOR NO KEY UPDATE", ct);
-        }
+        await db.Database.ExecuteSqlRawAsync(AllowanceSql.For(db.Database).LockGuardian, [guardianId], ct);
         if (await db.AllowanceSchedules.OfGuardian(guardianId).AnyAsync(s => s.JuniorId == juniorId, ct))
         {
             return AlreadyExists();

@@ -8,10 +8,12 @@ using Tally.Jobs.Queues;
 namespace Tally.Features.Allowances;
 
 /// <summary>
-/// The worker on the allowance queue: pays one occurrence. In ONE transaction it moves the money
+/// The worker on the allowance queue: pays occurrences. In ONE transaction it moves the money
 /// guardian -> junior through the ledger, records the credit, advances the schedule and stages the
 /// event. Exactly once: the credit's unique (schedule_id, run_at) and the transfer's idempotency key
-/// make a repeated delivery a no-op, so the queue may deliver as often as it likes.
+/// make a repeated delivery a no-op, so the queue may deliver as often as it likes. One payment path:
+/// a delivery settled on its own is a batch of one (<see cref="SettleAsync"/>), and a batch's refused
+/// credit is found by paying its occurrences one by one with the same statements.
 /// </summary>
 public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, CreditBatcher batcher, TimeProvider clock, ILogger<CreditAllowance> logger) : IQueueHandler
 {
@@ -20,8 +22,6 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
 
     /// <summary>An occurrence that is owed and has both accounts: ready to pay.</summary>
     public sealed record Payable(OccurrenceMessage Occurrence, AllowanceSchedule Schedule, RecurrenceRule Rule, Guid From, Guid To);
-
-    public sealed record PayResult(JobOutcome Outcome, bool Paid);
 
     public sealed record Facts(AllowanceSchedule Schedule, bool Settled, Guid? From, Guid? To);
 
@@ -40,39 +40,58 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
         {
             return await batcher.SettleAsync(occurrence, ct);
         }
-
-        // The reads tell everything the decision needs; for a duplicate delivery they are the only
-        // statements: a settled occurrence is acked without a write transaction.
         await using var db = await dbs.CreateDbContextAsync(ct);
-        var facts = await ReadFactsAsync(db, [occurrence], ct);
-        var decision = Decide(occurrence, facts.GetValueOrDefault(occurrence), logger);
-        if (decision.Payable is not { } payable)
-        {
-            return decision.Outcome;
-        }
+        var outcomes = await SettleAsync(db, [occurrence], now, logger, ct);
+        return outcomes[0];
+    }
 
-        await using var tx = await db.Database.BeginTransactionAsync(ct);
-        var result = await PayInTransactionAsync(db, payable, now, ct);
-        if (!result.Paid)
+    /// <summary>
+    /// Settles occurrences, a batch's or one delivery's, and answers each one's outcome in order. Two
+    /// reads give the facts of all of them, whatever their number; for duplicates they are the only
+    /// statements (a settled occurrence is acked without a write transaction). Each occurrence is
+    /// decided once (a second delivery of it shares the first's outcome), and the payable ones are
+    /// paid together (<see cref="PayAsync"/>).
+    /// </summary>
+    internal static async Task<JobOutcome[]> SettleAsync(TallyDb db, IReadOnlyList<OccurrenceMessage> occurrences, DateTime now, ILogger logger, CancellationToken ct)
+    {
+        var facts = await ReadFactsAsync(db, occurrences.ToHashSet(), ct);
+        var outcomes = new JobOutcome[occurrences.Count];
+        var payables = new List<Payable>();
+        var first = new Dictionary<OccurrenceMessage, int>();
+        for (var i = 0; i < occurrences.Count; i++)
         {
-            return result.Outcome; // disposing the transaction rolls it back
+            if (!first.TryAdd(occurrences[i], i))
+            {
+                continue;
+            }
+            var decision = Decide(occurrences[i], facts.GetValueOrDefault(occurrences[i]), logger);
+            outcomes[i] = decision.Outcome;
+            if (decision.Payable is { } payable)
+            {
+                payables.Add(payable);
+            }
         }
-        try
+        if (payables.Count > 0)
         {
-            await tx.CommitAsync(ct);
+            // Schedules in id order, as the producer locks them, and each schedule's occurrences oldest first.
+            payables.Sort((a, b) => a.Schedule.Id != b.Schedule.Id ? a.Schedule.Id.CompareTo(b.Schedule.Id) : a.Occurrence.RunAt.CompareTo(b.Occurrence.RunAt));
+            var paid = await PayAsync(db, payables, now, logger, ct);
+            for (var p = 0; p < payables.Count; p++)
+            {
+                outcomes[first[payables[p].Occurrence]] = paid[p];
+            }
         }
-        catch (Exception e) when (DbErrors.IsUniqueViolation(e))
+        for (var i = 0; i < occurrences.Count; i++)
         {
-            return JobOutcome.Done; // a concurrent delivery committed the same occurrence first
+            outcomes[i] = outcomes[first[occurrences[i]]];
         }
-        LogPaid(logger, payable.Schedule.Id, occurrence.RunAt, payable.Schedule.AmountMinor, payable.Schedule.Currency);
-        return JobOutcome.Done;
+        return outcomes;
     }
 
     /// <summary>What a delivery comes to before any money moves: an outcome already, or a credit to pay.</summary>
     public sealed record Decision(JobOutcome Outcome, Payable? Payable);
 
-    /// <summary>The one decision for both paths: settled, no longer owed, not payable yet, or payable.</summary>
+    /// <summary>The one decision for every delivery: settled, no longer owed, not payable yet, or payable.</summary>
     internal static Decision Decide(OccurrenceMessage occurrence, Facts? facts, ILogger logger)
     {
         if (facts is { Settled: true })
@@ -96,7 +115,7 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
     }
 
     /// <summary>
-    /// The facts of occurrences (one delivery's, or a batch's) in two reads, whatever their number: their schedules with both
+    /// The facts of occurrences in two reads, whatever their number: their schedules with both
     /// accounts, and which of them are settled already. Occurrences of unknown schedules are absent.
     /// </summary>
     internal static async Task<Dictionary<OccurrenceMessage, Facts>> ReadFactsAsync(TallyDb db, IReadOnlyCollection<OccurrenceMessage> occurrences, CancellationToken ct)
@@ -130,106 +149,83 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
     }
 
     /// <summary>
-    /// The money movement of one occurrence inside the caller's transaction: the ledger transfer, the
-    /// credit claim, the schedule's advance and the event. <see cref="PayResult.Paid"/> false means
-    /// nothing must be kept: the caller rolls back (or back to its savepoint).
+    /// Pays distinct occurrences (sorted as <see cref="SettleAsync"/> sorts them) in ONE transaction
+    /// with a fixed number of set-based statements (<see cref="PayInTransactionAsync"/>). Should one of
+    /// them be refused, or settled meanwhile, that transaction is rolled back and they are paid one at
+    /// a time, each behind a savepoint with the same statements, so a refused credit gets its own
+    /// outcome and leaves the others be. Nothing is acked before its transaction commits.
     /// </summary>
-    internal static async Task<PayResult> PayInTransactionAsync(TallyDb db, Payable payable, DateTime now, CancellationToken ct)
+    internal static async Task<JobOutcome[]> PayAsync(TallyDb db, IReadOnlyList<Payable> payables, DateTime now, ILogger logger, CancellationToken ct)
     {
-        var (occurrence, schedule, _, _, _) = payable;
-        // The caller's transaction (or savepoint) already bounds this work; EF's own savepoint around
-        // SaveChanges would only add two round trips per credit.
-        db.Database.AutoSavepointsEnabled = false;
-        var transfer = await Ledger.Ledger.TransferAsync(db, TransferFor(payable), now, ct);
-        if (transfer is not TransferResult.Transferred { TransferId: var transferId })
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
         {
-            return new PayResult(transfer switch
+            if (await PayInTransactionAsync(db, payables, now, ct) is not { } refusal)
+            {
+                await tx.CommitAsync(ct);
+                LogPaid(logger, payables);
+                return [.. payables.Select(_ => JobOutcome.Done)];
+            }
+            if (payables.Count == 1)
+            {
+                return [refusal]; // its own outcome already; disposing the transaction rolls it back
+            }
+        }
+        LogBatchSplit(logger, payables.Count);
+        var outcomes = new JobOutcome[payables.Count];
+        var paid = new List<Payable>();
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            for (var i = 0; i < payables.Count; i++)
+            {
+                await tx.CreateSavepointAsync("credit", ct);
+                if (await PayInTransactionAsync(db, [payables[i]], now, ct) is { } refused)
+                {
+                    await tx.RollbackToSavepointAsync("credit", ct);
+                    outcomes[i] = refused;
+                }
+                else
+                {
+                    await tx.ReleaseSavepointAsync("credit", ct);
+                    outcomes[i] = JobOutcome.Done;
+                    paid.Add(payables[i]);
+                }
+            }
+            await tx.CommitAsync(ct);
+        }
+        LogPaid(logger, paid);
+        return outcomes;
+    }
+
+    /// <summary>
+    /// The money movement of occurrences inside the caller's transaction, in one statement each
+    /// whatever their number: the ledger's transfers (<see cref="Ledger.Ledger.TransferAllAsync"/>), the
+    /// credit claims, the schedules' advance and the events. Null when all are paid; otherwise
+    /// nothing must be kept (the caller rolls back, or back to its savepoint) and the answer is what
+    /// the refusal comes to: for one occurrence, its delivery's outcome.
+    /// </summary>
+    private static async Task<JobOutcome?> PayInTransactionAsync(TallyDb db, IReadOnlyList<Payable> payables, DateTime now, CancellationToken ct)
+    {
+        var transfers = await Ledger.Ledger.TransferAllAsync(db, [.. payables.Select(TransferFor)], now, ct);
+        if (transfers.TransferIds is not { } transferIds)
+        {
+            return transfers.Refusal switch
             {
                 TransferResult.AlreadyDone => JobOutcome.Done, // paid by an earlier delivery that committed
                 TransferResult.InsufficientFunds => JobOutcome.RetryLater("insufficient funds"),
                 TransferResult.BalanceLimitExceeded => JobOutcome.RetryLater("the junior's balance is at the ledger's ceiling"),
-                _ => JobOutcome.RetryLater($"ledger refused the transfer: {transfer.GetType().Name}"),
-            }, Paid: false);
+                var refused => JobOutcome.RetryLater($"ledger refused the transfer: {refused?.GetType().Name}"),
+            };
         }
-
-        // The claim: insert the credit, or turn an earlier FAILED record into PAID (a replayed dead letter).
-        var claimed = await db.Database.ExecuteSqlAsync(
-            $"""
-            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
-            VALUES ({Guid.CreateVersion7()}, {schedule.Id}, {occurrence.RunAt}, {schedule.AmountMinor}, {schedule.Currency}, {CreditOutcome.Paid}, {transferId}, {null as string}, {now})
-            ON CONFLICT (schedule_id, run_at) DO UPDATE
-                SET outcome = excluded.outcome, transaction_id = excluded.transaction_id, amount_minor = excluded.amount_minor,
-                    reason = NULL, credited_at = excluded.credited_at
-                WHERE allowance_credits.outcome = 'FAILED'
-            """, ct);
-        if (claimed == 0)
-        {
-            return new PayResult(JobOutcome.Done, Paid: false); // settled as PAID or SKIPPED already; the rollback undoes this transfer
-        }
-        await AdvanceAsync(db, schedule.Id, payable.Rule, occurrence.RunAt, now, ct);
-        Outbox.Add(db, CreditedEvent, schedule.Id.ToString(), Credited(payable, transferId), now);
-        await db.SaveChangesAsync(ct);
-        return new PayResult(JobOutcome.Done, Paid: true);
-    }
-
-    /// <summary>
-    /// Pays many occurrences inside the caller's transaction with a fixed number of set-based
-    /// statements on PostgreSQL: the ledger's <see cref="Ledger.Ledger.TransferAllAsync"/>, one insert
-    /// of all credit claims, one advance of all schedules, the events. The same writes, with the same
-    /// conditions, as <see cref="PayInTransactionAsync"/> once per occurrence. All or nothing: false
-    /// means one of them would be refused (or is settled already), and the caller rolls back and pays
-    /// them one at a time to learn which. The occurrences must be distinct.
-    /// </summary>
-    internal static async Task<bool> PayAllInTransactionAsync(TallyDb db, IReadOnlyList<Payable> payables, DateTime now, CancellationToken ct)
-    {
-        if (!db.Database.IsNpgsql())
-        {
-            throw new NotSupportedException("Set-based credits need PostgreSQL; pay one at a time elsewhere.");
-        }
-        var transferIds = await Ledger.Ledger.TransferAllAsync(db, payables.Select(TransferFor).ToList(), now, ct);
-        if (transferIds is null)
-        {
-            return false;
-        }
-        var claimed = await db.Database.ExecuteSqlAsync(
-            $"""
-            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
-            SELECT v.id, v.schedule_id, v.run_at, v.amount, v.currency, {CreditOutcome.Paid}, v.transfer_id, NULL, {now}
-            FROM unnest({payables.Select(_ => Guid.CreateVersion7()).ToArray()}, {payables.Select(p => p.Schedule.Id).ToArray()},
-                        {payables.Select(p => p.Occurrence.RunAt).ToArray()}, {payables.Select(p => p.Schedule.AmountMinor).ToArray()},
-                        {payables.Select(p => p.Schedule.Currency).ToArray()}, {transferIds.ToArray()})
-                 AS v(id, schedule_id, run_at, amount, currency, transfer_id)
-            ON CONFLICT (schedule_id, run_at) DO UPDATE
-                SET outcome = excluded.outcome, transaction_id = excluded.transaction_id, amount_minor = excluded.amount_minor,
-                    reason = NULL, credited_at = excluded.credited_at
-                WHERE allowance_credits.outcome = 'FAILED'
-            """, ct);
+        var claimed = await db.Database.ExecuteAsync(AllowanceSql.For(db.Database).ClaimCredits, [now],
+            [payables.Select(_ => Guid.CreateVersion7()).ToArray(), payables.Select(p => p.Schedule.Id).ToArray(), payables.Select(p => p.Occurrence.RunAt).ToArray(),
+             payables.Select(p => p.Schedule.AmountMinor).ToArray(), payables.Select(p => p.Schedule.Currency).ToArray(), transferIds.ToArray()], ct);
         if (claimed != payables.Count)
         {
-            return false;
+            return JobOutcome.Done; // settled as PAID or SKIPPED already; the rollback undoes these transfers
         }
-
-        // One advance per schedule, to its latest occurrence paid here: the same end state as advancing once per occurrence.
-        var advances = payables.GroupBy(p => p.Schedule.Id)
-            .Select(g => g.MaxBy(p => p.Occurrence.RunAt)!)
-            .Select(p => (p.Schedule.Id, p.Occurrence.RunAt, Next: Recurrence.NextAfter(p.Rule, p.Occurrence.RunAt)))
-            .OrderBy(a => a.Id)
-            .ToList();
-        await db.Database.ExecuteSqlAsync(
-            $"""
-            WITH locked AS (
-                SELECT id FROM allowance_schedules WHERE id = ANY({advances.Select(a => a.Id).ToArray()}) ORDER BY id FOR UPDATE)
-            UPDATE allowance_schedules s
-            SET last_run_at = CASE WHEN s.last_run_at IS NULL OR s.last_run_at < v.run_at THEN v.run_at ELSE s.last_run_at END,
-                next_run_at = CASE WHEN s.next_run_at IS NOT NULL AND s.next_run_at <= v.run_at THEN v.next ELSE s.next_run_at END,
-                updated_at = {now}
-            FROM unnest({advances.Select(a => a.Id).ToArray()}, {advances.Select(a => a.RunAt).ToArray()}, {advances.Select(a => a.Next).ToArray()})
-                 AS v(id, run_at, next), locked
-            WHERE s.id = v.id AND locked.id = v.id
-            """, ct);
-
+        await AdvanceAsync(db, [.. payables.Select(p => (p.Schedule.Id, p.Rule, p.Occurrence.RunAt))], now, ct);
         await Outbox.AddManyAsync(db, CreditedEvent, [.. payables.Select((p, i) => (p.Schedule.Id.ToString(), (object)Credited(p, transferIds[i])))], now, ct);
-        return true;
+        return null;
     }
 
     private static TransferRequest TransferFor(Payable payable) =>
@@ -258,18 +254,13 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
             return;
         }
         var now = clock.GetUtcNow().UtcDateTime;
-        var recorded = await deadLetterDb.Database.ExecuteSqlAsync(
-            $"""
-            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
-            VALUES ({Guid.CreateVersion7()}, {schedule.Id}, {occurrence.RunAt}, {schedule.AmountMinor}, {schedule.Currency}, {CreditOutcome.Failed}, {null as Guid?}, {reason}, {now})
-            ON CONFLICT (schedule_id, run_at) DO UPDATE SET reason = excluded.reason, credited_at = excluded.credited_at
-                WHERE allowance_credits.outcome = 'FAILED'
-            """, ct);
+        var recorded = await deadLetterDb.Database.ExecuteSqlRawAsync(AllowanceSql.For(deadLetterDb.Database).RecordFailedCredit,
+            [Guid.CreateVersion7(), schedule.Id, occurrence.RunAt, schedule.AmountMinor, schedule.Currency, reason, now], ct);
         if (recorded == 0)
         {
             return; // paid after all
         }
-        await AdvanceAsync(deadLetterDb, schedule.Id, schedule.Rule(), occurrence.RunAt, now, ct);
+        await AdvanceAsync(deadLetterDb, [(schedule.Id, schedule.Rule(), occurrence.RunAt)], now, ct);
         Outbox.Add(deadLetterDb, FailedEvent, schedule.Id.ToString(), new AllowanceCreditFailed(schedule.Id, schedule.GuardianId, schedule.JuniorId,
             occurrence.RunAt, Currencies.FromMinor(schedule.AmountMinor, schedule.Currency), schedule.Currency, reason), now);
         LogFailed(logger, schedule.Id, occurrence.RunAt, reason);
@@ -277,22 +268,31 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
 
     public static string IdempotencyKey(OccurrenceMessage occurrence) => occurrence.MessageId;
 
-    /// <summary>Moves <c>last_run_at</c> and <c>next_run_at</c> forward past <paramref name="runAt"/>, never back.</summary>
-    private static async Task AdvanceAsync(TallyDb db, Guid scheduleId, RecurrenceRule rule, DateTime runAt, DateTime now, CancellationToken ct)
+    /// <summary>
+    /// Moves each schedule's <c>last_run_at</c> and <c>next_run_at</c> forward past its latest
+    /// occurrence here, never back, in one statement: the same end state as advancing once per occurrence.
+    /// </summary>
+    private static async Task AdvanceAsync(TallyDb db, IReadOnlyList<(Guid ScheduleId, RecurrenceRule Rule, DateTime RunAt)> occurrences, DateTime now, CancellationToken ct)
     {
-        var next = Recurrence.NextAfter(rule, runAt);
-        await db.Database.ExecuteSqlAsync(
-            $"""
-            UPDATE allowance_schedules
-            SET last_run_at = CASE WHEN last_run_at IS NULL OR last_run_at < {runAt} THEN {runAt} ELSE last_run_at END,
-                next_run_at = CASE WHEN next_run_at IS NOT NULL AND next_run_at <= {runAt} THEN {next} ELSE next_run_at END,
-                updated_at = {now}
-            WHERE id = {scheduleId}
-            """, ct);
+        var advances = occurrences.GroupBy(o => o.ScheduleId).Select(g => g.MaxBy(o => o.RunAt)).ToList();
+        await db.Database.ExecuteAsync(AllowanceSql.For(db.Database).AdvanceSchedules, [now],
+            [advances.Select(a => a.ScheduleId).ToArray(), advances.Select(a => a.RunAt).ToArray(),
+             advances.Select(a => Recurrence.NextAfter(a.Rule, a.RunAt)).ToArray()], ct);
+    }
+
+    private static void LogPaid(ILogger logger, IReadOnlyList<Payable> paid)
+    {
+        foreach (var (occurrence, schedule, _, _, _) in paid)
+        {
+            LogPaid(logger, schedule.Id, occurrence.RunAt, schedule.AmountMinor, schedule.Currency);
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Allowance {ScheduleId} paid for {RunAt:O}: {AmountMinor} minor units {Currency}")]
     private static partial void LogPaid(ILogger logger, Guid scheduleId, DateTime runAt, long amountMinor, string currency);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "A batch of {Count} allowance credits had a refusal; paying them one by one")]
+    private static partial void LogBatchSplit(ILogger logger, int count);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Allowance {ScheduleId} occurrence {RunAt:O} is no longer owed (schedule off, deleted or changed)")]
     private static partial void LogNotOwed(ILogger logger, Guid scheduleId, DateTime runAt);

@@ -10,12 +10,11 @@ namespace Tally.Features.Allowances;
 
 /// <summary>
 /// Batched settling of allowance deliveries (<c>Allowances:BatchCommits</c>, on by default): the
-/// occurrences that concurrent deliveries bring are settled together. One read gives the facts of
-/// the whole batch (a batch of duplicates costs just that read); the payable ones are paid in ONE
-/// transaction: on PostgreSQL with a fixed number of set-based statements
-/// (<see cref="CreditAllowance.PayAllInTransactionAsync"/>), and should any of them be refused, or
-/// on SQLite, one after another behind a savepoint each with exactly the single path's money code
-/// (<see cref="CreditAllowance.PayInTransactionAsync"/>), so a refused credit leaves the others be.
+/// occurrences that concurrent deliveries bring are settled together, by the same code that settles
+/// one delivery alone (<see cref="CreditAllowance.SettleAsync"/>): one read gives the facts of the
+/// whole batch (a batch of duplicates costs just that read), the payable ones are paid in ONE
+/// transaction with a fixed number of set-based statements, and should any of them be refused, one
+/// after another behind a savepoint each, so a refused credit leaves the others be.
 /// Nothing is acked before the batch commits; a batch that fails (a deadlock victim, the database
 /// gone) is tried again whole, then its deliveries are retried by the queue like any failure.
 /// </summary>
@@ -124,87 +123,8 @@ public sealed partial class CreditBatcher(
     private async Task<JobOutcome[]> SettleBatchAsync(List<Request> batch)
     {
         var ct = _stopping.Token;
-        var now = clock.GetUtcNow().UtcDateTime;
         await using var db = await dbs.CreateDbContextAsync(ct);
-        var facts = await CreditAllowance.ReadFactsAsync(db, batch.Select(r => r.Occurrence).ToHashSet(), ct);
-
-        // Decide each occurrence once; a second delivery of the same occurrence in this batch shares its outcome.
-        var outcomes = new JobOutcome[batch.Count];
-        var payables = new List<CreditAllowance.Payable>();
-        var shared = new Dictionary<OccurrenceMessage, int>();
-        for (var i = 0; i < batch.Count; i++)
-        {
-            var occurrence = batch[i].Occurrence;
-            if (shared.ContainsKey(occurrence))
-            {
-                continue;
-            }
-            shared[occurrence] = i;
-            var decision = CreditAllowance.Decide(occurrence, facts.GetValueOrDefault(occurrence), logger);
-            outcomes[i] = decision.Outcome;
-            if (decision.Payable is { } payable)
-            {
-                payables.Add(payable);
-            }
-        }
-        if (payables.Count > 0)
-        {
-            // Schedules in id order, as the producer locks them, and each schedule's occurrences oldest first.
-            payables.Sort((a, b) => a.Schedule.Id != b.Schedule.Id ? a.Schedule.Id.CompareTo(b.Schedule.Id) : a.Occurrence.RunAt.CompareTo(b.Occurrence.RunAt));
-            var paid = await PayAsync(db, payables, now, ct);
-            for (var p = 0; p < payables.Count; p++)
-            {
-                outcomes[shared[payables[p].Occurrence]] = paid[p];
-            }
-        }
-        for (var i = 0; i < batch.Count; i++)
-        {
-            outcomes[i] = outcomes[shared[batch[i].Occurrence]];
-        }
-        return outcomes;
-    }
-
-    private async Task<JobOutcome[]> PayAsync(TallyDb db, List<CreditAllowance.Payable> payables, DateTime now, CancellationToken ct)
-    {
-        if (db.Database.IsNpgsql())
-        {
-            await using (var tx = await db.Database.BeginTransactionAsync(ct))
-            {
-                if (await CreditAllowance.PayAllInTransactionAsync(db, payables, now, ct))
-                {
-                    await tx.CommitAsync(ct);
-                    LogBatchPaid(logger, payables.Count);
-                    return [.. payables.Select(_ => JobOutcome.Done)];
-                }
-            }
-            // Something in the batch was refused or settled meanwhile: rolled back; learn which, one by one.
-            db.ChangeTracker.Clear();
-            LogBatchSplit(logger, payables.Count);
-        }
-        return await PayOneByOneAsync(db, payables, now, ct);
-    }
-
-    private static async Task<JobOutcome[]> PayOneByOneAsync(TallyDb db, List<CreditAllowance.Payable> payables, DateTime now, CancellationToken ct)
-    {
-        var outcomes = new JobOutcome[payables.Count];
-        await using var tx = await db.Database.BeginTransactionAsync(ct);
-        for (var i = 0; i < payables.Count; i++)
-        {
-            await tx.CreateSavepointAsync("credit", ct);
-            var result = await CreditAllowance.PayInTransactionAsync(db, payables[i], now, ct);
-            if (result.Paid)
-            {
-                await tx.ReleaseSavepointAsync("credit", ct);
-            }
-            else
-            {
-                await tx.RollbackToSavepointAsync("credit", ct);
-            }
-            db.ChangeTracker.Clear();
-            outcomes[i] = result.Outcome;
-        }
-        await tx.CommitAsync(ct);
-        return outcomes;
+        return await CreditAllowance.SettleAsync(db, [.. batch.Select(r => r.Occurrence)], clock.GetUtcNow().UtcDateTime, logger, ct);
     }
 
     public async ValueTask DisposeAsync()
@@ -220,12 +140,6 @@ public sealed partial class CreditBatcher(
 
     /// <summary>One delivery waiting for its batch; <see cref="Origin"/> is the span of its delivery, linked from the batch's.</summary>
     private sealed record Request(OccurrenceMessage Occurrence, TaskCompletionSource<JobOutcome> Outcome, ActivityContext Origin);
-
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Paid a batch of {Count} allowance credits")]
-    private static partial void LogBatchPaid(ILogger logger, int count);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "A batch of {Count} allowance credits had a refusal; paying them one by one")]
-    private static partial void LogBatchSplit(ILogger logger, int count);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Credit batch of {Count} failed transiently (attempt {Attempt}); trying it again")]
     private static partial void LogBatchRetried(ILogger logger, Exception e, int count, int attempt);

@@ -182,15 +182,7 @@ public sealed partial class EnqueueDueAllowances(
     }
 
     private static async Task<List<AllowanceSchedule>> DuePageAsync(TallyDb db, DateTime now, DateTime staleBefore, (DateTime At, Guid Id) cursor, int size, CancellationToken ct) =>
-        await db.AllowanceSchedules.FromSql(
-            $"""
-            SELECT * FROM allowance_schedules
-            WHERE status = 'ON' AND deleted_at IS NULL AND next_run_at <= {now}
-              AND (next_run_at > {cursor.At} OR (next_run_at = {cursor.At} AND id > {cursor.Id}))
-              AND (enqueued_through IS NULL OR enqueued_through < next_run_at OR enqueued_at < {staleBefore})
-            ORDER BY next_run_at, id
-            LIMIT {size}
-            """).AsNoTracking().ToListAsync(ct);
+        await db.AllowanceSchedules.FromSqlRaw(AllowanceSql.For(db.Database).DuePage, now, cursor.At, cursor.Id, staleBefore, size).AsNoTracking().ToListAsync(ct);
 
     /// <summary>
     /// Records the occurrences beyond the cap as ONE skipped credit (at the newest of them), and moves
@@ -201,67 +193,38 @@ public sealed partial class EnqueueDueAllowances(
     /// </summary>
     private async Task<bool> SkipBeyondCapAsync(AllowanceSchedule schedule, CatchUpSkip skip, DateTime now, CancellationToken ct)
     {
+        var sql = AllowanceSql.For(db.Database);
         await using var tx = await db.Database.BeginTransactionAsync(ct);
-        var moved = await db.Database.ExecuteSqlAsync(
-            $"""
-            UPDATE allowance_schedules SET active_from = {skip.ResumeAt}, next_run_at = {skip.ResumeAt}, updated_at = {now}
-            WHERE id = {schedule.Id} AND next_run_at = {schedule.NextRunAt} AND active_from = {schedule.ActiveFrom}
-              AND status = 'ON' AND deleted_at IS NULL
-            """, ct);
+        var moved = await db.Database.ExecuteSqlRawAsync(sql.MoveBeyondCap, [skip.ResumeAt, now, schedule.Id, schedule.NextRunAt!, schedule.ActiveFrom], ct);
         if (moved == 0)
         {
             return false;
         }
-        await db.Database.ExecuteSqlAsync(
-            $"""
-            INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at)
-            VALUES ({Guid.CreateVersion7()}, {schedule.Id}, {skip.Last}, {schedule.AmountMinor}, {schedule.Currency}, {CreditOutcome.Skipped}, {null as Guid?}, {skip.Reason}, {now})
-            ON CONFLICT (schedule_id, run_at) DO NOTHING
-            """, ct);
+        await db.Database.ExecuteSqlRawAsync(sql.RecordSkippedCredit,
+            [Guid.CreateVersion7(), schedule.Id, skip.Last, schedule.AmountMinor, schedule.Currency, skip.Reason, now], ct);
         await tx.CommitAsync(ct);
         return true;
     }
 
+    /// <summary>Remembers what was enqueued, one statement per page: a million schedules must fit in one cron window.</summary>
     private async Task MarkEnqueuedAsync(TallyDb db, List<(Guid Id, DateTime Through)> marks, DateTime now, CancellationToken ct)
     {
-        if (marks.Count == 0)
+        var sql = AllowanceSql.For(db.Database);
+        Array[] columns = [marks.Select(m => m.Id).ToArray(), marks.Select(m => m.Through).ToArray()];
+        for (var attempt = 1; ; attempt++)
         {
-            return;
-        }
-        if (db.Database.IsNpgsql())
-        {
-            // One statement per page on PostgreSQL: a million schedules must fit in one cron window.
-            var ids = marks.Select(m => m.Id).ToArray();
-            var throughs = marks.Select(m => m.Through).ToArray();
-            for (var attempt = 1; ; attempt++)
+            try
             {
-                try
-                {
-                    await db.Database.ExecuteSqlAsync(
-                        $"""
-                        WITH locked AS (
-                            SELECT id FROM allowance_schedules WHERE id = ANY({ids}) ORDER BY id FOR UPDATE)
-                        UPDATE allowance_schedules s SET enqueued_through = v.through, enqueued_at = {now}
-                        FROM unnest({ids}, {throughs}) AS v(id, through), locked
-                        WHERE s.id = v.id AND locked.id = v.id
-                        """, ct);
-                    return;
-                }
-                catch (Exception e) when (attempt < 5 && DbErrors.IsTransient(e))
-                {
-                    // Rows are locked in id order, as group commit takes them; should a deadlock still happen, the statement is idempotent.
-                    LogMarkRetried(logger, attempt);
-                    await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt), ct);
-                }
+                await db.Database.ExecuteAsync(sql.MarkEnqueued, [now], columns, ct);
+                return;
+            }
+            catch (Exception e) when (attempt < 5 && DbErrors.IsTransient(e))
+            {
+                // PostgreSQL locks the rows in id order, as the payment's advance does; should a deadlock still happen, the statement is idempotent.
+                LogMarkRetried(logger, attempt);
+                await Task.Delay(TimeSpan.FromMilliseconds(50 * attempt), ct);
             }
         }
-        await using var tx = await db.Database.BeginTransactionAsync(ct);
-        foreach (var (id, through) in marks)
-        {
-            await db.Database.ExecuteSqlAsync(
-                $"UPDATE allowance_schedules SET enqueued_through = {through}, enqueued_at = {now} WHERE id = {id}", ct);
-        }
-        await tx.CommitAsync(ct);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Enqueued {Count} allowance occurrences for {Schedules} schedules")]

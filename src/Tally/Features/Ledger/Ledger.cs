@@ -26,6 +26,14 @@ public abstract record TransferResult
     public sealed record BalanceLimitExceeded(Guid AccountId) : TransferResult;
 }
 
+/// <summary>What a set of transfers came to: all of them moved (<see cref="TransferIds"/>, in request order), or none, because of <see cref="Refusal"/>.</summary>
+public sealed record TransferAllResult(IReadOnlyList<Guid>? TransferIds, TransferResult? Refusal)
+{
+    public static TransferAllResult Moved(IReadOnlyList<Guid> transferIds) => new(transferIds, null);
+
+    public static TransferAllResult Refused(TransferResult refusal) => new(null, refusal);
+}
+
 public sealed record TransferRequest(Guid DebitAccountId, Guid CreditAccountId, long AmountMinor, string Currency, string Kind, string IdempotencyKey);
 
 /// <summary>
@@ -61,73 +69,27 @@ public static class Ledger
     }
 
     /// <summary>
-    /// Moves money inside the current transaction: one insert and two conditional updates on the
-    /// happy path, with the reasons for a refusal looked up only when one of them refuses.
-    /// The caller commits on <see cref="TransferResult.Transferred"/>, and rolls back on anything else.
+    /// Moves money inside the current transaction: a set of one (<see cref="TransferAllAsync"/>), so
+    /// one transfer and thousands run the same statements. The caller commits on
+    /// <see cref="TransferResult.Transferred"/>, and rolls back on anything else.
     /// </summary>
     public static async Task<TransferResult> TransferAsync(TallyDb db, TransferRequest request, DateTime now, CancellationToken ct)
     {
-        if (db.Database.CurrentTransaction is null)
-        {
-            throw new InvalidOperationException("A ledger transfer must run inside a transaction.");
-        }
-        CheckAmount(request);
-        if (request.DebitAccountId == request.CreditAccountId)
-        {
-            return new TransferResult.CurrencyMismatch();
-        }
-
-        var transferId = Guid.CreateVersion7();
-        int inserted;
-        try
-        {
-            inserted = await db.Database.ExecuteSqlAsync(
-                $"""
-                INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at)
-                VALUES ({transferId}, {request.DebitAccountId}, {request.CreditAccountId}, {request.AmountMinor}, {request.Currency}, {request.Kind}, {request.IdempotencyKey}, {now})
-                ON CONFLICT (idempotency_key) DO NOTHING
-                """,
-                ct);
-        }
-        catch (Exception e) when (DbErrors.IsForeignKeyViolation(e))
-        {
-            return await WhyRefusedAsync(db, request, new Applied(TransactionAborted: true), ct);
-        }
-        if (inserted == 0)
-        {
-            return new TransferResult.AlreadyDone();
-        }
-
-        // Touch the two rows in id order so two opposite transfers cannot deadlock.
-        var debitFirst = request.DebitAccountId.CompareTo(request.CreditAccountId) < 0;
-        if (debitFirst && !await DebitAsync(db, request, ct))
-        {
-            return await WhyRefusedAsync(db, request, new Applied(), ct);
-        }
-        // The ceiling is tested as balance <= max - amount: the sum itself could overflow.
-        var credited = await db.Database.ExecuteSqlAsync(
-            $"""
-            UPDATE ledger_accounts SET balance_minor = balance_minor + {request.AmountMinor}
-            WHERE id = {request.CreditAccountId} AND currency = {request.Currency} AND balance_minor <= {Currencies.MaxMinor - request.AmountMinor}
-            """, ct);
-        if (credited != 1 || (!debitFirst && !await DebitAsync(db, request, ct)))
-        {
-            return await WhyRefusedAsync(db, request, new Applied(Debited: debitFirst, Credited: credited == 1), ct);
-        }
-        return new TransferResult.Transferred(transferId);
+        var moved = await TransferAllAsync(db, [request], now, ct);
+        return moved.Refusal ?? new TransferResult.Transferred(moved.TransferIds![0]);
     }
 
     /// <summary>
-    /// Moves money for many transfers at once inside the current transaction, all or nothing: on
-    /// PostgreSQL three set-based statements whatever the count (the accounts locked in id order,
-    /// the transfer rows, one balance update per account). Returns the transfer ids in request
-    /// order, or null when any one of them would be refused (a used idempotency key, a missing
-    /// account, another currency, not enough money); then the caller must roll back, and can find
-    /// out which one by moving them one at a time with <see cref="TransferAsync"/>.
+    /// Moves money for a set of transfers inside the current transaction, all or nothing, with three
+    /// statements whatever their number (<see cref="LedgerSql"/>): the accounts locked in id order and
+    /// read as they are before, the transfer rows, one balance update per account. Answers the
+    /// transfer ids in request order, or why the set is refused (a used idempotency key, a missing
+    /// account, another currency, not enough money, a balance limit); then the caller must roll back.
+    /// For a set of one the reason is that transfer's; for more, the first one found.
     /// A debit account must cover the sum of its debits in the set, whatever it is credited in the
     /// same set, so every order of the same transfers one by one would have been accepted too.
     /// </summary>
-    public static async Task<IReadOnlyList<Guid>?> TransferAllAsync(TallyDb db, IReadOnlyList<TransferRequest> requests, DateTime now, CancellationToken ct)
+    public static async Task<TransferAllResult> TransferAllAsync(TallyDb db, IReadOnlyList<TransferRequest> requests, DateTime now, CancellationToken ct)
     {
         if (db.Database.CurrentTransaction is null)
         {
@@ -138,67 +100,37 @@ public static class Ledger
             CheckAmount(request);
             if (request.DebitAccountId == request.CreditAccountId)
             {
-                return null;
+                return TransferAllResult.Refused(new TransferResult.CurrencyMismatch());
             }
-        }
-        if (!db.Database.IsNpgsql())
-        {
-            var moved = new List<Guid>(requests.Count);
-            foreach (var request in requests)
-            {
-                if (await TransferAsync(db, request, now, ct) is not TransferResult.Transferred { TransferId: var id })
-                {
-                    return null;
-                }
-                moved.Add(id);
-            }
-            return moved;
         }
 
+        var sql = LedgerSql.For(db.Database);
         var accountIds = requests.SelectMany(r => new[] { r.DebitAccountId, r.CreditAccountId }).Distinct().Order().ToArray();
-        var locked = await db.Database.SqlQuery<int>(
-            $"SELECT count(*)::int AS \"Value\" FROM (SELECT id FROM ledger_accounts WHERE id = ANY({accountIds}) ORDER BY id FOR UPDATE) l")
-            .SingleAsync(ct);
-        if (locked != accountIds.Length)
+        var before = await sql.LockAccounts.QueryAsync((text, parameters) => db.LedgerAccounts.FromSqlRaw(text, parameters).AsNoTracking(), [], [accountIds], ct);
+        if (before.Count != accountIds.Length)
         {
-            return null; // an account is missing
+            // A used key answers before a missing account, as the unique key did before the foreign key.
+            var keys = requests.Select(r => r.IdempotencyKey).ToList();
+            return TransferAllResult.Refused(await db.LedgerTransfers.AnyAsync(t => keys.Contains(t.IdempotencyKey), ct)
+                ? new TransferResult.AlreadyDone()
+                : WhyRefused(requests, before));
         }
 
         var transferIds = requests.Select(_ => Guid.CreateVersion7()).ToArray();
-        var inserted = await db.Database.ExecuteSqlAsync(
-            $"""
-            INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at)
-            SELECT t.id, t.debit, t.credit, t.amount, t.currency, t.kind, t.key, {now}
-            FROM unnest({transferIds}, {requests.Select(r => r.DebitAccountId).ToArray()}, {requests.Select(r => r.CreditAccountId).ToArray()},
-                        {requests.Select(r => r.AmountMinor).ToArray()}, {requests.Select(r => r.Currency).ToArray()},
-                        {requests.Select(r => r.Kind).ToArray()}, {requests.Select(r => r.IdempotencyKey).ToArray()})
-                 AS t(id, debit, credit, amount, currency, kind, key)
-            ON CONFLICT (idempotency_key) DO NOTHING
-            """, ct);
+        var inserted = await db.Database.ExecuteAsync(sql.InsertTransfers, [now],
+            [transferIds, requests.Select(r => r.DebitAccountId).ToArray(), requests.Select(r => r.CreditAccountId).ToArray(),
+             requests.Select(r => r.AmountMinor).ToArray(), requests.Select(r => r.Currency).ToArray(),
+             requests.Select(r => r.Kind).ToArray(), requests.Select(r => r.IdempotencyKey).ToArray()], ct);
         if (inserted != requests.Count)
         {
-            return null; // an idempotency key was used before (or twice in this set)
+            return TransferAllResult.Refused(new TransferResult.AlreadyDone()); // an idempotency key was used before (or twice in this set)
         }
 
-        // One row per (account, currency): what leaves it and what arrives.
-        var moves = requests.SelectMany(r => new[]
-            {
-                (Account: r.DebitAccountId, r.Currency, Debit: r.AmountMinor, Credit: 0L),
-                (Account: r.CreditAccountId, r.Currency, Debit: 0L, Credit: r.AmountMinor),
-            })
-            .GroupBy(m => (m.Account, m.Currency))
-            .Select(g => (g.Key.Account, g.Key.Currency, Debit: g.Sum(m => m.Debit), Credit: g.Sum(m => m.Credit)))
-            .ToList();
-        var updated = await db.Database.ExecuteSqlAsync(
-            $"""
-            UPDATE ledger_accounts a SET balance_minor = a.balance_minor - m.debit + m.credit
-            FROM unnest({moves.Select(m => m.Account).ToArray()}, {moves.Select(m => m.Currency).ToArray()},
-                        {moves.Select(m => m.Debit).ToArray()}, {moves.Select(m => m.Credit).ToArray()}) AS m(id, currency, debit, credit)
-            WHERE a.id = m.id AND a.currency = m.currency
-              AND (a.kind = {AccountKinds.Funding} OR a.balance_minor >= m.debit)
-              AND a.balance_minor - m.debit + m.credit BETWEEN {-Currencies.MaxIssuedMinor} AND {Currencies.MaxMinor}
-            """, ct);
-        return updated == moves.Count ? transferIds : null;
+        var moves = Moves(requests);
+        var updated = await db.Database.ExecuteAsync(sql.MoveBalances, [],
+            [moves.Select(m => m.Account).ToArray(), moves.Select(m => m.Currency).ToArray(),
+             moves.Select(m => m.Debit).ToArray(), moves.Select(m => m.Credit).ToArray()], ct);
+        return updated == moves.Count ? TransferAllResult.Moved(transferIds) : TransferAllResult.Refused(WhyRefused(requests, before));
     }
 
     private static void CheckAmount(TransferRequest request)
@@ -208,58 +140,51 @@ public static class Ledger
         ArgumentOutOfRangeException.ThrowIfGreaterThan(request.AmountMinor, Currencies.MaxMinor);
     }
 
-    private static async Task<bool> DebitAsync(TallyDb db, TransferRequest request, CancellationToken ct) =>
-        await db.Database.ExecuteSqlAsync(
-            $"""
-            UPDATE ledger_accounts SET balance_minor = balance_minor - {request.AmountMinor}
-            WHERE id = {request.DebitAccountId} AND currency = {request.Currency}
-              AND (kind = {AccountKinds.Funding} OR balance_minor >= {request.AmountMinor})
-              AND balance_minor >= {request.AmountMinor - Currencies.MaxIssuedMinor}
-            """,
-            ct) == 1;
-
-    /// <summary>The slow path: why an update refused. Missing account, other currency, a balance at its limit, or not enough money.</summary>
-    /// <summary>Which of the transfer's writes went through before one refused (the caller rolls them back).</summary>
-    private readonly record struct Applied(bool TransactionAborted = false, bool Debited = false, bool Credited = false);
-
-    private static async Task<TransferResult> WhyRefusedAsync(TallyDb db, TransferRequest request, Applied applied, CancellationToken ct)
-    {
-        if (applied.TransactionAborted && db.Database.IsNpgsql())
-        {
-            // A failed statement aborts a PostgreSQL transaction; read the reason outside it.
-            await using var diagnose = new TallyDb(new DbContextOptionsBuilder<TallyDb>().UseNpgsql(db.Database.GetConnectionString()).Options);
-            return await DiagnoseAsync(diagnose, request, applied, ct);
-        }
-        return await DiagnoseAsync(db, request, applied, ct);
-    }
-
-    private static async Task<TransferResult> DiagnoseAsync(TallyDb db, TransferRequest request, Applied applied, CancellationToken ct)
-    {
-        var accounts = await db.LedgerAccounts.AsNoTracking()
-            .Where(a => a.Id == request.DebitAccountId || a.Id == request.CreditAccountId)
-            .Select(a => new { a.Id, a.Currency, a.Kind, a.BalanceMinor })
-            .ToListAsync(ct);
-        foreach (var id in new[] { request.DebitAccountId, request.CreditAccountId })
-        {
-            var account = accounts.Find(a => a.Id == id);
-            if (account is null)
+    /// <summary>What leaves and what arrives, per (account, currency): one balance update each.</summary>
+    private static List<(Guid Account, string Currency, long Debit, long Credit)> Moves(IReadOnlyList<TransferRequest> requests) =>
+        requests.SelectMany(r => new[]
             {
-                return new TransferResult.AccountNotFound(id);
-            }
-            if (account.Currency != request.Currency)
+                (Account: r.DebitAccountId, r.Currency, Debit: r.AmountMinor, Credit: 0L),
+                (Account: r.CreditAccountId, r.Currency, Debit: 0L, Credit: r.AmountMinor),
+            })
+            .GroupBy(m => (m.Account, m.Currency))
+            .Select(g => (g.Key.Account, g.Key.Currency, Debit: g.Sum(m => m.Debit), Credit: g.Sum(m => m.Credit)))
+            .ToList();
+
+    /// <summary>
+    /// Why the ledger refuses transfers, from the accounts as they were before them: a missing account,
+    /// another currency, not enough money, or a balance past its limit (the ceiling first, then a
+    /// funding account's floor). For one transfer, the checks of <see cref="LedgerSql.MoveBalances"/> in that order.
+    /// </summary>
+    internal static TransferResult WhyRefused(IReadOnlyList<TransferRequest> requests, IReadOnlyList<LedgerAccount> before)
+    {
+        foreach (var request in requests)
+        {
+            foreach (var id in new[] { request.DebitAccountId, request.CreditAccountId })
             {
-                return new TransferResult.CurrencyMismatch();
+                var account = before.FirstOrDefault(a => a.Id == id);
+                if (account is null)
+                {
+                    return new TransferResult.AccountNotFound(id);
+                }
+                if (account.Currency != request.Currency)
+                {
+                    return new TransferResult.CurrencyMismatch();
+                }
             }
         }
-        // Balances as they were before this transfer touched them.
-        var debit = accounts.Find(a => a.Id == request.DebitAccountId)!;
-        var debitBalance = debit.BalanceMinor + (applied.Debited ? request.AmountMinor : 0);
-        var creditBalance = accounts.Find(a => a.Id == request.CreditAccountId)!.BalanceMinor - (applied.Credited ? request.AmountMinor : 0);
-        if (debit.Kind != AccountKinds.Funding && debitBalance < request.AmountMinor)
+        var moves = Moves(requests).Select(m =>
+        {
+            var account = before.First(a => a.Id == m.Account);
+            return (m.Account, account.Kind, m.Debit, Before: account.BalanceMinor, After: account.BalanceMinor - m.Debit + m.Credit);
+        }).ToList();
+        if (moves.Any(m => m.Kind != AccountKinds.Funding && m.Before < m.Debit))
         {
             return new TransferResult.InsufficientFunds();
         }
-        return new TransferResult.BalanceLimitExceeded(creditBalance > Currencies.MaxMinor - request.AmountMinor ? request.CreditAccountId : request.DebitAccountId);
+        var past = moves.Where(m => m.After > Currencies.MaxMinor).Concat(moves.Where(m => m.After < -Currencies.MaxIssuedMinor))
+            .Select(m => (Guid?)m.Account).FirstOrDefault();
+        return new TransferResult.BalanceLimitExceeded(past ?? requests[0].DebitAccountId);
     }
 
     public static IQueryable<LedgerAccount> OwnedBy(this IQueryable<LedgerAccount> accounts, Guid ownerId) =>

@@ -1,7 +1,9 @@
+using System.Data.Common;
+using System.Globalization;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.EntityFrameworkCore.Metadata.Builders;
-using Microsoft.EntityFrameworkCore.Storage;
 using Npgsql;
 using NpgsqlTypes;
 using Tally.Data;
@@ -11,6 +13,57 @@ namespace Tally.Data
     public sealed partial class TallyDb
     {
         public DbSet<Jobs.Outbox.OutboxEvent> OutboxEvents => Set<Jobs.Outbox.OutboxEvent>();
+
+        /// <summary>The events <see cref="Jobs.Outbox.Outbox.Add"/> staged, in the order staged, for the next SaveChanges.</summary>
+        internal List<Jobs.Outbox.OutboxEvent> StagedEvents { get; } = [];
+
+        /// <summary>
+        /// Saves the tracked changes and writes the staged outbox events with them, through the
+        /// outbox's one insert, in one transaction (the caller's, or one of its own): an event commits
+        /// with the change it describes, or neither does.
+        /// </summary>
+        public override async Task<int> SaveChangesAsync(bool acceptAllChangesOnSuccess, CancellationToken cancellationToken = default)
+        {
+            var staged = Jobs.Outbox.Outbox.Unstage(this);
+            if (staged.Count == 0)
+            {
+                return await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+            }
+            int saved;
+            var autoSavepoints = Database.AutoSavepointsEnabled;
+            try
+            {
+                await using var tx = Database.CurrentTransaction is null ? await Database.BeginTransactionAsync(cancellationToken) : null;
+                // In a transaction of its own, a savepoint around the changes would only add round trips.
+                Database.AutoSavepointsEnabled = autoSavepoints && tx is null;
+                saved = await base.SaveChangesAsync(acceptAllChangesOnSuccess, cancellationToken);
+                await Jobs.Outbox.Outbox.WriteAsync(this, staged, cancellationToken);
+                if (tx is not null)
+                {
+                    await tx.CommitAsync(cancellationToken);
+                }
+            }
+            catch (Exception e)
+            {
+                // As EF Core leaves a failed save: the events still staged, a database's refusal a DbUpdateException.
+                Jobs.Outbox.Outbox.Restage(this, staged);
+                if (e is DbException)
+                {
+                    throw new DbUpdateException("An error occurred while saving the outbox events.", e);
+                }
+                throw;
+            }
+            finally
+            {
+                Database.AutoSavepointsEnabled = autoSavepoints;
+            }
+            Jobs.Outbox.Outbox.Saved(this, staged);
+            return saved + staged.Count;
+        }
+
+        /// <summary>Synchronous saves write no outbox events: stage them for <see cref="SaveChangesAsync(bool, CancellationToken)"/>.</summary>
+        public override int SaveChanges(bool acceptAllChangesOnSuccess) =>
+            StagedEvents.Count == 0 ? base.SaveChanges(acceptAllChangesOnSuccess) : throw new InvalidOperationException("Outbox events are written by SaveChangesAsync.");
     }
 }
 
@@ -39,8 +92,13 @@ namespace Tally.Jobs.Outbox
         }
     }
 
-    /// <summary>Adds events to the outbox. Nothing is published here: the dispatcher does that after commit.</summary>
-    public static class Outbox
+    /// <summary>
+    /// Adds events to the outbox. Nothing is published here: the dispatcher does that after commit.
+    /// Every entry point writes its rows through one statement (<see cref="OutboxSql.Insert"/>) and one
+    /// method (<see cref="WriteAsync"/>), or, for a caller batching its own PostgreSQL commands, the same
+    /// statement as a batch command (<see cref="InsertMany"/>).
+    /// </summary>
+    public static partial class Outbox
     {
         public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -48,40 +106,21 @@ namespace Tally.Jobs.Outbox
         /// <param name="eventId">The id the event is published with, when the payload carries it too; a new one otherwise.</param>
         public static OutboxEvent Add(TallyDb db, string eventType, string? subjectId, object payload, DateTime occurredAt, Guid? eventId = null)
         {
-            var row = new OutboxEvent
-            {
-                EventId = eventId ?? Guid.CreateVersion7(),
-                EventType = eventType,
-                SubjectId = subjectId,
-                Payload = Serialize(payload),
-                OccurredAt = occurredAt,
-            };
+            var row = Row(eventType, subjectId, payload, occurredAt, eventId);
+            // Tracked as well, so that a cleared change tracker drops it, as it drops every other unsaved change.
             db.OutboxEvents.Add(row);
+            db.StagedEvents.Add(row);
             return row;
         }
 
-        private static string Serialize(object payload) => JsonSerializer.Serialize(payload, payload.GetType(), Json);
-
-        /// <summary>
-        /// Stages many events of one type in the caller's transaction. On PostgreSQL one insert,
-        /// executed now (for a batch, the change tracker would cost more than the rows); elsewhere
-        /// they commit with the caller's SaveChanges, as <see cref="Add"/>.
-        /// </summary>
+        /// <summary>Writes many events of one type now, in the caller's transaction (for a batch, the change tracker would cost more than the rows).</summary>
         public static async Task AddManyAsync(TallyDb db, string eventType, IReadOnlyList<(string? SubjectId, object Payload)> events, DateTime occurredAt, CancellationToken ct)
         {
-            if (!db.Database.IsNpgsql())
+            if (db.Database.CurrentTransaction is null)
             {
-                foreach (var (subjectId, payload) in events)
-                {
-                    Add(db, eventType, subjectId, payload, occurredAt);
-                }
-                return;
+                throw new InvalidOperationException("Outbox.AddManyAsync writes events in the caller's transaction; begin one first.");
             }
-            var transaction = db.Database.CurrentTransaction?.GetDbTransaction() as NpgsqlTransaction
-                ?? throw new InvalidOperationException("Outbox.AddManyAsync stages events in the caller's transaction; begin one first.");
-            await using var insert = new NpgsqlCommand(InsertManySql, transaction.Connection, transaction);
-            insert.Parameters.AddRange(InsertManyParameters(eventType, events, occurredAt));
-            await insert.ExecuteNonQueryAsync(ct);
+            await WriteAsync(db, [.. events.Select(e => Row(eventType, e.SubjectId, e.Payload, occurredAt))], ct);
         }
 
         /// <summary>
@@ -90,26 +129,88 @@ namespace Tally.Jobs.Outbox
         /// </summary>
         public static NpgsqlBatchCommand InsertMany(string eventType, IReadOnlyList<(string? SubjectId, object Payload)> events, DateTime occurredAt)
         {
-            var insert = new NpgsqlBatchCommand(InsertManySql);
-            insert.Parameters.AddRange(InsertManyParameters(eventType, events, occurredAt));
+            var columns = Columns([.. events.Select(e => Row(eventType, e.SubjectId, e.Payload, occurredAt))]);
+            var insert = new NpgsqlBatchCommand(Placeholder().Replace(OutboxSql.Postgres.Insert.Text, m => "$" + (int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) + 1)));
+            for (var c = 0; c < columns.Length; c++)
+            {
+                insert.Parameters.Add(new NpgsqlParameter { Value = columns[c], NpgsqlDbType = NpgsqlDbType.Array | ColumnTypes[c] });
+            }
             return insert;
         }
 
-        /// <summary>The events in their order: the sequence follows it.</summary>
-        private const string InsertManySql = """
-            INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at)
-            SELECT e.id, $1, e.subject_id, e.payload, $2
-            FROM unnest($3::uuid[], $4::text[], $5::text[]) WITH ORDINALITY AS e(id, subject_id, payload, n)
-            ORDER BY e.n
-            """;
+        /// <summary>
+        /// The one writer: inserts <paramref name="rows"/> in their order, in the caller's transaction
+        /// if any, and sets each row's <see cref="OutboxEvent.Sequence"/>.
+        /// </summary>
+        internal static async Task WriteAsync(TallyDb db, IReadOnlyList<OutboxEvent> rows, CancellationToken ct)
+        {
+            var sequences = await OutboxSql.For(db.Database).Insert.QueryAsync(db.Database.SqlQueryRaw<long>, [], Columns(rows), ct);
+            // The sequence follows the order of the rows (see OutboxSql.Insert).
+            sequences.Sort();
+            for (var i = 0; i < rows.Count; i++)
+            {
+                rows[i].Sequence = sequences[i];
+            }
+        }
 
-        private static NpgsqlParameter[] InsertManyParameters(string eventType, IReadOnlyList<(string? SubjectId, object Payload)> events, DateTime occurredAt) =>
+        /// <summary>The staged events still to write (a cleared change tracker dropped the others), no longer tracked for EF Core to insert.</summary>
+        internal static List<OutboxEvent> Unstage(TallyDb db)
+        {
+            if (db.StagedEvents.Count == 0)
+            {
+                return [];
+            }
+            var staged = db.StagedEvents.Where(row => db.Entry(row).State == EntityState.Added).ToList();
+            db.StagedEvents.Clear();
+            foreach (var row in staged)
+            {
+                db.Entry(row).State = EntityState.Detached;
+            }
+            return staged;
+        }
+
+        /// <summary>After the commit: the rows are tracked as saved, as EF Core leaves the rows it inserts.</summary>
+        internal static void Saved(TallyDb db, List<OutboxEvent> rows)
+        {
+            foreach (var row in rows)
+            {
+                db.Entry(row).State = EntityState.Unchanged;
+            }
+        }
+
+        /// <summary>After a failed save: the rows staged again, for the next SaveChanges.</summary>
+        internal static void Restage(TallyDb db, List<OutboxEvent> rows)
+        {
+            foreach (var row in rows)
+            {
+                row.Sequence = 0;
+                db.Entry(row).State = EntityState.Added;
+            }
+            db.StagedEvents.InsertRange(0, rows);
+        }
+
+        internal static OutboxEvent Row(string eventType, string? subjectId, object payload, DateTime occurredAt, Guid? eventId = null) => new()
+        {
+            EventId = eventId ?? Guid.CreateVersion7(),
+            EventType = eventType,
+            SubjectId = subjectId,
+            Payload = JsonSerializer.Serialize(payload, payload.GetType(), Json),
+            OccurredAt = occurredAt,
+        };
+
+        /// <summary>The rows as the columns of <see cref="OutboxSql.Insert"/>.</summary>
+        private static Array[] Columns(IReadOnlyList<OutboxEvent> rows) =>
         [
-            new NpgsqlParameter { Value = eventType, NpgsqlDbType = NpgsqlDbType.Text },
-            new NpgsqlParameter { Value = occurredAt, NpgsqlDbType = NpgsqlDbType.TimestampTz },
-            new NpgsqlParameter { Value = events.Select(_ => Guid.CreateVersion7()).ToArray() },
-            new NpgsqlParameter { Value = events.Select(e => e.SubjectId).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text },
-            new NpgsqlParameter { Value = events.Select(e => Serialize(e.Payload)).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text },
+            rows.Select(r => r.EventId).ToArray(),
+            rows.Select(r => r.EventType).ToArray(),
+            rows.Select(r => r.SubjectId).ToArray(),
+            rows.Select(r => r.Payload).ToArray(),
+            rows.Select(r => r.OccurredAt).ToArray(),
         ];
+
+        private static readonly NpgsqlDbType[] ColumnTypes = [NpgsqlDbType.Uuid, NpgsqlDbType.Text, NpgsqlDbType.Text, NpgsqlDbType.Text, NpgsqlDbType.TimestampTz];
+
+        [GeneratedRegex(@"\{(\d+)\}")]
+        private static partial Regex Placeholder();
     }
 }

@@ -166,7 +166,7 @@ public class LedgerTests
         {
             await using var db = app.Db();
             await using var tx = await db.Database.BeginTransactionAsync(ct);
-            var moved = await Tally.Features.Ledger.Ledger.TransferAllAsync(db, requests, DateTime.UtcNow, ct);
+            var moved = (await Tally.Features.Ledger.Ledger.TransferAllAsync(db, requests, DateTime.UtcNow, ct)).TransferIds;
             if (moved is not null)
             {
                 await tx.CommitAsync(ct);
@@ -237,7 +237,7 @@ public class LedgerTests
             try
             {
                 await using var tx = await db.Database.BeginTransactionAsync(ct);
-                if (await Tally.Features.Ledger.Ledger.TransferAllAsync(db, set, DateTime.UtcNow, ct) is not null)
+                if ((await Tally.Features.Ledger.Ledger.TransferAllAsync(db, set, DateTime.UtcNow, ct)).TransferIds is not null)
                 {
                     await tx.CommitAsync(ct);
                     Interlocked.Increment(ref moved);
@@ -399,7 +399,7 @@ public class LedgerTests
         {
             var moved = await Tally.Features.Ledger.Ledger.TransferAllAsync(db,
                 [new TransferRequest(payer, payee, 60, "USD", "TEST", "a"), new TransferRequest(payer, payee, 60, "USD", "TEST", "b")], DateTime.UtcNow, ct);
-            Assert.Null(moved);
+            Assert.Null(moved.TransferIds);
         }
         await using (var db = app.Db())
         await using (var tx = await db.Database.BeginTransactionAsync(ct))
@@ -408,6 +408,65 @@ public class LedgerTests
             Assert.Equal(new TransferResult.BalanceLimitExceeded(payee), one);
         }
         Assert.Equal(10m, await admin.BalanceAsync(payer));
+    }
+
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("postgres")]
+    public async Task Transfer_EachRefusal_AnswersItsReasonAndMovesNothing(string storage)
+    {
+        await using var app = await Apps.CreateAsync(storage);
+        var admin = app.Admin();
+        var ct = TestContext.Current.CancellationToken;
+        var payer = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        var payee = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        var euro = await admin.CreateAccountAsync(await admin.CreateUserAsync(), "EUR");
+        var full = await admin.CreateAccountAsync(await admin.CreateUserAsync());
+        await admin.DepositAsync(payer, 10m);
+        await admin.DepositAsync(full, Currencies.MaxAmount("USD") - 0.50m);
+        var funding = Tally.Features.Ledger.Ledger.FundingAccountId("USD");
+        var missing = Guid.NewGuid();
+        await using (var db = app.Db())
+        {
+            await using var tx = await db.Database.BeginTransactionAsync(ct);
+            Assert.IsType<TransferResult.Transferred>(await Tally.Features.Ledger.Ledger.TransferAsync(db, new TransferRequest(payer, payee, 100, "USD", "TEST", "used"), DateTime.UtcNow, ct));
+            await tx.CommitAsync(ct);
+        }
+
+        async Task<TransferResult> TransferAsync(Guid from, Guid to, long minor, string key = "fresh")
+        {
+            await using var db = app.Db();
+            await using var tx = await db.Database.BeginTransactionAsync(ct); // rolled back
+            return await Tally.Features.Ledger.Ledger.TransferAsync(db, new TransferRequest(from, to, minor, "USD", "TEST", key), DateTime.UtcNow, ct);
+        }
+
+        Assert.Equal(new TransferResult.InsufficientFunds(), await TransferAsync(payer, payee, 901));
+        Assert.Equal(new TransferResult.AccountNotFound(missing), await TransferAsync(payer, missing, 100));
+        Assert.Equal(new TransferResult.AccountNotFound(missing), await TransferAsync(missing, payee, 100));
+        Assert.Equal(new TransferResult.CurrencyMismatch(), await TransferAsync(payer, euro, 100));
+        Assert.Equal(new TransferResult.CurrencyMismatch(), await TransferAsync(payer, payer, 100));
+        Assert.Equal(new TransferResult.BalanceLimitExceeded(full), await TransferAsync(payer, full, 51));
+        // A used key answers first, whatever else the transfer would meet.
+        Assert.Equal(new TransferResult.AlreadyDone(), await TransferAsync(payer, payee, 100_000, "used"));
+        Assert.Equal(new TransferResult.AlreadyDone(), await TransferAsync(payer, missing, 100, "used"));
+        await using (var db = app.Db())
+        {
+            // As if a million accounts held deposits: the funding account is 5 minor units short of its floor.
+            await db.Database.ExecuteSqlAsync($"UPDATE ledger_accounts SET balance_minor = {5 - Currencies.MaxIssuedMinor} WHERE id = {funding}", ct);
+        }
+        Assert.Equal(new TransferResult.BalanceLimitExceeded(funding), await TransferAsync(funding, payee, 6));
+
+        // A set answers the first reason it finds, and moves none of its transfers.
+        await using (var db = app.Db())
+        await using (var tx = await db.Database.BeginTransactionAsync(ct))
+        {
+            var set = await Tally.Features.Ledger.Ledger.TransferAllAsync(db,
+                [new TransferRequest(payer, payee, 100, "USD", "TEST", "a"), new TransferRequest(payer, full, 100, "USD", "TEST", "b")], DateTime.UtcNow, ct);
+            Assert.Equal(new TransferAllResult(null, new TransferResult.BalanceLimitExceeded(full)), set);
+        }
+        Assert.Equal((9m, 1m), (await admin.BalanceAsync(payer), await admin.BalanceAsync(payee)));
+        await using var check = app.Db();
+        Assert.Equal(["used"], await check.LedgerTransfers.Where(t => t.Kind == "TEST").Select(t => t.IdempotencyKey).ToListAsync(ct));
     }
 
     [Theory]
