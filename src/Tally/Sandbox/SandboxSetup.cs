@@ -1,3 +1,5 @@
+using Tally.Hosting;
+
 namespace Tally.Sandbox;
 
 /// <summary>
@@ -37,6 +39,9 @@ public static partial class SandboxSetup
                 "Sandbox:T24 SlowRate, ErrorRate and ThrottleRate must be between 0 and 1.")
             .ValidateOnStart();
         builder.Services.AddSingleton<SandboxT24>();
+        // The fake core is reached like the real one, by URL over HTTP: its address once Kestrel listens.
+        LocalUpstreams.Serve(builder.Services, SandboxT24.Upstream);
+        builder.Services.AddHostedService<SandboxT24Address>();
         return builder;
     }
 

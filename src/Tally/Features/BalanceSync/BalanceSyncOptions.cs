@@ -100,8 +100,8 @@ public sealed record CoreRate(int Permits, TimeSpan Window)
 
 /// <summary>
 /// The <c>T24</c> section (the seed's <c>T24_API_URL</c> and <c>T24_API_KEY</c> are aliases): where the core is and how to call it. Without <see cref="BaseUrl"/>, an
-/// instance with the sandbox enabled calls its own sandbox (<c>/sandbox/t24</c>) over HTTP; an instance
-/// with the worker role and no sandbox refuses to start.
+/// instance that serves a fake core itself (the sandbox, <see cref="Hosting.LocalUpstreams"/>) calls it over HTTP at the address
+/// it listens on; an instance with the worker role and no such core refuses to start.
 /// </summary>
 public sealed class T24Options
 {

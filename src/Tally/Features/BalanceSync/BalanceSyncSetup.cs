@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Hosting;
@@ -29,11 +30,11 @@ public static class BalanceSyncSetup
         // Only the worker role calls the core (the api and scheduler roles queue users for it). Without
         // T24:BaseUrl it has nowhere real to call, and outside Development it never falls back to a fake.
         var callsTheCore = configuration.Read<TallyOptions>(TallyOptions.Section).IsWorker;
-        var sandbox = Sandbox.SandboxOptions.IsEnabled(configuration, builder.Environment);
+        services.TryAddSingleton<LocalUpstreams>();
         services.AddValidatedOptions<T24Options>(T24Options.Section)
             .Validate(o => string.IsNullOrEmpty(o.BaseUrl) || (Uri.TryCreate(o.BaseUrl, UriKind.Absolute, out var url) && url.Scheme is "http" or "https"),
                 "T24:BaseUrl must be an absolute http(s) URL.")
-            .Validate(o => !callsTheCore || sandbox || !string.IsNullOrWhiteSpace(o.BaseUrl),
+            .Validate<LocalUpstreams>((o, local) => !callsTheCore || local.Serves(BalanceSyncOptions.Upstream) || !string.IsNullOrWhiteSpace(o.BaseUrl),
                 "T24:BaseUrl must be set on an instance with the worker role: it syncs balances with the core, and the sandbox core is off (Sandbox:Enabled is on by default in Development only).");
 
         var options = configuration.Read<BalanceSyncOptions>(BalanceSyncOptions.Section);
