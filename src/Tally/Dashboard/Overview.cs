@@ -8,6 +8,7 @@ using Tally.Hosting;
 using Tally.Jobs;
 using Tally.Jobs.Audit;
 using Tally.Jobs.Instances;
+using Tally.Jobs.Lanes;
 using Tally.Jobs.Queues;
 using Tally.Jobs.RateLimits;
 using Tally.Jobs.Scheduling;
@@ -67,7 +68,7 @@ public static class Overview
 
     /// <summary>The overview; <paramref name="failures"/> is how many failed runs and dead letters to show (10 unless given).</summary>
     internal static async Task<Results<Ok<OverviewView>, ValidationProblem>> ReadAsync(
-        TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet,
+        TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ILaneStore lanes, CoreCallGate gate, FleetLimiter fleet,
         IOptions<TallyOptions> tally, TimeProvider clock, CancellationToken ct, int? failures = null)
     {
         var show = failures ?? 10;

@@ -4,6 +4,7 @@ using Tally.Features.BalanceSync;
 using Tally.Features.Ledger;
 using Tally.Features.Users;
 using Tally.Hosting;
+using Tally.Jobs.Lanes;
 
 namespace Tally.Demo;
 
@@ -30,7 +31,7 @@ public static partial class DemoData
     }
 
     private sealed partial class Seeder(
-        IDbContextFactory<TallyDb> dbs, ISyncLanes lanes, StorageSettings storage, TimeProvider clock, ILogger<Seeder> logger) : IHostedService
+        IDbContextFactory<TallyDb> dbs, ILaneStore lanes, StorageSettings storage, TimeProvider clock, ILogger<Seeder> logger) : IHostedService
     {
         /// <summary>PostgreSQL advisory lock key under which instances starting together load the demo data one after another.</summary>
         private const long LoadLockKey = 0x7461_6c6c_7901;

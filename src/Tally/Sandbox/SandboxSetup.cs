@@ -1,4 +1,6 @@
+using Microsoft.Extensions.Options;
 using Tally.Hosting;
+using Tally.Sandbox.SimpleFin;
 
 namespace Tally.Sandbox;
 
@@ -11,36 +13,74 @@ public sealed class SandboxOptions
 {
     public const string Section = "Sandbox";
 
+    /// <summary>The one switch for every sandbox (the fake T24 core and the SimpleFIN bank), read by <see cref="LocalUpstreams.Enabled"/>.</summary>
     public bool? Enabled { get; set; }
 
+    /// <summary><c>Sandbox:T24</c>: how the fake core behaves.</summary>
     public SandboxT24Settings T24 { get; set; } = new();
 
-    /// <summary>
-    /// The one switch for every sandbox (the fake T24 core and the SimpleFIN bank). Never on by the
-    /// storage in use: a Production instance on SQLite would otherwise serve the fake core, its reset
-    /// route included, and sync real users' balances from it.
-    /// </summary>
-    public static bool IsEnabled(IConfiguration configuration, IHostEnvironment environment) =>
-        LocalUpstreams.Enabled(configuration, environment);
+    /// <summary>Balances move once per period (and stay put within one). Also what the <c>sandbox</c> connection provider fetches.</summary>
+    public TimeSpan DriftPeriod { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Signs the sandbox's claim tokens and passwords. A sandbox secret, not a production one.</summary>
+    public string SimpleFinSecret { get; set; } = "tally-simplefin-sandbox";
+
+    /// <summary><c>Sandbox:SimpleFin</c>: where the SimpleFIN sandbox says it lives, and how much it hands out.</summary>
+    public SimpleFinSandboxSettings SimpleFin { get; set; } = new();
+
+    internal string? Invalid()
+    {
+        if (DriftPeriod < TimeSpan.FromSeconds(1))
+        {
+            return "Sandbox:DriftPeriod must be at least one second.";
+        }
+        if (SimpleFin.MaxSetupTokensPerHour is < 1 or > 100_000)
+        {
+            return "Sandbox:SimpleFin:MaxSetupTokensPerHour must be between 1 and 100000.";
+        }
+        if (SimpleFin.PublicUrl is { } url && SandboxAddress.Parse(url) is null)
+        {
+            return "Sandbox:SimpleFin:PublicUrl must be an absolute http or https URL with no user, query or fragment (where this server is reached, e.g. http://127.0.0.1:5080).";
+        }
+        return null;
+    }
 }
 
 public static partial class SandboxSetup
 {
     public static WebApplicationBuilder AddSandbox(this WebApplicationBuilder builder)
     {
-        if (!SandboxOptions.IsEnabled(builder.Configuration, builder.Environment))
+        if (!LocalUpstreams.Enabled(builder.Configuration, builder.Environment))
         {
             return builder;
         }
-        builder.Services.AddOptions<SandboxOptions>().BindConfiguration(SandboxOptions.Section)
+        AddSandboxOptions(builder.Services)
             .Validate(o => o.T24.LatencyMs >= 0 && o.T24.JitterMs >= 0 && o.T24.SlowLatencyMs >= 0 && o.T24.DriftPeriodMs > 0 && o.T24.RateLimitPerSecond >= 0 && o.T24.RetryAfterSeconds >= 0,
                 "Sandbox:T24 latencies, DriftPeriodMs, RateLimitPerSecond and RetryAfterSeconds must not be negative (DriftPeriodMs above 0).")
             .Validate(o => o.T24.SlowRate is >= 0 and <= 1 && o.T24.ErrorRate is >= 0 and <= 1 && o.T24.ThrottleRate is >= 0 and <= 1,
                 "Sandbox:T24 SlowRate, ErrorRate and ThrottleRate must be between 0 and 1.")
             .ValidateOnStart();
         builder.Services.AddSingleton<SandboxT24>();
+        // The fake core is reached like the real one, by URL over HTTP: its address once Kestrel listens.
+        LocalUpstreams.Serve(builder.Services, SandboxT24.Upstream);
+        builder.Services.AddHostedService<SandboxT24Address>();
         return builder;
     }
+
+    /// <summary>The one <c>Sandbox</c> section, bound once for every sandbox that is registered (each adds its own checks).</summary>
+    internal static OptionsBuilder<SandboxOptions> AddSandboxOptions(IServiceCollection services)
+    {
+        var options = services.AddOptions<SandboxOptions>();
+        if (!services.Any(d => d.ServiceType == typeof(SandboxSectionBound)))
+        {
+            services.AddSingleton<SandboxSectionBound>();
+            options.BindConfiguration(SandboxOptions.Section).ValidateDataAnnotations().ValidateOnStart();
+        }
+        return options;
+    }
+
+    /// <summary>Marks the section as bound, so a second sandbox does not bind it again.</summary>
+    private sealed class SandboxSectionBound;
 
     public static WebApplication MapSandbox(this WebApplication app)
     {

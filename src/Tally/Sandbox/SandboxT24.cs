@@ -1,9 +1,11 @@
+using System.Collections.Frozen;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Options;
+using Tally.Hosting;
 
 namespace Tally.Sandbox;
 
@@ -46,9 +48,27 @@ public sealed record SandboxT24Stats(long Calls, int Concurrent, int MaxConcurre
 /// latency; a <c>-EUR</c> (any ISO code) suffix sets the currency.
 /// It counts calls, calls in flight and the most calls in any one second, for tests and benchmarks.
 /// </summary>
-public sealed class SandboxT24(IOptions<SandboxOptions> options, IServer server)
+public sealed class SandboxT24(IOptions<SandboxOptions> options)
 {
+    /// <summary>The upstream's name to its clients (<see cref="LocalUpstreams"/>), and where it is served.</summary>
+    public const string Upstream = "t24";
+
+    public const string BasePath = "sandbox/t24/";
+
     private const int MaxArrivals = 2_000_000;
+
+    /// <summary>
+    /// The currencies the fake core knows in an account number's suffix; any other suffix is part of
+    /// the number. Its own list: a fake upstream depends on no feature of Tally.
+    /// </summary>
+    private static readonly FrozenSet<string> Currencies = new[]
+    {
+        "USD", "EUR", "GBP", "CHF", "CAD", "AUD", "NZD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "RON", "SAR", "AED",
+        "QAR", "EGP", "MAD", "NGN", "KES", "GHS", "ZAR", "INR", "PKR", "CNY", "HKD", "SGD", "MXN", "BRL", "TRY", "ILS",
+        "THB", "MYR", "PHP", "JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF", "KWD", "BHD", "OMR", "JOD", "TND",
+        "LYD", "IQD",
+    }.ToFrozenSet(StringComparer.Ordinal);
+
     private readonly object _lock = new();
     private readonly List<long> _arrivals = [];
     private readonly Dictionary<string, int> _callsByAccount = new(StringComparer.Ordinal);
@@ -59,7 +79,6 @@ public sealed class SandboxT24(IOptions<SandboxOptions> options, IServer server)
     private int _maxConcurrent;
     private TaskCompletionSource? _hold;
     private SandboxT24Settings _settings = options.Value.T24;
-    private (Uri, string)? _local;
 
     public SandboxT24Settings Settings
     {
@@ -140,28 +159,6 @@ public sealed class SandboxT24(IOptions<SandboxOptions> options, IServer server)
         {
             return _arrivalsByAccount.TryGetValue(accountNumber, out var list) ? [.. list] : [];
         }
-    }
-
-    /// <summary>This instance's own address for its sandbox, once the server listens (embedded mode calls itself over HTTP).</summary>
-    public (Uri BaseUrl, string ApiKey)? LocalEndpoint()
-    {
-        if (_local is { } known)
-        {
-            return known;
-        }
-        var addresses = server.Features.Get<IServerAddressesFeature>()?.Addresses;
-        var address = addresses?.FirstOrDefault(a => a.StartsWith("http://", StringComparison.OrdinalIgnoreCase)) ?? addresses?.FirstOrDefault();
-        if (address is null)
-        {
-            return null;
-        }
-        var url = new UriBuilder(address);
-        if (url.Host is "0.0.0.0" or "[::]" or "::" or "+" or "*")
-        {
-            url.Host = "127.0.0.1";
-        }
-        _local = (new Uri(url.Uri, "sandbox/t24/"), Settings.ApiKey);
-        return _local;
     }
 
     /// <summary>The working balance and the locked amount of an account at a time: deterministic, drifting per period.</summary>
@@ -342,7 +339,7 @@ public sealed class SandboxT24(IOptions<SandboxOptions> options, IServer server)
     {
         var dash = accountId.LastIndexOf('-');
         var suffix = dash >= 0 ? accountId[(dash + 1)..] : "";
-        return suffix.Length == 3 && Features.Ledger.Currencies.IsKnown(suffix) ? suffix : fallback;
+        return suffix.Length == 3 && Currencies.Contains(suffix) ? suffix : fallback;
     }
 
     /// <summary>FNV-1a over the account number and a step: stable across processes and runs.</summary>
@@ -355,4 +352,32 @@ public sealed class SandboxT24(IOptions<SandboxOptions> options, IServer server)
         }
         return hash ^ (hash >> 29);
     }
+}
+
+/// <summary>
+/// Tells this process's clients where the fake core answers (<see cref="LocalUpstreams"/>), once the
+/// server listens: after every hosted service started, Kestrel included, and before the application
+/// counts as started, which is when the lane workers begin to call. An in-memory test server has no
+/// address: the core then stays unknown, as it is to a client with no URL.
+/// </summary>
+internal sealed class SandboxT24Address(IServer server, SandboxT24 sandbox, LocalUpstreams upstreams) : IHostedLifecycleService
+{
+    public Task StartedAsync(CancellationToken cancellationToken)
+    {
+        if (LocalUpstreams.FromBinding(server.Features.Get<IServerAddressesFeature>()?.Addresses ?? []) is { } root)
+        {
+            upstreams.Listening(SandboxT24.Upstream, new Uri(root, SandboxT24.BasePath), sandbox.Settings.ApiKey);
+        }
+        return Task.CompletedTask;
+    }
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

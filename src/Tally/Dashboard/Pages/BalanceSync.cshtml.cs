@@ -6,6 +6,7 @@ using Tally.Data;
 using Tally.Features.BalanceSync;
 using Tally.Features.Users;
 using Tally.Hosting;
+using Tally.Jobs.Lanes;
 using Tally.Jobs.RateLimits;
 
 namespace Tally.Dashboard.Pages;
@@ -14,7 +15,7 @@ namespace Tally.Dashboard.Pages;
 /// Balance sync: the lanes and this instance's call gate (<c>GET /api/admin/balance-sync/lanes</c>), and one
 /// user's core accounts (<c>GET /api/admin/balance-sync/users/{userId}</c>) with the button that queues a sync.
 /// </summary>
-public sealed class BalanceSyncModel(TallyDb db, ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet, IOptions<TallyOptions> tally, TimeProvider clock) : PageModel
+public sealed class BalanceSyncModel(TallyDb db, ILaneStore lanes, CoreCallGate gate, FleetLimiter fleet, IOptions<TallyOptions> tally, TimeProvider clock) : PageModel
 {
     [FromQuery(Name = "user")]
     public string? Person { get; set; }

@@ -4,6 +4,7 @@ using Tally.Data;
 using Tally.Features.BalanceSync;
 using Tally.Hosting;
 using Tally.Jobs;
+using Tally.Jobs.Lanes;
 using Tally.Jobs.Queues;
 using Tally.Jobs.RateLimits;
 using Tally.Jobs.Scheduling;
@@ -12,7 +13,7 @@ namespace Tally.Dashboard.Pages;
 
 /// <summary>The overview, exactly as <c>GET /api/admin/overview</c> answers it.</summary>
 public sealed class IndexModel(
-    TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet,
+    TallyDb db, QueueRegistry queues, IQueueTransport transport, JobRegistry jobs, ILaneStore lanes, CoreCallGate gate, FleetLimiter fleet,
     IOptions<TallyOptions> tally, TimeProvider clock) : PageModel
 {
     public OverviewView? View { get; private set; }

@@ -7,6 +7,7 @@ using Tally.Data;
 using Tally.Features.Ledger;
 using Tally.Hosting;
 using Tally.Jobs.Audit;
+using Tally.Jobs.Lanes;
 using Tally.Jobs.RateLimits;
 
 namespace Tally.Features.BalanceSync;
@@ -52,7 +53,7 @@ public sealed record SyncRequested(Guid UserId, string Outcome, string Lane);
 public sealed record LanesView(
     string Lanes, long Priority, long Background, long InFlight, long Retrying, string GateInstanceId, CoreCallGateState Gate, string FleetStore, bool OnShare)
 {
-    public static async Task<LanesView> ReadAsync(ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet, TallyOptions tally, CancellationToken ct)
+    public static async Task<LanesView> ReadAsync(ILaneStore lanes, CoreCallGate gate, FleetLimiter fleet, TallyOptions tally, CancellationToken ct)
     {
         var counts = await lanes.CountAsync(ct);
         return new LanesView(lanes.Name, counts.Priority, counts.Background, counts.InFlight, counts.Retrying, tally.ResolvedInstanceId, gate.State(),
@@ -88,7 +89,7 @@ public static class BalanceSyncEndpoints
             .WithSummary("Queue a user's balance sync on the background lane")
             .Refuses(404, "USER.NOT_FOUND", "no user has this id")
             .Refuses(409, NotEligible, "only active MOBILE_BANKING users are synced with the core");
-        admin.MapGet("/balance-sync/lanes", async (ISyncLanes lanes, CoreCallGate gate, FleetLimiter fleet, IOptions<TallyOptions> tally, CancellationToken ct) =>
+        admin.MapGet("/balance-sync/lanes", async (ILaneStore lanes, CoreCallGate gate, FleetLimiter fleet, IOptions<TallyOptions> tally, CancellationToken ct) =>
             TypedResults.Ok(await LanesView.ReadAsync(lanes, gate, fleet, tally.Value, ct)))
             .WithSummary("The sync lanes' depths and the answering instance's call gate");
 
@@ -158,7 +159,7 @@ public static class BalanceSyncEndpoints
     }
 
     internal static async Task<Results<Accepted<SyncRequested>, ProblemHttpResult>> QueueUserAsync(
-        Guid userId, TallyDb db, ISyncLanes lanes, CancellationToken ct)
+        Guid userId, TallyDb db, ILaneStore lanes, CancellationToken ct)
     {
         var user = await db.Users.AsNoTracking().Where(u => u.Id == userId).Select(u => new { u.Context, u.IsActive }).FirstOrDefaultAsync(ct);
         if (user is null)
@@ -169,7 +170,7 @@ public static class BalanceSyncEndpoints
         {
             return Problems.Conflict(NotEligible, "Only active MOBILE_BANKING users are synced with the core.");
         }
-        var queued = await lanes.EnqueueAsync(userId, SyncLane.Background, ct);
+        var queued = await lanes.EnqueueAsync(userId, Lane.Background, ct);
         return TypedResults.Accepted((string?)null, new SyncRequested(userId, OutcomeName(queued.Outcome), "background"));
     }
 
@@ -184,15 +185,15 @@ public static class BalanceSyncEndpoints
     /// (if no worker has it yet) and the sync carries on.
     /// </summary>
     internal static async Task<Results<Ok<BalancesView>, Accepted<BalancesView>, ProblemHttpResult>> SyncMyBalancesAsync(
-        HttpContext http, TallyDb db, ILoginQueue loginQueue, ISyncLanes lanes, SyncCompletions completions, BalanceSyncDispatcher dispatcher,
+        HttpContext http, TallyDb db, ILoginQueue loginQueue, ILaneStore lanes, LaneWaiters waiters, LaneWorkers workers, CoreCallGate gate,
         IOptions<BalanceSyncOptions> options, TimeProvider clock, CancellationToken ct)
     {
         var started = Stopwatch.GetTimestamp();
         var userId = http.User.UserId();
         var timeout = options.Value.AuthSyncTimeout;
         bool settled;
-        Task<IReadOnlyList<CoreAccount>?> settledHere;
-        using (var awaited = completions.Await(userId))
+        Task<object?> settledHere;
+        using (var awaited = waiters.Await(userId))
         {
             settledHere = awaited.Settled;
             var login = await loginQueue.QueueLoginAsync(userId, ct);
@@ -204,9 +205,10 @@ public static class BalanceSyncEndpoints
             {
                 return Problems.Conflict(NotEligible, "Only active MOBILE_BANKING users are synced with the core.");
             }
-            if (queued.Outcome != EnqueueOutcome.Queued)
+            // Joined a running sync here: its remaining calls go as priority, ahead of those already waiting.
+            if (queued.Outcome != EnqueueOutcome.Queued && workers.Promote(userId))
             {
-                dispatcher.Promote(userId);
+                gate.Reconsider();
             }
             settled = await WaitSettledAsync(lanes, awaited, userId, queued.Ticket, timeout - Stopwatch.GetElapsedTime(started), clock, ct);
             if (!settled)
@@ -217,7 +219,7 @@ public static class BalanceSyncEndpoints
         }
 
         // Settled here: the sync handed over the accounts it committed; settled elsewhere (or not): read them.
-        var accounts = settled && settledHere is { IsCompletedSuccessfully: true, Result: { } committed }
+        var accounts = settled && settledHere is { IsCompletedSuccessfully: true, Result: IReadOnlyList<CoreAccount> committed }
             ? [.. committed]
             : await AccountsOfAsync(db, userId, ct);
         var elapsed = Stopwatch.GetElapsedTime(started).TotalSeconds;
@@ -245,7 +247,7 @@ public static class BalanceSyncEndpoints
     /// and in any case within <see cref="PendingPoll"/>.
     /// </summary>
     private static async Task<bool> WaitSettledAsync(
-        ISyncLanes lanes, SyncCompletions.Registration awaited, Guid userId, Guid ticket, TimeSpan remaining, TimeProvider clock, CancellationToken ct)
+        ILaneStore lanes, LaneWaiters.Registration awaited, Guid userId, Guid ticket, TimeSpan remaining, TimeProvider clock, CancellationToken ct)
     {
         var settled = awaited.Settled;
         var deadline = clock.GetTimestamp() + (long)(remaining.TotalSeconds * clock.TimestampFrequency);
@@ -273,7 +275,7 @@ public static class BalanceSyncEndpoints
         }
     }
 
-    internal static async Task<Ok<SyncStatus>> StatusAsync(ISyncLanes lanes, CancellationToken ct)
+    internal static async Task<Ok<SyncStatus>> StatusAsync(ILaneStore lanes, CancellationToken ct)
     {
         var counts = await lanes.CountAsync(ct);
         return TypedResults.Ok(new SyncStatus("balance-sync", counts.Priority, counts.Background, counts.InFlight > 0, counts.InFlight, counts.Retrying, lanes.Name));

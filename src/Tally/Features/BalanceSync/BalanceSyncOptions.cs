@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using Tally.Data;
 using Tally.Jobs.RateLimits;
 
 namespace Tally.Features.BalanceSync;
@@ -62,6 +63,16 @@ public sealed class BalanceSyncOptions
     /// <summary><c>inprocess</c> or <c>postgres</c> (shared by all instances); by storage when empty.</summary>
     public string? Lanes { get; set; }
 
+    /// <summary>
+    /// <c>async</c> or <c>durable</c>: whether a sync's write of the mirror (balances and their events)
+    /// waits for the disk (see <see cref="SyncUserBalances"/> for what <c>async</c> trades). Unset, as
+    /// Tally always did: <c>async</c> on PostgreSQL, and on SQLite while the outbox table is the only
+    /// event log; <c>durable</c> on SQLite with a broker (<c>RabbitMq:Url</c>), where <c>async</c> is
+    /// refused at start: the broker could publish events of a write a power loss then undoes. Set by
+    /// start-up when unset, so it is never empty once bound (<see cref="DefaultMirrorCommit"/>).
+    /// </summary>
+    public string? MirrorCommit { get; set; }
+
     /// <summary>How often idle workers look for work queued by other instances (shared lanes).</summary>
     [Range(10, 60_000, ErrorMessage = "BalanceSync:PollIntervalMs must be between 10 and 60000.")]
     public int PollIntervalMs { get; set; } = 250;
@@ -74,12 +85,28 @@ public sealed class BalanceSyncOptions
     [Range(1, 100_000, ErrorMessage = "BalanceSync:BatchSize must be between 1 and 100000.")]
     public int BatchSize { get; set; } = 5000;
 
+    public const string AsyncCommit = "async";
+    public const string DurableCommit = "durable";
+
+    public bool MirrorCommitsAsynchronously => MirrorCommit == AsyncCommit;
+
     public TimeSpan Interval => TimeSpan.FromMilliseconds(IntervalMs);
     public TimeSpan AuthSyncTimeout => TimeSpan.FromMilliseconds(AuthSyncTimeoutMs);
     public TimeSpan RetryBaseDelay => TimeSpan.FromMilliseconds(RetryBaseDelayMs);
     public TimeSpan RetryMaxDelay => TimeSpan.FromMilliseconds(RetryMaxDelayMs);
     public TimeSpan PollInterval => TimeSpan.FromMilliseconds(PollIntervalMs);
     public TimeSpan ClaimTimeout => TimeSpan.FromSeconds(ClaimTimeoutSeconds);
+
+    /// <summary><see cref="MirrorCommit"/> when unset: what Tally did before it was a setting.</summary>
+    public static string DefaultMirrorCommit(StorageProvider storage, bool brokered) =>
+        storage == StorageProvider.Postgres || !brokered ? AsyncCommit : DurableCommit;
+
+    /// <summary>Why a mirror commit cannot be used with this storage and event log, or null when it can.</summary>
+    public static string? RefuseMirrorCommit(string mirrorCommit, StorageProvider storage, bool brokered) =>
+        mirrorCommit == AsyncCommit && storage == StorageProvider.Sqlite && brokered
+            ? "BalanceSync:MirrorCommit is async, but on SQLite with RabbitMq:Url set the outbox would publish the events of mirror writes "
+                + "that a power loss can still undo (SQLite has no durable point to wait for). Set BalanceSync:MirrorCommit to durable, or leave it unset."
+            : null;
 }
 
 /// <summary>
@@ -100,8 +127,8 @@ public sealed record CoreRate(int Permits, TimeSpan Window)
 
 /// <summary>
 /// The <c>T24</c> section (the seed's <c>T24_API_URL</c> and <c>T24_API_KEY</c> are aliases): where the core is and how to call it. Without <see cref="BaseUrl"/>, an
-/// instance with the sandbox enabled calls its own sandbox (<c>/sandbox/t24</c>) over HTTP; an instance
-/// with the worker role and no sandbox refuses to start.
+/// instance that serves a fake core itself (the sandbox, <see cref="Hosting.LocalUpstreams"/>) calls it over HTTP at the address
+/// it listens on; an instance with the worker role and no such core refuses to start.
 /// </summary>
 public sealed class T24Options
 {

@@ -1,6 +1,9 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Tally.Data;
 using Tally.Hosting;
+using Tally.Jobs.Lanes;
+using Tally.Jobs.Queues;
 using Tally.Jobs.RateLimits;
 using Tally.Jobs.Scheduling;
 
@@ -9,9 +12,9 @@ namespace Tally.Features.BalanceSync;
 public static class BalanceSyncSetup
 {
     /// <summary>
-    /// Balance sync: the T24 client, the lanes (in memory when embedded, a shared PostgreSQL table
-    /// otherwise, or as <c>BalanceSync:Lanes</c> says), the gate to the core, the workers (role
-    /// <c>worker</c>) and the periodic job <c>balance-sync.enqueue-all</c> (role <c>scheduler</c>).
+    /// Balance sync: the T24 client, the runtime's lanes (in memory when embedded, a shared PostgreSQL
+    /// table otherwise, or as <c>BalanceSync:Lanes</c> says), the gate to the core, the lane workers
+    /// (role <c>worker</c>) and the periodic job <c>balance-sync.enqueue-all</c> (role <c>scheduler</c>).
     /// </summary>
     public static WebApplicationBuilder AddBalanceSync(this WebApplicationBuilder builder)
     {
@@ -22,18 +25,20 @@ public static class BalanceSyncSetup
                 "BalanceSync:PriorityReserve must be below BalanceSync:MaxConcurrentCalls.")
             .Validate(o => o.Lanes is null or "inprocess" or "postgres",
                 "BalanceSync:Lanes must be inprocess or postgres.")
+            .Validate(o => o.MirrorCommit is BalanceSyncOptions.AsyncCommit or BalanceSyncOptions.DurableCommit,
+                "BalanceSync:MirrorCommit must be async or durable.")
             .Validate<IConfiguration>((o, c) => o.PriorityReserve < CoreRateOf(c, o).Permits,
                 "BalanceSync:PriorityReserve must be below RateLimits:t24:PermitsPerSecond.")
             .Validate<IConfiguration>((_, c) => (c.GetSection($"RateLimits:{BalanceSyncOptions.Upstream}").Get<RateLimitOptions>() ?? new RateLimitOptions()).PermitsPerSecond > 0,
                 "RateLimits:t24:PermitsPerSecond must be above 0.");
         // Only the worker role calls the core (the api and scheduler roles queue users for it). Without
         // T24:BaseUrl it has nowhere real to call, and outside Development it never falls back to a fake.
-        var callsTheCore = configuration.Read<TallyOptions>(TallyOptions.Section).IsWorker;
-        var sandbox = Sandbox.SandboxOptions.IsEnabled(configuration, builder.Environment);
+        var tally = configuration.Read<TallyOptions>(TallyOptions.Section);
+        services.TryAddSingleton<LocalUpstreams>();
         services.AddValidatedOptions<T24Options>(T24Options.Section)
             .Validate(o => string.IsNullOrEmpty(o.BaseUrl) || (Uri.TryCreate(o.BaseUrl, UriKind.Absolute, out var url) && url.Scheme is "http" or "https"),
                 "T24:BaseUrl must be an absolute http(s) URL.")
-            .Validate(o => !callsTheCore || sandbox || !string.IsNullOrWhiteSpace(o.BaseUrl),
+            .Validate<LocalUpstreams>((o, local) => !tally.IsWorker || local.Serves(BalanceSyncOptions.Upstream) || !string.IsNullOrWhiteSpace(o.BaseUrl),
                 "T24:BaseUrl must be set on an instance with the worker role: it syncs balances with the core, and the sandbox core is off (Sandbox:Enabled is on by default in Development only).");
 
         var options = configuration.Read<BalanceSyncOptions>(BalanceSyncOptions.Section);
@@ -43,19 +48,27 @@ public static class BalanceSyncSetup
         {
             throw new InvalidOperationException("BalanceSync:Lanes is postgres but ConnectionStrings:Postgres is not set.");
         }
+        // The durability of the mirror's writes is a setting; unset, it is what it always was.
+        var brokered = configuration.Read<RabbitMqOptions>(RabbitMqOptions.Section).IsConfigured;
+        var mirrorCommit = options.MirrorCommit ?? BalanceSyncOptions.DefaultMirrorCommit(storage.Provider, brokered);
+        if (BalanceSyncOptions.RefuseMirrorCommit(mirrorCommit, storage.Provider, brokered) is { } refusal)
+        {
+            throw new InvalidOperationException(refusal);
+        }
+        services.PostConfigure<BalanceSyncOptions>(o => o.MirrorCommit ??= mirrorCommit);
+
         if (lanes == "postgres")
         {
-            services.AddSingleton<PostgresSyncLanes>();
-            services.AddSingleton<ISyncLanes>(sp => sp.GetRequiredService<PostgresSyncLanes>());
-            services.AddSingleton<ILoginQueue>(sp => sp.GetRequiredService<PostgresSyncLanes>());
-            // Every role: an api instance's logins hear of settlements, a worker's priority workers of logins.
-            services.AddHostedService<PostgresSyncSignals>();
+            services.AddPostgresLanes(sp => BalanceSyncLanes.PostgresOptions(sp.GetRequiredService<IOptions<BalanceSyncOptions>>().Value));
+            services.AddSingleton<ILoginQueue, PostgresLoginQueue>();
         }
         else
         {
-            services.AddSingleton<ISyncLanes, InProcessSyncLanes>();
+            services.AddInProcessLanes();
             services.AddScoped<ILoginQueue, LanesLoginQueue>();
         }
+        services.AddLaneWorkers<SyncUserBalances, BalanceSyncLanes>(
+            sp => BalanceSyncLanes.WorkerSettings(sp.GetRequiredService<IOptions<BalanceSyncOptions>>().Value), run: tally.IsWorker);
 
         services.AddSingleton(sp =>
         {
@@ -78,17 +91,6 @@ public static class BalanceSyncSetup
             http.Timeout = Timeout.InfiniteTimeSpan;
             http.MaxResponseContentBufferSize = 1 << 20;
         }).RemoveAllLoggers();
-        services.AddScoped<SyncUserBalances>();
-        if (storage.Provider == StorageProvider.Postgres)
-        {
-            services.AddSingleton<PostgresBalanceWriter>();
-        }
-        services.AddSingleton<SyncCompletions>();
-        services.AddSingleton<BalanceSyncDispatcher>();
-        if (configuration.Read<TallyOptions>(TallyOptions.Section).IsWorker)
-        {
-            services.AddHostedService(sp => sp.GetRequiredService<BalanceSyncDispatcher>());
-        }
         services.AddScheduledJob<EnqueueAllBalances>(EnqueueAllBalances.Name, $"{JobDefinition.EveryPrefix}{options.IntervalMs}ms");
         return builder;
     }

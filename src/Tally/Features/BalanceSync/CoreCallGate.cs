@@ -1,11 +1,6 @@
-namespace Tally.Features.BalanceSync;
+using Tally.Jobs.Lanes;
 
-/// <summary>The two lanes of balance sync: a login's own sync, and everything else.</summary>
-public enum SyncLane
-{
-    Priority,
-    Background,
-}
+namespace Tally.Features.BalanceSync;
 
 /// <summary>
 /// The call gate of one instance (the one that answers): calls in flight (of which background),
@@ -112,7 +107,7 @@ public sealed class CoreCallGate : IDisposable
     /// decides, so a caller promoted while waiting is served as priority. Dispose the lease when the
     /// call has its answer.
     /// </summary>
-    public Task<Lease> EnterAsync(Func<SyncLane> lane, CancellationToken ct)
+    public Task<Lease> EnterAsync(Func<Lane> lane, CancellationToken ct)
     {
         var waiter = new Waiter(lane);
         lock (_lock)
@@ -167,7 +162,7 @@ public sealed class CoreCallGate : IDisposable
         lock (_lock)
         {
             _inFlight--;
-            if (lease.Lane == SyncLane.Background)
+            if (lease.Lane == Lane.Background)
             {
                 _inFlightBackground--;
             }
@@ -210,8 +205,8 @@ public sealed class CoreCallGate : IDisposable
         }
         while (_waiters.Count > 0)
         {
-            var index = _waiters.FindIndex(w => w.Lane() == SyncLane.Priority);
-            var lane = index >= 0 ? SyncLane.Priority : SyncLane.Background;
+            var index = _waiters.FindIndex(w => w.Lane() == Lane.Priority);
+            var lane = index >= 0 ? Lane.Priority : Lane.Background;
             index = Math.Max(index, 0);
             // Strict precedence: the best waiter's limits are the loosest, so if it cannot go, nobody can.
             if (!CanStart(lane, now, out var retryAt))
@@ -225,7 +220,7 @@ public sealed class CoreCallGate : IDisposable
             var waiter = _waiters[index];
             _waiters.RemoveAt(index);
             _inFlight++;
-            if (lane == SyncLane.Background)
+            if (lane == Lane.Background)
             {
                 _inFlightBackground++;
             }
@@ -240,10 +235,10 @@ public sealed class CoreCallGate : IDisposable
     }
 
     /// <summary>Whether a call of <paramref name="lane"/> may start now; if only time stands in the way, when to look again.</summary>
-    private bool CanStart(SyncLane lane, long now, out long? retryAt)
+    private bool CanStart(Lane lane, long now, out long? retryAt)
     {
         retryAt = null;
-        var background = lane == SyncLane.Background;
+        var background = lane == Lane.Background;
         if (_inFlight >= _maxCalls || (background && _inFlightBackground >= _maxCalls - _reserve))
         {
             return false; // a release will pump again
@@ -277,9 +272,9 @@ public sealed class CoreCallGate : IDisposable
 
     private long ToTimestamp(TimeSpan span) => (long)(span.TotalSeconds * _clock.TimestampFrequency);
 
-    private sealed class Waiter(Func<SyncLane> lane)
+    private sealed class Waiter(Func<Lane> lane)
     {
-        public Func<SyncLane> Lane { get; } = lane;
+        public Func<Lane> Lane { get; } = lane;
         public TaskCompletionSource<Lease> Granted { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
     }
 
@@ -295,14 +290,14 @@ public sealed class CoreCallGate : IDisposable
         private readonly CoreCallGate _gate;
         private int _released;
 
-        internal Lease(CoreCallGate gate, SyncLane lane, Start started)
+        internal Lease(CoreCallGate gate, Lane lane, Start started)
         {
             _gate = gate;
             Lane = lane;
             Started = started;
         }
 
-        public SyncLane Lane { get; }
+        public Lane Lane { get; }
 
         internal Start Started { get; }
 

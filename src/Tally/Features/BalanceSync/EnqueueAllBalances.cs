@@ -1,6 +1,7 @@
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Options;
 using Tally.Data;
+using Tally.Jobs.Lanes;
 using Tally.Jobs.Scheduling;
 
 namespace Tally.Features.BalanceSync;
@@ -11,7 +12,7 @@ namespace Tally.Features.BalanceSync;
 /// keyset cursor on id, and puts each on the background lane. Users already queued, or running, stay
 /// as they are: the lanes deduplicate. It never calls the core itself.
 /// </summary>
-public sealed partial class EnqueueAllBalances(TallyDb db, ISyncLanes lanes, IOptions<BalanceSyncOptions> options, ILogger<EnqueueAllBalances> logger) : IScheduledJob
+public sealed partial class EnqueueAllBalances(TallyDb db, ILaneStore lanes, IOptions<BalanceSyncOptions> options, ILogger<EnqueueAllBalances> logger) : IScheduledJob
 {
     public const string Name = "balance-sync.enqueue-all";
 

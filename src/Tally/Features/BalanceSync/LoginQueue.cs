@@ -1,5 +1,6 @@
 using Microsoft.EntityFrameworkCore;
 using Tally.Data;
+using Tally.Jobs.Lanes;
 
 namespace Tally.Features.BalanceSync;
 
@@ -24,16 +25,15 @@ public sealed record LoginQueued(LoginUser User, EnqueueResult? Enqueued)
 /// alone: with the embedded lanes it is a user look-up and an in-memory enqueue
 /// (<see cref="LanesLoginQueue"/>); with the shared PostgreSQL lanes it is ONE statement that also
 /// claims the entry for an idle priority worker of this instance and reads the user's accounts, so
-/// the worker starts the core call without going back to the database
-/// (<see cref="PostgresSyncLanes.QueueLoginAsync"/>).
+/// the worker starts the core call without going back to the database (<see cref="PostgresLoginQueue"/>).
 /// </summary>
 public interface ILoginQueue
 {
     Task<LoginQueued> QueueLoginAsync(Guid userId, CancellationToken ct);
 }
 
-/// <summary>The login's first step over any <see cref="ISyncLanes"/>: the user's eligibility from the database, then an ordinary priority enqueue.</summary>
-public sealed class LanesLoginQueue(TallyDb db, ISyncLanes lanes) : ILoginQueue
+/// <summary>The login's first step over any <see cref="ILaneStore"/>: the user's eligibility from the database, then an ordinary priority enqueue.</summary>
+public sealed class LanesLoginQueue(TallyDb db, ILaneStore lanes) : ILoginQueue
 {
     public async Task<LoginQueued> QueueLoginAsync(Guid userId, CancellationToken ct)
     {
@@ -46,6 +46,24 @@ public sealed class LanesLoginQueue(TallyDb db, ISyncLanes lanes) : ILoginQueue
         {
             return LoginQueued.NotEligible;
         }
-        return new LoginQueued(LoginUser.Eligible, await lanes.EnqueueAsync(userId, SyncLane.Priority, ct));
+        return new LoginQueued(LoginUser.Eligible, await lanes.EnqueueAsync(userId, Lane.Priority, ct));
+    }
+}
+
+/// <summary>The login's first step on the shared PostgreSQL lanes, in one statement (<see cref="BalanceSyncSql.QueueLogin"/>); a claimed entry carries the user's accounts.</summary>
+public sealed class PostgresLoginQueue(PostgresLaneStore lanes) : ILoginQueue
+{
+    private static readonly string Sql = BalanceSyncSql.Postgres.QueueLogin
+        ?? throw new InvalidOperationException("PostgreSQL's balance-sync dialect has no login statement.");
+
+    public async Task<LoginQueued> QueueLoginAsync(Guid userId, CancellationToken ct)
+    {
+        var queued = await lanes.EnqueueClaimingAsync(Sql, userId, async (reader, first, token) => await CoreAccountRows.ReadAllAsync(reader, first, token), ct);
+        return queued.Check switch
+        {
+            KeyCheck.Unknown => LoginQueued.Unknown,
+            KeyCheck.Refused => LoginQueued.NotEligible,
+            _ => new LoginQueued(LoginUser.Eligible, queued.Enqueued),
+        };
     }
 }

@@ -1,7 +1,12 @@
 using System.Diagnostics.Metrics;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using NpgsqlTypes;
 using Tally.Data;
 using Tally.Features.Users;
+using Tally.Jobs;
+using Tally.Jobs.Lanes;
 using Tally.Jobs.Outbox;
 using Tally.Jobs.RateLimits;
 
@@ -21,30 +26,32 @@ public sealed record CoreBalanceUpdated(
     DateTime? BankAsOf, DateTime SyncedAt);
 
 /// <summary>
-/// How one attempt at a user's sync ended: settled (whatever each account's outcome), or worth
-/// another try. <see cref="Accounts"/>: all the user's accounts as committed by this attempt, so a
-/// waiting login can answer without reading them again (null when nothing was committed).
+/// Syncs one user, as a lane entry (<see cref="ILaneHandler"/>): asks the core for each active
+/// account's balance, each call through the <see cref="CoreCallGate"/>, then records every answer in
+/// ONE transaction: balances, the three times, the last error, and a <c>CoreBalanceUpdated</c> event
+/// for each account whose balances changed (<see cref="BalanceSyncSql"/>: on PostgreSQL one round trip
+/// of hand-written SQL; elsewhere EF Core's SaveChanges). A transient failure stops the user's
+/// remaining calls (the core is struggling: be gentle) and asks for a retry, not before a 429's
+/// Retry-After; a retry asks only for the accounts not synced since the user was queued. Either way
+/// the answer is all the user's accounts as committed by this attempt, so a waiting login can answer
+/// without reading them again (null when nothing was committed). Users that are not active
+/// MOBILE_BANKING users are never sent to the core, however they got here.
 /// </summary>
-public sealed record UserSyncResult(bool Settled, T24Failure? RetryBecause, IReadOnlyList<CoreAccount>? Accounts = null)
-{
-    public static readonly UserSyncResult Done = new(true, null);
-
-    public static UserSyncResult Retry(T24Failure because) => new(false, because);
-}
-
-/// <summary>
-/// Syncs one user: asks the core for each active account's balance, each call through the
-/// <see cref="CoreCallGate"/>, then records every answer in ONE transaction: balances, the three
-/// times, the last error, and a <c>CoreBalanceUpdated</c> event for each account whose balances changed
-/// (on PostgreSQL one round trip of hand-written SQL; elsewhere EF Core's SaveChanges).
-/// A transient failure stops the user's remaining calls (the core is struggling: be gentle) and asks
-/// for a retry; a retry asks only for the accounts not synced since the user was queued.
-/// Users that are not active MOBILE_BANKING users are never sent to the core, however they got here.
-/// </summary>
+/// <remarks>
+/// The mirror's commit (<see cref="BalanceSyncOptions.MirrorCommit"/>): asynchronous by default, as it
+/// always was, because a crash that forgets it costs at most a repeated sync: the core stays the
+/// record of these balances. A crash of PostgreSQL itself (not of Tally) may forget the last few
+/// hundred milliseconds of balance writes, always whole transactions, balances together with their
+/// events. The lane entry of such a sync is removed later in the same WAL, so it is forgotten too and
+/// the user is synced again. No event of a forgotten write has left Tally: the outbox dispatcher
+/// publishes only rows that a synchronous commit of its own has made durable
+/// (<see cref="OutboxDispatcher"/>). On SQLite the same holds while the outbox table is the only event
+/// log; with a broker SQLite has no such guard, so the mirror commits durably there and start-up
+/// refuses <c>async</c>. Ledger money never takes this path: it commits synchronously.
+/// </remarks>
 public sealed partial class SyncUserBalances(
     TallyDb db, T24Client t24, CoreCallGate gate, FleetLimiter fleet, [FromKeyedServices(BalanceSyncOptions.Upstream)] FleetLimit coreLimit,
-    StorageSettings storage, IEventPublisher publisher, TimeProvider clock, ILogger<SyncUserBalances> logger,
-    PostgresBalanceWriter? postgresWriter = null)
+    IOptions<BalanceSyncOptions> options, TimeProvider clock, ILogger<SyncUserBalances> logger, NpgsqlDataSource? dataSource = null) : ILaneHandler
 {
     public const string BalanceUpdatedEvent = "CoreBalanceUpdated";
     private const int MaxErrorLength = 500;
@@ -52,13 +59,14 @@ public sealed partial class SyncUserBalances(
     private static readonly Meter Meter = new("Tally.BalanceSync");
     private static readonly Counter<long> CoreCalls = Meter.CreateCounter<long>("tally_balance_sync_core_calls", description: "Calls to the core by outcome");
 
-    public async Task<UserSyncResult> RunAsync(SyncEntry entry, Func<SyncLane> lane, CancellationToken ct)
+    public async Task<LaneResult> RunAsync(LaneEntry entry, Func<Lane> lane, CancellationToken ct)
     {
         // All the user's accounts (the login's answer shows them all), only if the user is an active
-        // MOBILE_BANKING user; the active ones are asked for. A login's entry on PostgreSQL brings them.
-        var postgres = storage.Provider == StorageProvider.Postgres;
-        var all = entry.Accounts is { } handed ? [.. handed] : await ReadAccountsAsync(entry.UserId, track: !postgres, ct);
-        if (entry.Accounts is not null && !postgres)
+        // MOBILE_BANKING user; the active ones are asked for. A login's entry on the shared lanes brings them.
+        var sql = BalanceSyncSql.For(db.Database);
+        var tracked = sql.SaveAccounts is null;
+        var all = entry.Handed is IReadOnlyList<CoreAccount> handed ? [.. handed] : await ReadAccountsAsync(entry.Key, tracked, ct);
+        if (entry.Handed is not null && tracked)
         {
             db.AttachRange(all);
         }
@@ -76,7 +84,7 @@ public sealed partial class SyncUserBalances(
             // This instance's gate orders its own callers (logins first); the fleet's counts then hold
             // the core's limits across every instance.
             using (var lease = await gate.EnterAsync(lane, ct))
-            await using (await fleet.EnterAsync(coreLimit, () => lane() == SyncLane.Priority, ct))
+            await using (await fleet.EnterAsync(coreLimit, () => lane() == Lane.Priority, ct))
             {
                 lease.Starting();
                 result = await t24.GetBalanceAsync(account.AccountNumber, ct);
@@ -107,10 +115,10 @@ public sealed partial class SyncUserBalances(
             }
         }
         // One transaction: the balances and their events commit together or not at all.
-        if (postgres)
+        var relaxed = options.Value.MirrorCommitsAsynchronously;
+        if (sql.SaveAccounts is { } save)
         {
-            var writer = postgresWriter ?? throw new InvalidOperationException("PostgreSQL storage without its balance writer.");
-            await writer.SaveAsync([.. answers.Select(a => a.Account)], events, now, ct);
+            await SaveAsync(save, relaxed ? sql.RelaxCommit : null, [.. answers.Select(a => a.Account)], events, now, ct);
         }
         else
         {
@@ -118,23 +126,65 @@ public sealed partial class SyncUserBalances(
             {
                 Outbox.Add(db, BalanceUpdatedEvent, subjectId, payload, now);
             }
-            await SaveSqliteAsync(ct);
+            await SaveChangesAsync(relaxed ? sql.RelaxConnection?.Sql : null, ct);
         }
         var committed = all.Count > 0 ? all : null;
-        return transient is null ? UserSyncResult.Done with { Accounts = committed } : UserSyncResult.Retry(transient) with { Accounts = committed };
+        return transient switch
+        {
+            null => new LaneResult(JobOutcome.Done, committed),
+            // The core said when it will listen again: no retry before that.
+            T24Failure.RateLimited limited => new LaneResult(JobOutcome.RetryLater(limited.Code, now + limited.RetryAfter), committed),
+            _ => new LaneResult(JobOutcome.RetryLater(transient.Code), committed),
+        };
     }
 
     /// <summary>
-    /// SQLite: with the outbox table as the event log (no broker), the mirror's writes commit with
-    /// <c>synchronous = NORMAL</c>: in WAL mode that skips the fsync per commit, whose stalls on a busy
-    /// disk held the one write lock and so every other write (bench/RESULTS.md); a power loss may roll
-    /// back the last mirror writes, whole transactions with their events, and the next sync redoes
-    /// them. With a broker the events leave Tally, so they keep the full fsync. The connection's
-    /// setting lasts until it is next opened, when <see cref="SqliteSetup.PragmaInterceptor"/> sets FULL again.
+    /// PostgreSQL: the recorded accounts and their events in ONE round trip on the process's pool, a
+    /// batch sent with one sync and so one implicit transaction; with an asynchronous mirror commit its
+    /// first statement relaxes that transaction's commit alone.
     /// </summary>
-    private async Task SaveSqliteAsync(CancellationToken ct)
+    private async Task SaveAsync(string save, string? relaxed, IReadOnlyList<CoreAccount> recorded, IReadOnlyList<(string? SubjectId, object Payload)> events, DateTime now, CancellationToken ct)
     {
-        if (publisher is not TableOnlyEventPublisher)
+        if (recorded.Count == 0)
+        {
+            return;
+        }
+        var pool = dataSource ?? throw new InvalidOperationException("PostgreSQL storage without its connection pool.");
+        await using var connection = await pool.OpenConnectionAsync(ct);
+        await using var batch = new NpgsqlBatch(connection);
+        if (relaxed is not null)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(relaxed));
+        }
+        var update = new NpgsqlBatchCommand(save);
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.Id).ToArray() });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.WorkingBalance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.AvailableBalance).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.BankAsOf).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.LastSyncedAt).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(_ => now).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.TimestampTz });
+        update.Parameters.Add(new NpgsqlParameter { Value = recorded.Select(a => a.LastError).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        batch.BatchCommands.Add(update);
+        if (events.Count > 0)
+        {
+            batch.BatchCommands.Add(Outbox.InsertMany(BalanceUpdatedEvent, events, now));
+        }
+        // Prepared: the statements stay with the connection through the pool, so a connection parses
+        // and plans them once, not on every login.
+        await batch.PrepareAsync(ct);
+        await batch.ExecuteNonQueryAsync(ct);
+    }
+
+    /// <summary>
+    /// SQLite: EF Core's SaveChanges of the tracked accounts and staged events; relaxed, on a connection
+    /// held open so the setting covers exactly this write (the next open sets FULL again). The
+    /// fsync per commit it skips stalled on a busy disk, holding the one write lock and so every
+    /// other write (bench/RESULTS.md); a power loss may roll back the last mirror writes, whole
+    /// transactions with their events, and the next sync redoes them.
+    /// </summary>
+    private async Task SaveChangesAsync(string? relaxed, CancellationToken ct)
+    {
+        if (relaxed is null)
         {
             await db.SaveChangesAsync(ct);
             return;
@@ -142,7 +192,7 @@ public sealed partial class SyncUserBalances(
         await db.Database.OpenConnectionAsync(ct);
         try
         {
-            await db.Database.ExecuteSqlRawAsync("PRAGMA synchronous = NORMAL", ct);
+            await db.Database.ExecuteSqlRawAsync(relaxed, ct);
             await db.SaveChangesAsync(ct);
         }
         finally
@@ -198,21 +248,4 @@ public sealed partial class SyncUserBalances(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Core account {AccountId} of user {UserId}: sync failed with {Reason}")]
     private static partial void LogFailed(ILogger logger, Guid accountId, Guid userId, string reason);
-}
-
-/// <summary>When to try a user's sync again.</summary>
-public static class RetryPolicy
-{
-    /// <summary>
-    /// Exponential backoff with "equal jitter": attempt n waits between half and all of
-    /// base * 2^n (capped), so retries of many users spread out instead of arriving together. A 429's
-    /// Retry-After is a floor: the core said when it will listen again.
-    /// </summary>
-    public static TimeSpan Delay(int attempt, T24Failure? failure, TimeSpan baseDelay, TimeSpan maxDelay, double jitter)
-    {
-        var exponential = baseDelay.TotalMilliseconds * Math.Pow(2, Math.Clamp(attempt, 0, 30));
-        var capped = Math.Min(exponential, maxDelay.TotalMilliseconds);
-        var delay = TimeSpan.FromMilliseconds((capped / 2) + (capped / 2 * Math.Clamp(jitter, 0, 1)));
-        return failure is T24Failure.RateLimited { RetryAfter: var after } && after > delay ? after : delay;
-    }
 }

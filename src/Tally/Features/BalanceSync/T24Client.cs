@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.Extensions.Options;
+using Tally.Hosting;
 
 namespace Tally.Features.BalanceSync;
 
@@ -234,8 +235,11 @@ public static class T24Contract
         string? BookingDate);
 }
 
-/// <summary>Where the core is: <c>T24:BaseUrl</c>, or this instance's own sandbox when that is on.</summary>
-public sealed class T24Endpoint(IOptions<T24Options> options, IServiceProvider services)
+/// <summary>
+/// Where the core is: <c>T24:BaseUrl</c>, else the fake core this process serves itself, read as a plain
+/// base address (<see cref="LocalUpstreams"/>): the client reaches either one by URL over HTTP.
+/// </summary>
+public sealed class T24Endpoint(IOptions<T24Options> options, LocalUpstreams local)
 {
     public (Uri BaseUrl, string ApiKey)? Resolve()
     {
@@ -244,7 +248,7 @@ public sealed class T24Endpoint(IOptions<T24Options> options, IServiceProvider s
         {
             return (new Uri(configured.BaseUrl.TrimEnd('/') + "/"), configured.ApiKey ?? "");
         }
-        return services.GetService<Sandbox.SandboxT24>()?.LocalEndpoint() is { } local ? (local.BaseUrl, local.ApiKey) : null;
+        return local.AddressOf(BalanceSyncOptions.Upstream) is { } served ? (served.BaseUrl, served.ApiKey) : null;
     }
 }
 

@@ -24,9 +24,9 @@ public sealed class TableOnlyEventPublisher : IEventPublisher
 /// Publishes outbox rows in sequence order, at least once: a row is marked published only after the
 /// broker confirmed it, so a crash in between publishes it again (consumers dedupe by event id).
 /// On PostgreSQL, <c>FOR UPDATE SKIP LOCKED</c> lets several workers dispatch without doubling up,
-/// and nothing is published before it is durable: some writers commit asynchronously (balance sync,
-/// <see cref="Features.BalanceSync.PostgresBalanceWriter"/>), and such a commit is visible before its
-/// WAL is flushed, so a batch is taken only from rows a synchronous commit has made durable.
+/// and nothing is published before it is durable: a writer may commit asynchronously (to spare a
+/// hot path the WAL flush), and such a commit is visible before its WAL is flushed, so a batch is
+/// taken only from rows a synchronous commit has made durable (<see cref="OutboxDispatchSql"/>).
 /// </summary>
 public sealed partial class OutboxDispatcher(
     IDbContextFactory<TallyDb> dbs, IEventPublisher publisher, TimeProvider clock, ILogger<OutboxDispatcher> logger) : BackgroundService
@@ -61,14 +61,15 @@ public sealed partial class OutboxDispatcher(
     public async Task<int> DispatchBatchAsync(CancellationToken ct)
     {
         await using var db = await dbs.CreateDbContextAsync(ct);
-        var durable = db.Database.IsNpgsql() ? await LockDurablyAsync(db, ct) : null;
+        var sql = OutboxDispatchSql.For(db.Database);
+        var durable = sql is { MakeDurable: { } makeDurable, PendingSequences: { } pending } ? await LockDurablyAsync(db, makeDurable, pending, ct) : null;
         if (durable is { Count: 0 })
         {
             return 0;
         }
         await using var tx = await db.Database.BeginTransactionAsync(ct);
-        var batch = durable is not null
-            ? await db.OutboxEvents.FromSql($"SELECT * FROM outbox_events WHERE published_at IS NULL AND sequence = ANY({durable.ToArray()}) ORDER BY sequence FOR UPDATE SKIP LOCKED").AsNoTracking().ToListAsync(ct)
+        var batch = durable is not null && sql.LockBatch is { } lockBatch
+            ? await db.OutboxEvents.FromSqlRaw(lockBatch, [durable.ToArray()]).AsNoTracking().ToListAsync(ct)
             : await db.OutboxEvents.AsNoTracking().Where(e => e.PublishedAt == null).OrderBy(e => e.Sequence).Take(BatchSize).ToListAsync(ct);
         if (batch.Count == 0)
         {
@@ -94,18 +95,17 @@ public sealed partial class OutboxDispatcher(
     }
 
     /// <summary>
-    /// PostgreSQL: the sequences of the next pending rows, known durable. They are row-locked in a
+    /// The sequences of the next pending rows, known durable (PostgreSQL). They are row-locked in a
     /// transaction of their own that commits synchronously: locking writes WAL, so that commit
     /// flushes the WAL through its own commit record, which lies after the commit record of every row
     /// it saw, asynchronous ones included. The batch then locks them again (those another dispatcher
     /// took in between are skipped, or already published).
     /// </summary>
-    private static async Task<List<long>> LockDurablyAsync(TallyDb db, CancellationToken ct)
+    private static async Task<List<long>> LockDurablyAsync(TallyDb db, string makeDurable, string pending, CancellationToken ct)
     {
         await using var tx = await db.Database.BeginTransactionAsync(ct);
-        await db.Database.ExecuteSqlRawAsync("SET LOCAL synchronous_commit = on", ct);
-        var sequences = await db.Database.SqlQuery<long>(
-            $"SELECT sequence AS \"Value\" FROM outbox_events WHERE published_at IS NULL ORDER BY sequence LIMIT {BatchSize} FOR UPDATE SKIP LOCKED").ToListAsync(ct);
+        await db.Database.ExecuteSqlRawAsync(makeDurable, ct);
+        var sequences = await db.Database.SqlQueryRaw<long>(pending).ToListAsync(ct);
         await tx.CommitAsync(ct);
         return sequences;
     }

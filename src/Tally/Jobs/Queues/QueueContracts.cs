@@ -71,15 +71,43 @@ public interface IQueueHandler
     Task OnDeadLetteredAsync(TallyDb db, QueueMessage message, string reason, CancellationToken ct) => Task.CompletedTask;
 }
 
-/// <summary>The one place that turns a handler's outcome into a delivery action.</summary>
+/// <summary>
+/// The one place that turns a handler's outcome into a delivery action, for queue messages and for
+/// lane entries (<see cref="Lanes.LaneWorkers"/>) alike: done is acked (a lane entry settles), a retry
+/// is granted while the attempt is below the retries allowed, and what is left is dead-lettered (a
+/// lane entry is given up until it is queued again).
+/// </summary>
 public static class DeliveryPolicy
 {
-    public static DeliveryAction Decide(JobOutcome outcome, QueueMessage message, QueueDefinition queue) => outcome switch
+    public static DeliveryAction Decide(JobOutcome outcome, QueueMessage message, QueueDefinition queue) =>
+        Decide(outcome, message.Attempt, queue.MaxRetries);
+
+    /// <summary>The same rule for work that counts its own attempts: <paramref name="attempt"/> is 0 on the first try.</summary>
+    public static DeliveryAction Decide(JobOutcome outcome, int attempt, int maxRetries) => outcome switch
     {
         JobOutcome.DoneOutcome => DeliveryAction.Ack,
         JobOutcome.GiveUpOutcome g => new DeliveryAction.DeadLetterAction(g.Reason),
-        JobOutcome.RetryLaterOutcome r when message.Attempt < queue.MaxRetries => new DeliveryAction.RetryAction(message.Attempt + 1, r.Reason),
-        JobOutcome.RetryLaterOutcome r => new DeliveryAction.DeadLetterAction($"max retries ({queue.MaxRetries}) reached: {r.Reason}"),
+        JobOutcome.RetryLaterOutcome r when attempt < maxRetries => new DeliveryAction.RetryAction(attempt + 1, r.Reason),
+        JobOutcome.RetryLaterOutcome r => new DeliveryAction.DeadLetterAction($"max retries ({maxRetries}) reached: {r.Reason}"),
         _ => throw new ArgumentOutOfRangeException(nameof(outcome), outcome, "Unknown outcome."),
     };
+
+    /// <summary>
+    /// Exponential backoff with "equal jitter": attempt n waits between half and all of
+    /// <paramref name="baseDelay"/> * 2^n, capped at <paramref name="maxDelay"/>, so the retries of many
+    /// entries spread out instead of arriving together. <paramref name="jitter"/> is in [0, 1].
+    /// </summary>
+    public static TimeSpan Backoff(int attempt, TimeSpan baseDelay, TimeSpan maxDelay, double jitter)
+    {
+        var exponential = baseDelay.TotalMilliseconds * Math.Pow(2, Math.Clamp(attempt, 0, 30));
+        var capped = Math.Min(exponential, maxDelay.TotalMilliseconds);
+        return TimeSpan.FromMilliseconds((capped / 2) + (capped / 2 * Math.Clamp(jitter, 0, 1)));
+    }
+
+    /// <summary>When the retry of <paramref name="attempt"/> is due: after its backoff, and never before the outcome's <see cref="JobOutcome.RetryLaterOutcome.NotBefore"/>.</summary>
+    public static DateTime RetryAt(JobOutcome.RetryLaterOutcome retry, int attempt, TimeSpan baseDelay, TimeSpan maxDelay, double jitter, DateTime now)
+    {
+        var due = now + Backoff(attempt, baseDelay, maxDelay, jitter);
+        return retry.NotBefore is { } floor && floor > due ? floor : due;
+    }
 }

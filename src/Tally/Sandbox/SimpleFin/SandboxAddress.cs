@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Options;
+using Tally.Hosting;
 
 namespace Tally.Sandbox.SimpleFin;
 
@@ -9,10 +10,8 @@ namespace Tally.Sandbox.SimpleFin;
 /// else the address the server itself is bound to. Never a request's Host header: anyone can write
 /// that, and a setup token built from it would send Tally (or a person) wherever the writer chose.
 /// </summary>
-public sealed class SandboxAddress(IOptions<SimpleFinSandboxOptions> options, IServer server)
+public sealed class SandboxAddress(IOptions<Tally.Sandbox.SandboxOptions> options, IServer server)
 {
-    private static readonly HashSet<string> ThisMachine = new(StringComparer.OrdinalIgnoreCase) { "+", "*", "0.0.0.0", "[::]", "localhost" };
-
     private Uri? _root;
 
     /// <summary>The sandbox's root (<c>.../sandbox/simplefin</c>); null while the server has no address (not started, or in memory).</summary>
@@ -24,7 +23,7 @@ public sealed class SandboxAddress(IOptions<SimpleFinSandboxOptions> options, IS
     private Uri? Resolve()
     {
         var configured = options.Value.SimpleFin.PublicUrl;
-        var at = configured is not null ? Parse(configured) : FromBinding(server.Features.Get<IServerAddressesFeature>()?.Addresses ?? []);
+        var at = configured is not null ? Parse(configured) : LocalUpstreams.FromBinding(server.Features.Get<IServerAddressesFeature>()?.Addresses ?? []);
         return at is null ? null : new Uri(at.AbsoluteUri.TrimEnd('/') + SimpleFinSandbox.BasePath);
     }
 
@@ -34,39 +33,13 @@ public sealed class SandboxAddress(IOptions<SimpleFinSandboxOptions> options, IS
             && uri.UserInfo.Length == 0 && uri.Query.Length == 0 && uri.Fragment.Length == 0 && !url.Contains('#', StringComparison.Ordinal)
             ? uri
             : null;
-
-    /// <summary>
-    /// The server's first plain-HTTP address (else its first), as Kestrel reports it, with a wildcard
-    /// host (<c>+</c>, <c>*</c>, <c>0.0.0.0</c>, <c>[::]</c>) or <c>localhost</c> made 127.0.0.1: the
-    /// one spelling of this machine that every later check compares against.
-    /// </summary>
-    public static Uri? FromBinding(IEnumerable<string> addresses)
-    {
-        var all = addresses.ToList();
-        var chosen = all.FirstOrDefault(a => a.StartsWith("http://", StringComparison.OrdinalIgnoreCase)) ?? all.FirstOrDefault();
-        var separator = chosen?.IndexOf("://", StringComparison.Ordinal) ?? -1;
-        if (chosen is null || separator < 0)
-        {
-            return null;
-        }
-        var scheme = chosen[..separator];
-        var rest = chosen[(separator + 3)..];
-        var authority = rest.Split('/')[0];
-        var colon = authority.LastIndexOf(':');
-        var (host, port) = colon > authority.LastIndexOf(']') ? (authority[..colon], authority[(colon + 1)..]) : (authority, "");
-        if (ThisMachine.Contains(host))
-        {
-            host = "127.0.0.1";
-        }
-        return Parse(port.Length > 0 ? $"{scheme}://{host}:{port}" : $"{scheme}://{host}");
-    }
 }
 
 /// <summary>
 /// At most <c>Sandbox:SimpleFin:MaxSetupTokensPerHour</c> setup tokens in any hour, for this instance
 /// (the sandbox keeps its users in memory, so its bound is per instance too).
 /// </summary>
-public sealed class SetupTokenWindow(IOptions<SimpleFinSandboxOptions> options, TimeProvider clock)
+public sealed class SetupTokenWindow(IOptions<Tally.Sandbox.SandboxOptions> options, TimeProvider clock)
 {
     private static readonly TimeSpan Window = TimeSpan.FromHours(1);
 

@@ -4,43 +4,10 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Tally.Hosting;
 
 namespace Tally.Sandbox.SimpleFin;
-
-/// <summary>The <c>Sandbox</c> settings the SimpleFIN sandbox reads.</summary>
-public sealed class SimpleFinSandboxOptions
-{
-    public const string Section = "Sandbox";
-
-    /// <summary>Balances move once per period (and stay put within one). Also what the <c>sandbox</c> connection provider fetches.</summary>
-    public TimeSpan DriftPeriod { get; set; } = TimeSpan.FromHours(1);
-
-    /// <summary>Signs the sandbox's claim tokens and passwords. A sandbox secret, not a production one.</summary>
-    public string SimpleFinSecret { get; set; } = "tally-simplefin-sandbox";
-
-    /// <summary><c>Sandbox:SimpleFin</c>: where the SimpleFIN sandbox says it lives, and how much it hands out.</summary>
-    public SimpleFinSandboxSettings SimpleFin { get; set; } = new();
-
-    internal string? Invalid()
-    {
-        if (DriftPeriod < TimeSpan.FromSeconds(1))
-        {
-            return "Sandbox:DriftPeriod must be at least one second.";
-        }
-        if (SimpleFin.MaxSetupTokensPerHour is < 1 or > 100_000)
-        {
-            return "Sandbox:SimpleFin:MaxSetupTokensPerHour must be between 1 and 100000.";
-        }
-        if (SimpleFin.PublicUrl is { } url && SandboxAddress.Parse(url) is null)
-        {
-            return "Sandbox:SimpleFin:PublicUrl must be an absolute http or https URL with no user, query or fragment (where this server is reached, e.g. http://127.0.0.1:5080).";
-        }
-        return null;
-    }
-}
 
 public sealed class SimpleFinSandboxSettings
 {
@@ -91,13 +58,14 @@ public static class SimpleFinSandbox
         {
             return builder;
         }
-        builder.Services.AddValidatedOptions<SimpleFinSandboxOptions>(SimpleFinSandboxOptions.Section);
-        builder.Services.AddSingleton<IValidateOptions<SimpleFinSandboxOptions>, ValidateSandbox>();
+        SandboxSetup.AddSandboxOptions(builder.Services);
+        builder.Services.AddSingleton<IValidateOptions<SandboxOptions>, ValidateSandbox>();
         builder.Services.AddSingleton<SandboxBank>();
         builder.Services.AddSingleton<SandboxAddress>();
         builder.Services.AddSingleton<SetupTokenWindow>();
-        // Where it answers is announced to this process's clients (a host of the sandbox alone has none).
-        builder.Services.TryAddSingleton<LocalUpstreams>();
+        // Where it answers is announced to this process's clients once the server listens.
+        LocalUpstreams.Serve(builder.Services, LocalUpstreams.SimpleFin);
+        builder.Services.AddHostedService<Announce>();
         return builder;
     }
 
@@ -107,8 +75,6 @@ public static class SimpleFinSandbox
         {
             return app;
         }
-        var address = app.Services.GetRequiredService<SandboxAddress>();
-        app.Services.GetRequiredService<LocalUpstreams>().Serve(LocalUpstreams.SimpleFin, () => address.Root);
         var sandbox = app.MapGroup(BasePath).WithTags("Sandbox: SimpleFIN").AllowAnonymous();
         sandbox.MapGet("/info", () => TypedResults.Ok(new { versions = new[] { "1.0" } })).WithSummary("Fake SimpleFIN bridge: the protocol versions it speaks");
         sandbox.MapGet("/create", () => TypedResults.Text($"POST {BasePath}/setup-token to get a SimpleFIN setup token for a new sandbox user.\n"))
@@ -141,7 +107,7 @@ public static class SimpleFinSandbox
     /// what the <c>sandbox</c> connection provider shows for a connection (its seed is the credentials).
     /// </summary>
     internal static Results<Ok<GeneratedAccountsView>, ValidationProblem> GeneratedAccounts(
-        GeneratedAccountsRequest body, IOptions<SimpleFinSandboxOptions> options, TimeProvider clock)
+        GeneratedAccountsRequest body, IOptions<SandboxOptions> options, TimeProvider clock)
     {
         var errors = new FieldErrors()
             .Check(body.Seed is { Length: > 0 and <= MaxSeedLength }, "seed", $"is required: at most {MaxSeedLength} characters")
@@ -213,7 +179,7 @@ public static class SimpleFinSandbox
         return TypedResults.NoContent();
     }
 
-    internal static IResult Accounts(HttpContext http, SandboxBank bank, SandboxAddress address, IOptions<SimpleFinSandboxOptions> options, TimeProvider clock)
+    internal static IResult Accounts(HttpContext http, SandboxBank bank, SandboxAddress address, IOptions<SandboxOptions> options, TimeProvider clock)
     {
         if (bank.Authenticate(http.Request.Headers.Authorization.ToString()) is not { } user)
         {
@@ -304,14 +270,41 @@ public static class SimpleFinSandbox
         Problems.Of(StatusCodes.Status503ServiceUnavailable, "SANDBOX.NO_PUBLIC_URL",
             "The sandbox does not know the address it is served at: set Sandbox:SimpleFin:PublicUrl.");
 
-    private sealed class ValidateSandbox : IValidateOptions<SimpleFinSandboxOptions>
+    /// <summary>
+    /// Tells this process's clients where the bridge answers (<see cref="LocalUpstreams"/>) once the
+    /// server listens: its configured public URL, else its bound address. An in-memory server with no
+    /// public URL has none, and the bridge stays unknown to them.
+    /// </summary>
+    private sealed class Announce(SandboxAddress address, LocalUpstreams upstreams) : IHostedLifecycleService
     {
-        public ValidateOptionsResult Validate(string? name, SimpleFinSandboxOptions options) =>
+        public Task StartedAsync(CancellationToken cancellationToken)
+        {
+            if (address.Root is { } root)
+            {
+                upstreams.Listening(LocalUpstreams.SimpleFin, root);
+            }
+            return Task.CompletedTask;
+        }
+
+        public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    private sealed class ValidateSandbox : IValidateOptions<SandboxOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, SandboxOptions options) =>
             options.Invalid() is { } problem ? ValidateOptionsResult.Fail(problem) : ValidateOptionsResult.Success;
     }
 
     /// <summary>The sandbox's memory: which tokens were claimed, and scenario changes. Everything else is derived from the username.</summary>
-    public sealed class SandboxBank(IOptions<SimpleFinSandboxOptions> options)
+    public sealed class SandboxBank(IOptions<SandboxOptions> options)
     {
         private readonly ConcurrentDictionary<string, bool> _claimed = new(StringComparer.Ordinal);
         private readonly ConcurrentDictionary<string, string> _scenarios = new(StringComparer.Ordinal);

@@ -1,4 +1,5 @@
 using Tally.Features.BalanceSync;
+using Tally.Jobs.Lanes;
 using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.BalanceSync;
@@ -8,16 +9,16 @@ public class CoreCallGateTests
 {
     private static readonly CancellationToken None = CancellationToken.None;
 
-    private static Func<SyncLane> Lane(SyncLane lane) => () => lane;
+    private static Func<Lane> On(Lane lane) => () => lane;
 
     [Fact]
     public async Task Priority_GoesBeforeEveryBackgroundCallWaitingAtTheGate()
     {
         var clock = new TimerClock();
         using var gate = new CoreCallGate(1, 0, new CoreRate(100, TimeSpan.FromSeconds(1)), clock);
-        var first = await gate.EnterAsync(Lane(SyncLane.Background), None);
-        var background = Enumerable.Range(0, 5).Select(_ => gate.EnterAsync(Lane(SyncLane.Background), None)).ToList();
-        var priority = gate.EnterAsync(Lane(SyncLane.Priority), None);
+        var first = await gate.EnterAsync(On(Lane.Background), None);
+        var background = Enumerable.Range(0, 5).Select(_ => gate.EnterAsync(On(Lane.Background), None)).ToList();
+        var priority = gate.EnterAsync(On(Lane.Priority), None);
         clock.Advance(TimeSpan.FromSeconds(1));
         Assert.False(priority.IsCompleted); // one call at a time: the one in flight finishes first
 
@@ -34,17 +35,17 @@ public class CoreCallGateTests
     {
         var clock = new TimerClock();
         using var gate = new CoreCallGate(1, 0, new CoreRate(100, TimeSpan.FromSeconds(1)), clock);
-        var first = await gate.EnterAsync(Lane(SyncLane.Background), None);
-        var other = gate.EnterAsync(Lane(SyncLane.Background), None);
-        var lane = SyncLane.Background;
+        var first = await gate.EnterAsync(On(Lane.Background), None);
+        var other = gate.EnterAsync(On(Lane.Background), None);
+        var lane = Lane.Background;
         var promoted = gate.EnterAsync(() => lane, None);
-        lane = SyncLane.Priority;
+        lane = Lane.Priority;
         gate.Reconsider();
         first.Dispose();
         clock.Advance(TimeSpan.FromSeconds(1));
         Assert.True(promoted.IsCompleted);
         Assert.False(other.IsCompleted);
-        Assert.Equal(SyncLane.Priority, (await promoted).Lane);
+        Assert.Equal(Lane.Priority, (await promoted).Lane);
     }
 
     [Fact]
@@ -54,7 +55,7 @@ public class CoreCallGateTests
         var rate = new CoreRate(10, TimeSpan.FromSeconds(1));
         using var gate = new CoreCallGate(4, 0, rate, clock);
         var grants = new List<DateTimeOffset>();
-        var waiting = Enumerable.Range(0, 60).Select(_ => gate.EnterAsync(Lane(SyncLane.Background), None)).ToList();
+        var waiting = Enumerable.Range(0, 60).Select(_ => gate.EnterAsync(On(Lane.Background), None)).ToList();
         for (var step = 0; step < 6000; step++)
         {
             foreach (var done in waiting.Where(t => t.IsCompleted).ToList())
@@ -80,12 +81,12 @@ public class CoreCallGateTests
     {
         var clock = new TimerClock();
         using var gate = new CoreCallGate(2, 0, new CoreRate(2, TimeSpan.FromSeconds(1)), clock);
-        var first = await gate.EnterAsync(Lane(SyncLane.Priority), None);
+        var first = await gate.EnterAsync(On(Lane.Priority), None);
         clock.Advance(TimeSpan.FromMilliseconds(400)); // the caller resumed late
         first.Starting();
         first.Dispose();
-        (await gate.EnterAsync(Lane(SyncLane.Priority), None)).Dispose();
-        var third = gate.EnterAsync(Lane(SyncLane.Priority), None);
+        (await gate.EnterAsync(On(Lane.Priority), None)).Dispose();
+        var third = gate.EnterAsync(On(Lane.Priority), None);
         clock.Advance(TimeSpan.FromMilliseconds(700)); // 1.1 s after the grant, 0.7 s after the real start
         Assert.False(third.IsCompleted);
         clock.Advance(TimeSpan.FromMilliseconds(300));
@@ -98,12 +99,12 @@ public class CoreCallGateTests
     {
         var clock = new TimerClock();
         using var gate = new CoreCallGate(2, 1, new CoreRate(3, TimeSpan.FromSeconds(1)), clock);
-        var background = await gate.EnterAsync(Lane(SyncLane.Background), None);
-        var second = gate.EnterAsync(Lane(SyncLane.Background), None);
+        var background = await gate.EnterAsync(On(Lane.Background), None);
+        var second = gate.EnterAsync(On(Lane.Background), None);
         clock.Advance(TimeSpan.FromSeconds(1));
         Assert.False(second.IsCompleted); // the background lane has one slot of two
 
-        var login = gate.EnterAsync(Lane(SyncLane.Priority), None);
+        var login = gate.EnterAsync(On(Lane.Priority), None);
         Assert.True(login.IsCompleted); // at once, though a background call is in flight and another waits
         (await login).Dispose();
         background.Dispose();
@@ -112,10 +113,10 @@ public class CoreCallGateTests
         (await second).Dispose();
 
         // Background used 2 of 3 permits in the last second (its limit); a login still has the third.
-        var third = gate.EnterAsync(Lane(SyncLane.Background), None);
+        var third = gate.EnterAsync(On(Lane.Background), None);
         clock.Advance(TimeSpan.FromMilliseconds(100));
         Assert.False(third.IsCompleted);
-        var login2 = gate.EnterAsync(Lane(SyncLane.Priority), None);
+        var login2 = gate.EnterAsync(On(Lane.Priority), None);
         Assert.True(login2.IsCompleted);
         (await login2).Dispose();
     }
@@ -133,7 +134,7 @@ public class CoreCallGateTests
         var rate = new CoreRate(10, TimeSpan.FromMilliseconds(1025));
         using var gate = new CoreCallGate(1, 0, rate, clock);
         var call = TimeSpan.FromMilliseconds(21);
-        var workers = Enumerable.Range(0, 3).Select(_ => (Waiting: gate.EnterAsync(Lane(SyncLane.Background), None), Lease: (CoreCallGate.Lease?)null, Until: DateTimeOffset.MinValue)).ToArray();
+        var workers = Enumerable.Range(0, 3).Select(_ => (Waiting: gate.EnterAsync(On(Lane.Background), None), Lease: (CoreCallGate.Lease?)null, Until: DateTimeOffset.MinValue)).ToArray();
         (Task<CoreCallGate.Lease>? Waiting, CoreCallGate.Lease? Lease, DateTimeOffset Arrived, DateTimeOffset Until) login = (null, null, default, default);
         var random = new Random(7);
         var nextLogin = clock.GetUtcNow().AddMilliseconds(500);
@@ -154,12 +155,12 @@ public class CoreCallGateTests
                 if (workers[i].Lease is { } lease && now >= workers[i].Until)
                 {
                     lease.Dispose();
-                    workers[i] = (gate.EnterAsync(Lane(SyncLane.Background), None), null, DateTimeOffset.MinValue);
+                    workers[i] = (gate.EnterAsync(On(Lane.Background), None), null, DateTimeOffset.MinValue);
                 }
             }
             if (login.Waiting is null && now >= nextLogin)
             {
-                login = (gate.EnterAsync(Lane(SyncLane.Priority), None), null, now, default);
+                login = (gate.EnterAsync(On(Lane.Priority), None), null, now, default);
             }
             if (login is { Waiting.IsCompleted: true, Lease: null })
             {
@@ -194,7 +195,7 @@ public class CoreCallGateTests
         var clock = new TimerClock();
         using var gate = new CoreCallGate(1, 0, new CoreRate(100, TimeSpan.FromSeconds(1)), clock);
         gate.PauseFor(TimeSpan.FromSeconds(2));
-        var login = gate.EnterAsync(Lane(SyncLane.Priority), None);
+        var login = gate.EnterAsync(On(Lane.Priority), None);
         clock.Advance(TimeSpan.FromMilliseconds(1999));
         Assert.False(login.IsCompleted);
         clock.Advance(TimeSpan.FromMilliseconds(1));
@@ -207,9 +208,9 @@ public class CoreCallGateTests
     {
         var clock = new TimerClock();
         using var gate = new CoreCallGate(1, 0, new CoreRate(100, TimeSpan.FromSeconds(1)), clock);
-        var held = await gate.EnterAsync(Lane(SyncLane.Background), None);
+        var held = await gate.EnterAsync(On(Lane.Background), None);
         using var cancel = new CancellationTokenSource();
-        var abandoned = gate.EnterAsync(Lane(SyncLane.Priority), cancel.Token);
+        var abandoned = gate.EnterAsync(On(Lane.Priority), cancel.Token);
         await cancel.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => abandoned);
         Assert.Equal(0, gate.Waiting);

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
 using Tally.Features.BalanceSync;
+using Tally.Jobs.Lanes;
 using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.BalanceSync;
@@ -188,35 +189,34 @@ public class LoginSyncTests
 }
 
 /// <summary>Lanes that take 300 ms to let a settled entry go, and are otherwise the real ones.</summary>
-internal sealed class SlowToLeaveLanes(ISyncLanes lanes) : ISyncLanes
+internal sealed class SlowToLeaveLanes(ILaneStore lanes) : ILaneStore
 {
     public static void Register(IServiceCollection services, string storage)
     {
         if (storage == "postgres")
         {
-            services.AddSingleton<ISyncLanes>(sp => new SlowToLeaveLanes(sp.GetRequiredService<PostgresSyncLanes>()));
+            services.AddSingleton<ILaneStore>(sp => new SlowToLeaveLanes(sp.GetRequiredService<PostgresLaneStore>()));
         }
         else
         {
-            services.AddSingleton<InProcessSyncLanes>();
-            services.AddSingleton<ISyncLanes>(sp => new SlowToLeaveLanes(sp.GetRequiredService<InProcessSyncLanes>()));
+            services.AddSingleton<ILaneStore>(sp => new SlowToLeaveLanes(sp.GetRequiredService<InProcessLaneStore>()));
         }
     }
 
     public string Name => lanes.Name;
 
-    public async Task CompleteAsync(SyncEntry entry, CancellationToken ct)
+    public async Task CompleteAsync(LaneEntry entry, CancellationToken ct)
     {
         await Task.Delay(300, ct);
         await lanes.CompleteAsync(entry, ct);
     }
 
-    public Task<EnqueueResult> EnqueueAsync(Guid userId, SyncLane lane, CancellationToken ct) => lanes.EnqueueAsync(userId, lane, ct);
-    public Task<int> EnqueueBackgroundAsync(IReadOnlyList<Guid> userIds, CancellationToken ct) => lanes.EnqueueBackgroundAsync(userIds, ct);
-    public Task<SyncEntry?> ClaimAsync(SyncLane lane, CancellationToken ct) => lanes.ClaimAsync(lane, ct);
-    public Task RetryAsync(SyncEntry entry, SyncLane lane, int attempt, DateTime notBefore, CancellationToken ct) => lanes.RetryAsync(entry, lane, attempt, notBefore, ct);
-    public Task DemoteAsync(Guid userId, Guid ticket, CancellationToken ct) => lanes.DemoteAsync(userId, ticket, ct);
-    public Task<bool> IsPendingAsync(Guid userId, Guid ticket, CancellationToken ct) => lanes.IsPendingAsync(userId, ticket, ct);
+    public Task<EnqueueResult> EnqueueAsync(Guid key, Lane lane, CancellationToken ct) => lanes.EnqueueAsync(key, lane, ct);
+    public Task<int> EnqueueBackgroundAsync(IReadOnlyList<Guid> keys, CancellationToken ct) => lanes.EnqueueBackgroundAsync(keys, ct);
+    public Task<LaneEntry?> ClaimAsync(Lane lane, CancellationToken ct) => lanes.ClaimAsync(lane, ct);
+    public Task RetryAsync(LaneEntry entry, Lane lane, int attempt, DateTime notBefore, CancellationToken ct) => lanes.RetryAsync(entry, lane, attempt, notBefore, ct);
+    public Task DemoteAsync(Guid key, Guid ticket, CancellationToken ct) => lanes.DemoteAsync(key, ticket, ct);
+    public Task<bool> IsPendingAsync(Guid key, Guid ticket, CancellationToken ct) => lanes.IsPendingAsync(key, ticket, ct);
     public Task<LaneCounts> CountAsync(CancellationToken ct) => lanes.CountAsync(ct);
-    public Task<SyncEntry> TakeAsync(SyncLane lane, CancellationToken ct) => lanes.TakeAsync(lane, ct);
+    public Task<LaneEntry> TakeAsync(Lane lane, CancellationToken ct) => lanes.TakeAsync(lane, ct);
 }

@@ -1,11 +1,13 @@
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using Tally.Features.BalanceSync;
+using Tally.Jobs.Lanes;
 
 namespace Tally.Tests.Features.BalanceSync;
 
 /// <summary>
-/// The login's one statement on the shared PostgreSQL lanes (<see cref="PostgresSyncLanes.QueueLoginAsync"/>),
+/// The login's one statement on the shared PostgreSQL lanes (<see cref="PostgresLoginQueue"/>, over
+/// <see cref="PostgresLaneStore.EnqueueClaimingAsync"/>),
 /// driven by hand on an instance without workers: it claims only for an idle priority taker here,
 /// hands that taker the user's accounts, and never takes an entry another worker runs.
 /// </summary>
@@ -18,14 +20,14 @@ public class PostgresLoginQueueTests
         var lanes = Lanes(banking);
         var user = await banking.UserAsync("ACC-PGQ-1");
 
-        var login = await lanes.QueueLoginAsync(user, TestContext.Current.CancellationToken);
+        var login = await QueueLoginAsync(banking, user);
 
         Assert.Equal(LoginUser.Eligible, login.User);
         Assert.Equal(EnqueueOutcome.Queued, login.Enqueued!.Outcome);
         Assert.Equal((null, "PRIORITY"), await RowAsync(banking, user));
-        var entry = await lanes.TakeAsync(SyncLane.Priority, TestContext.Current.CancellationToken);
-        Assert.Equal((user, login.Enqueued.Ticket), (entry.UserId, entry.Ticket));
-        Assert.Null(entry.Accounts);
+        var entry = await lanes.TakeAsync(Lane.Priority, TestContext.Current.CancellationToken);
+        Assert.Equal((user, login.Enqueued.Ticket), (entry.Key, entry.Ticket));
+        Assert.Null(entry.Handed);
         Assert.Equal(("tally-pgq", "PRIORITY"), await RowAsync(banking, user));
     }
 
@@ -36,22 +38,22 @@ public class PostgresLoginQueueTests
         var lanes = Lanes(banking);
         var user = await banking.UserAsync("ACC-PGQ-2");
         Assert.Equal(1, await lanes.EnqueueBackgroundAsync([user], TestContext.Current.CancellationToken));
-        var ticket = (await lanes.EnqueueAsync(user, SyncLane.Background, TestContext.Current.CancellationToken)).Ticket;
+        var ticket = (await lanes.EnqueueAsync(user, Lane.Background, TestContext.Current.CancellationToken)).Ticket;
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-        var take = lanes.TakeAsync(SyncLane.Priority, stop.Token);
+        var take = lanes.TakeAsync(Lane.Priority, stop.Token);
 
-        var login = await lanes.QueueLoginAsync(user, TestContext.Current.CancellationToken);
+        var login = await QueueLoginAsync(banking, user);
 
         Assert.Equal(new EnqueueResult(EnqueueOutcome.Promoted, ticket), login.Enqueued);
         var entry = await take.WaitAsync(TimeSpan.FromSeconds(10), TestContext.Current.CancellationToken);
-        Assert.Equal((user, ticket, SyncLane.Priority), (entry.UserId, entry.Ticket, entry.Lane));
-        var account = Assert.Single(entry.Accounts!);
+        Assert.Equal((user, ticket, Lane.Priority), (entry.Key, entry.Ticket, entry.Lane));
+        var account = Assert.Single(Assert.IsAssignableFrom<IReadOnlyList<CoreAccount>>(entry.Handed));
         Assert.Equal(("ACC-PGQ-2", user, "USD", true), (account.AccountNumber, account.UserId, account.Currency, account.IsPrimary));
         Assert.Equal(("tally-pgq", "PRIORITY"), await RowAsync(banking, user));
 
         // A second login joins the claimed entry; nothing more is handed over.
-        var again = lanes.TakeAsync(SyncLane.Priority, stop.Token);
-        Assert.Equal(new EnqueueResult(EnqueueOutcome.InFlight, ticket), (await lanes.QueueLoginAsync(user, TestContext.Current.CancellationToken)).Enqueued);
+        var again = lanes.TakeAsync(Lane.Priority, stop.Token);
+        Assert.Equal(new EnqueueResult(EnqueueOutcome.InFlight, ticket), (await QueueLoginAsync(banking, user)).Enqueued);
         await Task.Delay(300, TestContext.Current.CancellationToken);
         Assert.False(again.IsCompleted);
         await stop.CancelAsync();
@@ -65,12 +67,12 @@ public class PostgresLoginQueueTests
         var lanes = Lanes(banking);
         var user = await banking.UserAsync("ACC-PGQ-3");
         await lanes.EnqueueBackgroundAsync([user], TestContext.Current.CancellationToken);
-        var running = await lanes.ClaimAsync(SyncLane.Background, TestContext.Current.CancellationToken);
-        Assert.Equal(user, running!.UserId);
+        var running = await lanes.ClaimAsync(Lane.Background, TestContext.Current.CancellationToken);
+        Assert.Equal(user, running!.Key);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(TestContext.Current.CancellationToken);
-        var take = lanes.TakeAsync(SyncLane.Priority, stop.Token);
+        var take = lanes.TakeAsync(Lane.Priority, stop.Token);
 
-        var login = await lanes.QueueLoginAsync(user, TestContext.Current.CancellationToken);
+        var login = await QueueLoginAsync(banking, user);
 
         Assert.Equal(new EnqueueResult(EnqueueOutcome.InFlight, running.Ticket), login.Enqueued);
         await Task.Delay(300, TestContext.Current.CancellationToken);
@@ -89,9 +91,9 @@ public class PostgresLoginQueueTests
         var wallet = await banking.UserAsync("ACC-PGQ-W", context: "WALLET");
         var inactive = await banking.UserAsync("ACC-PGQ-I", isActive: false);
 
-        Assert.Equal(LoginQueued.Unknown, await lanes.QueueLoginAsync(Guid.NewGuid(), TestContext.Current.CancellationToken));
-        Assert.Equal(LoginQueued.NotEligible, await lanes.QueueLoginAsync(wallet, TestContext.Current.CancellationToken));
-        Assert.Equal(LoginQueued.NotEligible, await lanes.QueueLoginAsync(inactive, TestContext.Current.CancellationToken));
+        Assert.Equal(LoginQueued.Unknown, await QueueLoginAsync(banking, Guid.NewGuid()));
+        Assert.Equal(LoginQueued.NotEligible, await QueueLoginAsync(banking, wallet));
+        Assert.Equal(LoginQueued.NotEligible, await QueueLoginAsync(banking, inactive));
         Assert.Equal(new LaneCounts(0, 0, 0, 0), await lanes.CountAsync(TestContext.Current.CancellationToken));
     }
 
@@ -101,7 +103,10 @@ public class PostgresLoginQueueTests
         ["Tally:Roles:0"] = "api",
     });
 
-    private static PostgresSyncLanes Lanes(CoreBanking banking) => banking.App.Services.GetRequiredService<PostgresSyncLanes>();
+    private static PostgresLaneStore Lanes(CoreBanking banking) => banking.App.Services.GetRequiredService<PostgresLaneStore>();
+
+    private static Task<LoginQueued> QueueLoginAsync(CoreBanking banking, Guid user) =>
+        banking.App.Services.GetRequiredService<ILoginQueue>().QueueLoginAsync(user, TestContext.Current.CancellationToken);
 
     private static async Task<(string? ClaimedBy, string Lane)> RowAsync(CoreBanking banking, Guid user)
     {

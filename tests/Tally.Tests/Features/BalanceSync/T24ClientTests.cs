@@ -1,6 +1,6 @@
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
 using Tally.Features.BalanceSync;
+using Tally.Hosting;
 using Tally.Tests.Harness;
 
 namespace Tally.Tests.Features.BalanceSync;
@@ -11,7 +11,7 @@ public class T24ClientTests
     private static T24Client Client(string baseUrl, string apiKey, int timeoutMs = 5000)
     {
         var options = Options.Create(new T24Options { BaseUrl = baseUrl, ApiKey = apiKey, TimeoutMs = timeoutMs });
-        return new T24Client(new HttpClient(), new T24Endpoint(options, new ServiceCollection().BuildServiceProvider()), options);
+        return new T24Client(new HttpClient(), new T24Endpoint(options, new LocalUpstreams([])), options);
     }
 
     [Fact]

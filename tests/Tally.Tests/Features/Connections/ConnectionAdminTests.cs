@@ -82,7 +82,7 @@ public class ConnectionAdminTests
 
         // No part of any credential: the claim URL and its token, the access URL, its user and password, the sandbox password, the ciphertext.
         var claimUrl = Encoding.UTF8.GetString(Convert.FromBase64String(token));
-        var password = new SimpleFinSandbox.SandboxBank(Microsoft.Extensions.Options.Options.Create(new SimpleFinSandboxOptions())).Password(bankUser);
+        var password = new SimpleFinSandbox.SandboxBank(Microsoft.Extensions.Options.Options.Create(new Tally.Sandbox.SandboxOptions())).Password(bankUser);
         var access = new UriBuilder(t.Bank.Root) { UserName = bankUser, Password = password, Path = "/sandbox/simplefin" }.Uri.ToString();
         var secrets = new List<string> { token, claimUrl, claimUrl[(claimUrl.LastIndexOf('/') + 1)..], access, password, bankUser, $"{bankUser}:{password}", "hunter2-admin-secret" };
         await using (var db = t.App.Db())

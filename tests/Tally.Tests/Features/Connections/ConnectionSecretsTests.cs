@@ -75,7 +75,7 @@ public class ConnectionSecretsTests
         foreach (var (setup, user) in new[] { (token, username), (fresh, freshUser) })
         {
             var claimUrl = Encoding.UTF8.GetString(Convert.FromBase64String(setup));
-            var password = new SimpleFinSandbox.SandboxBank(Microsoft.Extensions.Options.Options.Create(new SimpleFinSandboxOptions())).Password(user);
+            var password = new SimpleFinSandbox.SandboxBank(Microsoft.Extensions.Options.Options.Create(new Tally.Sandbox.SandboxOptions())).Password(user);
             var access = new UriBuilder(bank.Root) { UserName = user, Password = password, Path = "/sandbox/simplefin" }.Uri.ToString();
             secrets.AddRange([claimUrl, claimUrl[(claimUrl.LastIndexOf('/') + 1)..], access, password, $"{user}:{password}",
                 Convert.ToBase64String(Encoding.UTF8.GetBytes($"{user}:{password}"))]);

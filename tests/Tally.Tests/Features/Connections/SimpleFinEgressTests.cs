@@ -135,7 +135,7 @@ public class SimpleFinEgressTests
         var (token, username) = await t.Bank.SetupTokenAsync();
         var id = (await t.User.PostJsonAsync("/api/connections", new { providerSlug = "simplefin", setupToken = token })
             .ExpectAsync(HttpStatusCode.Created)).GetProperty("id").GetGuid();
-        var password = new SimpleFinSandbox.SandboxBank(Microsoft.Extensions.Options.Options.Create(new SimpleFinSandboxOptions())).Password(username);
+        var password = new SimpleFinSandbox.SandboxBank(Microsoft.Extensions.Options.Options.Create(new Tally.Sandbox.SandboxOptions())).Password(username);
         var protector = t.App.Get<CredentialProtector>();
         var ct = TestContext.Current.CancellationToken;
         string genuine;

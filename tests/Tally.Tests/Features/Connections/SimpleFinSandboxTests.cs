@@ -90,7 +90,7 @@ public class SimpleFinSandboxTests
     [InlineData("http://[::1]:5080", "http://[::1]:5080/")]
     [InlineData("http://10.1.2.3:5080", "http://10.1.2.3:5080/")]
     public void BoundAddress_IsOneSpellingOfThisMachine(string bound, string expected) =>
-        Assert.Equal(expected, SandboxAddress.FromBinding(["https://localhost:5443", bound])?.ToString());
+        Assert.Equal(expected, Tally.Hosting.LocalUpstreams.FromBinding(["https://localhost:5443", bound])?.ToString());
 
     [Fact]
     public void SetupTokenWindow_WaitsForTheOldestOfTheHourToLeave()

@@ -168,7 +168,7 @@ public class SimpleFinTests
         Assert.StartsWith(bank.Root.ToString().TrimEnd('/'), Encoding.UTF8.GetString(Convert.FromBase64String(usedToken)), StringComparison.Ordinal);
         // The sandbox derives a user's password from its username and its (default) secret.
         var password = new Tally.Sandbox.SimpleFin.SimpleFinSandbox.SandboxBank(
-            Microsoft.Extensions.Options.Options.Create(new Tally.Sandbox.SimpleFin.SimpleFinSandboxOptions())).Password(username);
+            Microsoft.Extensions.Options.Options.Create(new Tally.Sandbox.SandboxOptions())).Password(username);
         using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(bank.Root, "/sandbox/simplefin/accounts?balances-only=1"));
         request.Headers.Authorization = new("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{username}:{password}")));
         using var response = await bank.Client.SendAsync(request, TestContext.Current.CancellationToken);

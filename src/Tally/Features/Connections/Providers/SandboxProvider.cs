@@ -30,7 +30,7 @@ public sealed class SandboxProvider(TimeProvider clock, IHttpClientFactory http,
     public string Slug => ProviderSlug;
 
     private Uri? SandboxRoot =>
-        simpleFin.Value.SandboxUrl is { } origin ? new Uri(origin.TrimEnd('/') + SandboxPath) : upstreams.Root(LocalUpstreams.SimpleFin);
+        simpleFin.Value.SandboxUrl is { } origin ? new Uri(origin.TrimEnd('/') + SandboxPath) : upstreams.AddressOf(LocalUpstreams.SimpleFin)?.BaseUrl;
 
     public Task<ConnectResult> ConnectAsync(ConnectInput input, CancellationToken ct)
     {

@@ -23,7 +23,7 @@ public sealed class SimpleFinEgress(IOptions<SimpleFinOptions> options, LocalUps
     /// <summary>The one plain-HTTP origin allowed: <c>SimpleFin:SandboxUrl</c>, else the built-in sandbox's when loopback is allowed.</summary>
     public Uri? SandboxOrigin =>
         options.Value.SandboxUrl is { } configured ? OriginOf(configured)
-        : options.Value.AllowLoopback && upstreams.Root(LocalUpstreams.SimpleFin) is { } root ? new Uri(root.GetLeftPart(UriPartial.Authority))
+        : options.Value.AllowLoopback && upstreams.AddressOf(LocalUpstreams.SimpleFin) is { } served ? new Uri(served.BaseUrl.GetLeftPart(UriPartial.Authority))
         : null;
 
     /// <summary>Whether a request may be sent to <paramref name="url"/>, judged on the text as written.</summary>

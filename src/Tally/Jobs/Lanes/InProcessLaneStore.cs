@@ -1,13 +1,13 @@
-namespace Tally.Features.BalanceSync;
+namespace Tally.Jobs.Lanes;
 
 /// <summary>
-/// The embedded lanes: one process, in memory. Entries waiting here are lost with the process, which
-/// is harmless because the periodic job re-derives every user from the database each interval and a
-/// login asks again; nothing else depends on an entry surviving (the same argument as the in-process
-/// queue transport's). One entry per user (a dictionary), FIFO per lane with lazy removal, and a
-/// timer-ordered heap for entries waiting out a retry delay.
+/// The embedded lanes: one process, in memory. Entries waiting here are lost with the process, so
+/// only a feature that re-derives its keys may use them (balance sync's periodic job queues every
+/// user each interval, and a login asks again); nothing else depends on an entry surviving (the
+/// same argument as the in-process queue transport's). One entry per key (a dictionary), FIFO per
+/// lane with lazy removal, and a timer-ordered heap for entries waiting out a retry delay.
 /// </summary>
-public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
+public sealed class InProcessLaneStore(TimeProvider clock) : ILaneStore
 {
     private readonly object _lock = new();
     private readonly Dictionary<Guid, Entry> _entries = [];
@@ -23,28 +23,28 @@ public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
 
     public string Name => "in-process";
 
-    public Task<EnqueueResult> EnqueueAsync(Guid userId, SyncLane lane, CancellationToken ct)
+    public Task<EnqueueResult> EnqueueAsync(Guid key, Lane lane, CancellationToken ct)
     {
         EnqueueResult result;
         lock (_lock)
         {
-            result = EnqueueLocked(userId, lane, clock.GetUtcNow().UtcDateTime);
+            result = EnqueueLocked(key, lane, clock.GetUtcNow().UtcDateTime);
         }
         SignalFor(lane).Set();
         return Task.FromResult(result);
     }
 
-    public Task<int> EnqueueBackgroundAsync(IReadOnlyList<Guid> userIds, CancellationToken ct)
+    public Task<int> EnqueueBackgroundAsync(IReadOnlyList<Guid> keys, CancellationToken ct)
     {
         var queued = 0;
         lock (_lock)
         {
             var now = clock.GetUtcNow().UtcDateTime;
-            foreach (var id in userIds)
+            foreach (var id in keys)
             {
                 if (!_entries.ContainsKey(id))
                 {
-                    EnqueueLocked(id, SyncLane.Background, now);
+                    EnqueueLocked(id, Lane.Background, now);
                     queued++;
                 }
             }
@@ -56,34 +56,34 @@ public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
         return Task.FromResult(queued);
     }
 
-    private EnqueueResult EnqueueLocked(Guid userId, SyncLane lane, DateTime now)
+    private EnqueueResult EnqueueLocked(Guid key, Lane lane, DateTime now)
     {
-        if (!_entries.TryGetValue(userId, out var entry))
+        if (!_entries.TryGetValue(key, out var entry))
         {
-            entry = new Entry(userId, lane, Guid.CreateVersion7(), now);
-            _entries[userId] = entry;
+            entry = new Entry(key, lane, Guid.CreateVersion7(), now);
+            _entries[key] = entry;
             Push(entry);
             return new EnqueueResult(EnqueueOutcome.Queued, entry.Ticket);
         }
-        if (lane != SyncLane.Priority || entry.Lane == SyncLane.Priority)
+        if (lane != Lane.Priority || entry.Lane == Lane.Priority)
         {
             return new EnqueueResult(entry.Claimed ? EnqueueOutcome.InFlight : EnqueueOutcome.AlreadyQueued, entry.Ticket);
         }
         if (entry.Claimed)
         {
             // Running now: should it need a retry, the retry belongs to the priority lane.
-            entry.Lane = SyncLane.Priority;
+            entry.Lane = Lane.Priority;
             return new EnqueueResult(EnqueueOutcome.InFlight, entry.Ticket);
         }
         // Promotion in place: out of the background lane (or its retry delay), to the back of the priority lane, due now.
         Unpush(entry);
-        entry.Lane = SyncLane.Priority;
+        entry.Lane = Lane.Priority;
         entry.NotBefore = now;
         Push(entry);
         return new EnqueueResult(EnqueueOutcome.Promoted, entry.Ticket);
     }
 
-    public Task<SyncEntry?> ClaimAsync(SyncLane lane, CancellationToken ct)
+    public Task<LaneEntry?> ClaimAsync(Lane lane, CancellationToken ct)
     {
         lock (_lock)
         {
@@ -109,36 +109,36 @@ public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
                 entry.Claimed = true;
                 AddWaiting(lane, -1);
                 _inFlight++;
-                return Task.FromResult<SyncEntry?>(new SyncEntry(entry.UserId, lane, entry.Ticket, entry.Attempt, entry.EnqueuedAt));
+                return Task.FromResult<LaneEntry?>(new LaneEntry(entry.Key, lane, entry.Ticket, entry.Attempt, entry.EnqueuedAt));
             }
-            return Task.FromResult<SyncEntry?>(null);
+            return Task.FromResult<LaneEntry?>(null);
         }
     }
 
-    public Task CompleteAsync(SyncEntry entry, CancellationToken ct)
+    public Task CompleteAsync(LaneEntry entry, CancellationToken ct)
     {
         lock (_lock)
         {
-            if (_entries.TryGetValue(entry.UserId, out var current) && current.Ticket == entry.Ticket && current.Claimed)
+            if (_entries.TryGetValue(entry.Key, out var current) && current.Ticket == entry.Ticket && current.Claimed)
             {
-                _entries.Remove(entry.UserId);
+                _entries.Remove(entry.Key);
                 _inFlight--;
             }
         }
         return Task.CompletedTask;
     }
 
-    public Task RetryAsync(SyncEntry entry, SyncLane lane, int attempt, DateTime notBefore, CancellationToken ct)
+    public Task RetryAsync(LaneEntry entry, Lane lane, int attempt, DateTime notBefore, CancellationToken ct)
     {
         lock (_lock)
         {
-            if (_entries.TryGetValue(entry.UserId, out var current) && current.Ticket == entry.Ticket && current.Claimed)
+            if (_entries.TryGetValue(entry.Key, out var current) && current.Ticket == entry.Ticket && current.Claimed)
             {
                 current.Claimed = false;
                 _inFlight--;
                 current.Attempt = attempt;
                 // A login that joined the running sync made it priority; keep that.
-                current.Lane = current.Lane == SyncLane.Priority ? SyncLane.Priority : lane;
+                current.Lane = current.Lane == Lane.Priority ? Lane.Priority : lane;
                 current.NotBefore = notBefore;
                 Push(current);
             }
@@ -147,25 +147,25 @@ public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
         return Task.CompletedTask;
     }
 
-    public Task DemoteAsync(Guid userId, Guid ticket, CancellationToken ct)
+    public Task DemoteAsync(Guid key, Guid ticket, CancellationToken ct)
     {
         lock (_lock)
         {
-            if (_entries.TryGetValue(userId, out var entry) && entry.Ticket == ticket && !entry.Claimed && entry.Lane == SyncLane.Priority)
+            if (_entries.TryGetValue(key, out var entry) && entry.Ticket == ticket && !entry.Claimed && entry.Lane == Lane.Priority)
             {
                 Unpush(entry);
-                entry.Lane = SyncLane.Background;
+                entry.Lane = Lane.Background;
                 Push(entry);
             }
         }
         return Task.CompletedTask;
     }
 
-    public Task<bool> IsPendingAsync(Guid userId, Guid ticket, CancellationToken ct)
+    public Task<bool> IsPendingAsync(Guid key, Guid ticket, CancellationToken ct)
     {
         lock (_lock)
         {
-            return Task.FromResult(_entries.TryGetValue(userId, out var entry) && entry.Ticket == ticket);
+            return Task.FromResult(_entries.TryGetValue(key, out var entry) && entry.Ticket == ticket);
         }
     }
 
@@ -177,7 +177,7 @@ public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
         }
     }
 
-    public async Task<SyncEntry> TakeAsync(SyncLane lane, CancellationToken ct)
+    public async Task<LaneEntry> TakeAsync(Lane lane, CancellationToken ct)
     {
         while (true)
         {
@@ -230,9 +230,9 @@ public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
         }
     }
 
-    private void AddWaiting(SyncLane lane, int delta)
+    private void AddWaiting(Lane lane, int delta)
     {
-        if (lane == SyncLane.Priority)
+        if (lane == Lane.Priority)
         {
             _waitingPriority += delta;
         }
@@ -242,14 +242,14 @@ public sealed class InProcessSyncLanes(TimeProvider clock) : ISyncLanes
         }
     }
 
-    private Queue<(Entry Entry, int Version)> QueueOf(SyncLane lane) => lane == SyncLane.Priority ? _priority : _background;
+    private Queue<(Entry Entry, int Version)> QueueOf(Lane lane) => lane == Lane.Priority ? _priority : _background;
 
-    private WorkSignal SignalFor(SyncLane lane) => lane == SyncLane.Priority ? _prioritySignal : _backgroundSignal;
+    private WorkSignal SignalFor(Lane lane) => lane == Lane.Priority ? _prioritySignal : _backgroundSignal;
 
-    private sealed class Entry(Guid userId, SyncLane lane, Guid ticket, DateTime now)
+    private sealed class Entry(Guid key, Lane lane, Guid ticket, DateTime now)
     {
-        public Guid UserId { get; } = userId;
-        public SyncLane Lane { get; set; } = lane;
+        public Guid Key { get; } = key;
+        public Lane Lane { get; set; } = lane;
         public Guid Ticket { get; } = ticket;
         public DateTime EnqueuedAt { get; } = now;
         public DateTime NotBefore { get; set; } = now;
