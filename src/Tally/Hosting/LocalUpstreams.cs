@@ -1,10 +1,16 @@
 using System.Collections.Concurrent;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 
 namespace Tally.Hosting;
 
-/// <summary>An upstream this process serves itself (a sandbox), by the name its clients know it by (<c>t24</c>, <c>simplefin</c>).</summary>
-public sealed record LocalUpstream(string Name);
+/// <summary>
+/// An upstream this process serves itself (a sandbox), by the name its clients know it by (<c>t24</c>,
+/// <c>simplefin</c>), and where it answers once the server listens: <see cref="Locate"/> is given the
+/// services and the server's bound root (null on an in-memory server) and answers null when it has no address.
+/// </summary>
+public sealed record LocalUpstream(string Name, Func<IServiceProvider, Uri?, LocalAddress?> Locate);
 
 /// <summary>Where a <see cref="LocalUpstream"/> answers: a plain base address, and the key it expects (empty when none).</summary>
 public sealed record LocalAddress(Uri BaseUrl, string ApiKey);
@@ -12,12 +18,14 @@ public sealed record LocalAddress(Uri BaseUrl, string ApiKey);
 /// <summary>
 /// Fake upstreams this process serves on its own HTTP port (the sandboxes, in embedded mode). Whoever
 /// serves one declares it when registering (<see cref="Serve"/>) and fills in its address once the
-/// server listens (<see cref="Listening"/>); a client without a configured URL reads
+/// server listens (its <see cref="LocalUpstream.Locate"/>); a client without a configured URL reads
 /// <see cref="AddressOf"/> and calls it over HTTP like any upstream. Neither side knows the other:
 /// the client does not know a sandbox exists, and the sandbox knows no client.
 /// </summary>
 public sealed class LocalUpstreams(IEnumerable<LocalUpstream> served)
 {
+    private readonly IReadOnlyList<LocalUpstream> _upstreams = [.. served];
+
     /// <summary>The fake SimpleFIN bridge (its root, <c>.../sandbox/simplefin</c>).</summary>
     public const string SimpleFin = "simplefin";
 
@@ -34,19 +42,20 @@ public sealed class LocalUpstreams(IEnumerable<LocalUpstream> served)
     public static bool Enabled(IConfiguration configuration, IHostEnvironment environment) =>
         configuration.GetValue<bool?>("Sandbox:Enabled") ?? environment.IsDevelopment();
 
-    /// <summary>Declares that this process serves <paramref name="name"/>; its address follows once the server listens.</summary>
-    public static IServiceCollection Serve(IServiceCollection services, string name)
+    /// <summary>
+    /// Declares that this process serves <paramref name="name"/>; once the server listens, <paramref name="locate"/>
+    /// gives its address (from the services and the server's bound root), and clients can read it.
+    /// </summary>
+    public static IServiceCollection Serve(IServiceCollection services, string name, Func<IServiceProvider, Uri?, LocalAddress?> locate)
     {
         services.TryAddSingleton<LocalUpstreams>();
-        services.AddSingleton(new LocalUpstream(name));
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IHostedService, Announce>());
+        services.AddSingleton(new LocalUpstream(name, locate));
         return services;
     }
 
     /// <summary>Whether this process serves <paramref name="name"/> (known at start, before it listens).</summary>
     public bool Serves(string name) => _served.Contains(name);
-
-    /// <summary>The server listens: <paramref name="name"/> answers at <paramref name="baseUrl"/>.</summary>
-    public void Listening(string name, Uri baseUrl, string apiKey = "") => _addresses[name] = new LocalAddress(baseUrl, apiKey);
 
     /// <summary>Where <paramref name="name"/> answers; null when this process does not serve it, or does not listen on a socket (yet).</summary>
     public LocalAddress? AddressOf(string name) => _addresses.GetValueOrDefault(name);
@@ -76,5 +85,37 @@ public sealed class LocalUpstreams(IEnumerable<LocalUpstream> served)
         }
         var text = port.Length > 0 ? $"{scheme}://{host}:{port}" : $"{scheme}://{host}";
         return Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" ? uri : null;
+    }
+
+    /// <summary>
+    /// Tells this process's clients where each declared upstream answers, once the server listens:
+    /// after every hosted service started, Kestrel included, and before the application counts as
+    /// started, which is when workers begin to call. An upstream with no address (an in-memory server)
+    /// stays unknown, as it is to a client with no URL.
+    /// </summary>
+    private sealed class Announce(IServer server, IServiceProvider services, LocalUpstreams upstreams) : IHostedLifecycleService
+    {
+        public Task StartedAsync(CancellationToken cancellationToken)
+        {
+            var root = FromBinding(server.Features.Get<IServerAddressesFeature>()?.Addresses ?? []);
+            foreach (var upstream in upstreams._upstreams)
+            {
+                if (upstream.Locate(services, root) is { } address)
+                {
+                    upstreams._addresses[upstream.Name] = address;
+                }
+            }
+            return Task.CompletedTask;
+        }
+
+        public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 }

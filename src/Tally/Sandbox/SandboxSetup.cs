@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using Tally.Hosting;
 using Tally.Sandbox.SimpleFin;
@@ -62,25 +63,22 @@ public static partial class SandboxSetup
             .ValidateOnStart();
         builder.Services.AddSingleton<SandboxT24>();
         // The fake core is reached like the real one, by URL over HTTP: its address once Kestrel listens.
-        LocalUpstreams.Serve(builder.Services, SandboxT24.Upstream);
-        builder.Services.AddHostedService<SandboxT24Address>();
+        LocalUpstreams.Serve(builder.Services, SandboxT24.Upstream, (services, root) => root is null ? null
+            : new LocalAddress(new Uri(root, SandboxT24.BasePath), services.GetRequiredService<SandboxT24>().Settings.ApiKey));
         return builder;
     }
 
-    /// <summary>The one <c>Sandbox</c> section, bound once for every sandbox that is registered (each adds its own checks).</summary>
+    /// <summary>The one <c>Sandbox</c> section, bound once however many sandboxes are registered (each adds its own checks).</summary>
     internal static OptionsBuilder<SandboxOptions> AddSandboxOptions(IServiceCollection services)
     {
-        var options = services.AddOptions<SandboxOptions>();
-        if (!services.Any(d => d.ServiceType == typeof(SandboxSectionBound)))
-        {
-            services.AddSingleton<SandboxSectionBound>();
-            options.BindConfiguration(SandboxOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        }
-        return options;
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IConfigureOptions<SandboxOptions>, BindSandboxSection>());
+        return services.AddOptions<SandboxOptions>().ValidateOnStart();
     }
 
-    /// <summary>Marks the section as bound, so a second sandbox does not bind it again.</summary>
-    private sealed class SandboxSectionBound;
+    private sealed class BindSandboxSection(IConfiguration configuration) : IConfigureOptions<SandboxOptions>
+    {
+        public void Configure(SandboxOptions options) => configuration.GetSection(SandboxOptions.Section).Bind(options);
+    }
 
     public static WebApplication MapSandbox(this WebApplication app)
     {

@@ -2,8 +2,6 @@ using System.Collections.Frozen;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Options;
 using Tally.Hosting;
 
@@ -352,32 +350,4 @@ public sealed class SandboxT24(IOptions<SandboxOptions> options)
         }
         return hash ^ (hash >> 29);
     }
-}
-
-/// <summary>
-/// Tells this process's clients where the fake core answers (<see cref="LocalUpstreams"/>), once the
-/// server listens: after every hosted service started, Kestrel included, and before the application
-/// counts as started, which is when the lane workers begin to call. An in-memory test server has no
-/// address: the core then stays unknown, as it is to a client with no URL.
-/// </summary>
-internal sealed class SandboxT24Address(IServer server, SandboxT24 sandbox, LocalUpstreams upstreams) : IHostedLifecycleService
-{
-    public Task StartedAsync(CancellationToken cancellationToken)
-    {
-        if (LocalUpstreams.FromBinding(server.Features.Get<IServerAddressesFeature>()?.Addresses ?? []) is { } root)
-        {
-            upstreams.Listening(SandboxT24.Upstream, new Uri(root, SandboxT24.BasePath), sandbox.Settings.ApiKey);
-        }
-        return Task.CompletedTask;
-    }
-
-    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

@@ -34,7 +34,6 @@ public static class BalanceSyncSetup
         // Only the worker role calls the core (the api and scheduler roles queue users for it). Without
         // T24:BaseUrl it has nowhere real to call, and outside Development it never falls back to a fake.
         var tally = configuration.Read<TallyOptions>(TallyOptions.Section);
-        services.TryAddSingleton<LocalUpstreams>();
         services.AddValidatedOptions<T24Options>(T24Options.Section)
             .Validate(o => string.IsNullOrEmpty(o.BaseUrl) || (Uri.TryCreate(o.BaseUrl, UriKind.Absolute, out var url) && url.Scheme is "http" or "https"),
                 "T24:BaseUrl must be an absolute http(s) URL.")

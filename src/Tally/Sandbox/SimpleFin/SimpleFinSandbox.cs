@@ -64,8 +64,8 @@ public static class SimpleFinSandbox
         builder.Services.AddSingleton<SandboxAddress>();
         builder.Services.AddSingleton<SetupTokenWindow>();
         // Where it answers is announced to this process's clients once the server listens.
-        LocalUpstreams.Serve(builder.Services, LocalUpstreams.SimpleFin);
-        builder.Services.AddHostedService<Announce>();
+        LocalUpstreams.Serve(builder.Services, LocalUpstreams.SimpleFin, (services, _) =>
+            services.GetRequiredService<SandboxAddress>().Root is { } root ? new LocalAddress(root, "") : null);
         return builder;
     }
 
@@ -269,33 +269,6 @@ public static class SimpleFinSandbox
     private static ProblemHttpResult NoAddress() =>
         Problems.Of(StatusCodes.Status503ServiceUnavailable, "SANDBOX.NO_PUBLIC_URL",
             "The sandbox does not know the address it is served at: set Sandbox:SimpleFin:PublicUrl.");
-
-    /// <summary>
-    /// Tells this process's clients where the bridge answers (<see cref="LocalUpstreams"/>) once the
-    /// server listens: its configured public URL, else its bound address. An in-memory server with no
-    /// public URL has none, and the bridge stays unknown to them.
-    /// </summary>
-    private sealed class Announce(SandboxAddress address, LocalUpstreams upstreams) : IHostedLifecycleService
-    {
-        public Task StartedAsync(CancellationToken cancellationToken)
-        {
-            if (address.Root is { } root)
-            {
-                upstreams.Listening(LocalUpstreams.SimpleFin, root);
-            }
-            return Task.CompletedTask;
-        }
-
-        public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StoppingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-    }
 
     private sealed class ValidateSandbox : IValidateOptions<SandboxOptions>
     {
