@@ -17,6 +17,14 @@ public abstract record JobOutcome
 
     public static JobOutcome GiveUp(string reason) => new GiveUpOutcome(reason);
 
+    /// <summary>
+    /// A message that carries many units of work (a page) was handled as its parts: each part listed
+    /// has its own outcome, as if it had been delivered alone, and every part not listed is done. The
+    /// queue retries or dead-letters each listed part as a message of its own, then acks the page
+    /// (<see cref="Queues.DeliveryPolicy"/>). With no part listed, the page is done.
+    /// </summary>
+    public static JobOutcome ByPart(IReadOnlyList<PartOutcome> parts) => parts.Count == 0 ? Done : new ByPartOutcome(parts);
+
     public sealed record DoneOutcome : JobOutcome;
 
     public sealed record RetryLaterOutcome(string Reason) : JobOutcome
@@ -30,4 +38,9 @@ public abstract record JobOutcome
     }
 
     public sealed record GiveUpOutcome(string Reason) : JobOutcome;
+
+    public sealed record ByPartOutcome(IReadOnlyList<PartOutcome> Parts) : JobOutcome;
 }
+
+/// <summary>One part of a page that was not simply done: the message it becomes on its own, and its outcome (never <see cref="JobOutcome.ByPart"/>).</summary>
+public sealed record PartOutcome(Queues.QueueMessage Part, JobOutcome Outcome);

@@ -135,6 +135,53 @@ public class QueueSemanticsTests
         Assert.Equal([0, 0], queue.Deliveries.Select(d => d.Message.Attempt));
     }
 
+    /// <summary>
+    /// A page handled by its parts: the page is acked once; of its three parts one is done, one is
+    /// retried alone (after the delay, with its own id, until it is done), and one gives up and is
+    /// dead-lettered alone, under its own id, replayable on its own.
+    /// </summary>
+    [Theory]
+    [InlineData("inprocess")]
+    [InlineData("rabbitmq")]
+    [InlineData("rabbitmq-quorum")]
+    public async Task ByPart_EachPartRetriedOrDeadLetteredAlone_ThePageAckedOnce(string transport)
+    {
+        await using var queue = new ScriptedQueue(m => m.Id switch
+        {
+            "page-1" => JobOutcome.ByPart([
+                new PartOutcome(new QueueMessage("part-retried", Body("part-retried")), JobOutcome.RetryLater("not yet")),
+                new PartOutcome(new QueueMessage("part-dead", Body("part-dead")), JobOutcome.GiveUp("no good")),
+            ]),
+            "part-retried" when m.Attempt < 2 => JobOutcome.RetryLater("not yet"),
+            _ => JobOutcome.Done,
+        });
+        await using var app = await queue.StartAppAsync(transport);
+        var admin = app.Admin();
+        await PublishAsync(app, transport, queue, "page-1");
+
+        var dead = await SingleDeadLetterAsync(admin, queue);
+        Assert.Equal("part-dead", dead.GetProperty("messageId").GetString());
+        Assert.Equal(Body("part-dead"), dead.GetProperty("body").GetString());
+        Assert.Equal("no good", dead.GetProperty("reason").GetString());
+        await Eventually.TrueAsync(() => Task.FromResult(queue.Deliveries.Count(d => d.Message.Id == "part-retried") == 2), "the retried part to be delivered twice");
+        await Eventually.TrueAsync(
+            async () => await app.Get<IQueueTransport>().GetDepthAsync(queue.Definition, TestContext.Current.CancellationToken) is { Ready: 0, Retrying: 0, InFlight: 0 },
+            "everything to be settled");
+        await Task.Delay(RetryDelay * 3, TestContext.Current.CancellationToken);
+        // The page once; the retried part at attempts 1 and 2 (it was refused at attempt 0 inside the page), after the delay each time.
+        Assert.Single(queue.Deliveries, d => d.Message.Id == "page-1");
+        Assert.Equal([1, 2], queue.Deliveries.Where(d => d.Message.Id == "part-retried").Select(d => d.Message.Attempt));
+        Assert.Equal(Body("part-retried"), queue.Deliveries.First(d => d.Message.Id == "part-retried").Message.Body);
+        AssertGapsAtLeastRetryDelay([.. queue.Deliveries.Where(d => d.Message.Id is "page-1" or "part-retried")]);
+        Assert.DoesNotContain(queue.Deliveries, d => d.Message.Id == "part-dead");
+
+        // The dead part replays on its own, and is done.
+        await admin.PostAsync($"/api/admin/dead-letters/{dead.GetProperty("id").GetGuid()}/replay", null).ExpectAsync(HttpStatusCode.Accepted);
+        await Eventually.TrueAsync(() => Task.FromResult(queue.Deliveries.Any(d => d.Message.Id == "part-dead")), "the replayed part to be delivered");
+        await Eventually.TrueAsync(async () => (await DeadLettersAsync(admin, queue)).Count == 0, "the replayed dead letter to be gone");
+        Assert.Single(queue.Deliveries, d => d.Message.Id == "page-1");
+    }
+
     private static string Body(string id) => $$"""{"id":"{{id}}","note":"ünïcode €"}""";
 
     private static async Task PublishAsync(TallyApp app, string transport, ScriptedQueue queue, string id)

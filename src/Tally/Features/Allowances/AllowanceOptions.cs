@@ -50,6 +50,21 @@ public sealed class AllowanceOptions
     /// </summary>
     public bool BatchCommits { get; set; } = true;
 
+    /// <summary>
+    /// What the producer publishes: <c>page</c> (the default), one message per page of up to
+    /// <see cref="PageSize"/> occurrences, settled together, a refused occurrence leaving it as a message
+    /// of its own; or <c>occurrence</c>, the seed's shape, one message per occurrence. Workers take both.
+    /// </summary>
+    [RegularExpression("^(page|occurrence)$", ErrorMessage = "Allowances:MessageShape must be page or occurrence.")]
+    public string MessageShape { get; set; } = PageShape;
+
+    public const string PageShape = "page";
+    public const string OccurrenceShape = "occurrence";
+
+    /// <summary>Occurrences in one page message at most.</summary>
+    [Range(1, 10_000, ErrorMessage = "Allowances:PageSize must be between 1 and 10000.")]
+    public int PageSize { get; set; } = 500;
+
     [Range(1, 10_000, ErrorMessage = "Allowances:CommitBatchSize must be between 1 and 10000.")]
     public int CommitBatchSize { get; set; } = 500;
 

@@ -27,22 +27,76 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
 
     public async Task<JobOutcome> HandleAsync(QueueMessage message, CancellationToken ct)
     {
+        if (message.Id.StartsWith(OccurrencePage.IdPrefix, StringComparison.Ordinal))
+        {
+            return OccurrencePage.TryParse(message) is { } page
+                ? await HandlePageAsync(page, message.Attempt, ct)
+                : JobOutcome.GiveUp("malformed allowance page");
+        }
         if (OccurrenceMessage.TryParse(message) is not { } occurrence)
         {
             return JobOutcome.GiveUp("malformed allowance message");
         }
-        var now = clock.GetUtcNow().UtcDateTime;
-        if (occurrence.RunAt > now)
+        return (await SettleDueAsync([occurrence], ct))[0];
+    }
+
+    /// <summary>
+    /// A page's occurrences are settled together; each one not simply done leaves the page as a
+    /// message of its own (its own id, the page's attempt), to be retried or dead-lettered alone.
+    /// </summary>
+    private async Task<JobOutcome> HandlePageAsync(OccurrencePage page, int attempt, CancellationToken ct)
+    {
+        var outcomes = await SettleDueAsync(page.Occurrences, ct);
+        var parts = new List<PartOutcome>();
+        for (var i = 0; i < outcomes.Length; i++)
         {
-            return JobOutcome.RetryLater("occurrence not due yet");
+            if (outcomes[i] is not JobOutcome.DoneOutcome)
+            {
+                parts.Add(new PartOutcome(page.Occurrences[i].ToQueueMessage() with { Attempt = attempt }, outcomes[i]));
+            }
         }
+        return JobOutcome.ByPart(parts);
+    }
+
+    /// <summary>Each occurrence's outcome, in order: not due yet, or settled in a batch (<see cref="CreditBatcher"/>) or on its own.</summary>
+    private async Task<JobOutcome[]> SettleDueAsync(IReadOnlyList<OccurrenceMessage> occurrences, CancellationToken ct)
+    {
+        var now = clock.GetUtcNow().UtcDateTime;
+        var outcomes = new JobOutcome[occurrences.Count];
+        var due = new List<OccurrenceMessage>(occurrences.Count);
+        for (var i = 0; i < occurrences.Count; i++)
+        {
+            if (occurrences[i].RunAt > now)
+            {
+                outcomes[i] = JobOutcome.RetryLater("occurrence not due yet");
+            }
+            else
+            {
+                due.Add(occurrences[i]);
+            }
+        }
+        if (due.Count == 0)
+        {
+            return outcomes;
+        }
+        JobOutcome[] settled;
         if (batcher.Enabled)
         {
-            return await batcher.SettleAsync(occurrence, ct);
+            settled = await batcher.SettleAsync(due, ct);
         }
-        await using var db = await dbs.CreateDbContextAsync(ct);
-        var outcomes = await SettleAsync(db, [occurrence], now, logger, ct);
-        return outcomes[0];
+        else
+        {
+            await using var db = await dbs.CreateDbContextAsync(ct);
+            settled = await SettleAsync(db, due, now, logger, ct);
+        }
+        for (int i = 0, d = 0; i < outcomes.Length; i++)
+        {
+            if (outcomes[i] is null)
+            {
+                outcomes[i] = settled[d++];
+            }
+        }
+        return outcomes;
     }
 
     /// <summary>
@@ -244,10 +298,16 @@ public sealed partial class CreditAllowance(IDbContextFactory<TallyDb> dbs, Cred
     /// </summary>
     public async Task OnDeadLetteredAsync(TallyDb deadLetterDb, QueueMessage message, string reason, CancellationToken ct)
     {
-        if (OccurrenceMessage.TryParse(message) is not { } occurrence)
+        // A page is dead-lettered whole only when it failed as a whole (the database gone through every retry).
+        var occurrences = OccurrencePage.TryParse(message)?.Occurrences ?? (OccurrenceMessage.TryParse(message) is { } one ? [one] : []);
+        foreach (var occurrence in occurrences)
         {
-            return;
+            await RecordFailedAsync(deadLetterDb, occurrence, reason, ct);
         }
+    }
+
+    private async Task RecordFailedAsync(TallyDb deadLetterDb, OccurrenceMessage occurrence, string reason, CancellationToken ct)
+    {
         var schedule = await deadLetterDb.AllowanceSchedules.AsNoTracking().FirstOrDefaultAsync(s => s.Id == occurrence.ScheduleId, ct);
         if (schedule is null)
         {

@@ -29,10 +29,13 @@ public sealed partial class CreditBatcher(
     public bool Enabled => options.Value.BatchCommits;
 
     /// <summary>Settles one due occurrence in the next batch, and answers what its delivery comes to.</summary>
-    public async Task<JobOutcome> SettleAsync(OccurrenceMessage occurrence, CancellationToken ct)
+    public async Task<JobOutcome> SettleAsync(OccurrenceMessage occurrence, CancellationToken ct) => (await SettleAsync([occurrence], ct))[0];
+
+    /// <summary>Settles due occurrences (a page's) in the next batch, together, and answers each one's outcome in order.</summary>
+    public async Task<JobOutcome[]> SettleAsync(IReadOnlyList<OccurrenceMessage> occurrences, CancellationToken ct)
     {
         EnsureStarted();
-        var request = new Request(occurrence, new TaskCompletionSource<JobOutcome>(TaskCreationOptions.RunContinuationsAsynchronously), Activity.Current?.Context ?? default);
+        var request = new Request(occurrences, new TaskCompletionSource<JobOutcome[]>(TaskCreationOptions.RunContinuationsAsynchronously), Activity.Current?.Context ?? default);
         await _requests.Writer.WriteAsync(request, ct);
         // Cancelling the wait does not cancel the batch: its outcome simply goes unobserved, and an
         // unacked message is delivered again, which the unique keys make harmless.
@@ -58,13 +61,17 @@ public sealed partial class CreditBatcher(
     private async Task LoopAsync()
     {
         var reader = _requests.Reader;
-        var batch = new List<Request>(options.Value.CommitBatchSize);
+        var batch = new List<Request>();
         while (await WaitAsync(reader))
         {
             batch.Clear();
-            while (batch.Count < options.Value.CommitBatchSize && reader.TryRead(out var request))
+            // Whole requests, up to the batch size in occurrences (a page larger than that is a batch alone).
+            var size = 0;
+            while (size < options.Value.CommitBatchSize && reader.TryPeek(out var next)
+                && (size == 0 || size + next.Occurrences.Count <= options.Value.CommitBatchSize) && reader.TryRead(out var request))
             {
                 batch.Add(request);
+                size += request.Occurrences.Count;
             }
             if (batch.Count > 0)
             {
@@ -92,28 +99,30 @@ public sealed partial class CreditBatcher(
             ? Tracing.Source.StartActivity("allowance.credit batch", ActivityKind.Internal, parentContext: default,
                 links: batch.Where(r => r.Origin != default).Select(r => new ActivityLink(r.Origin)))
             : null;
-        activity?.SetTag("tally.batch.size", batch.Count);
+        activity?.SetTag("tally.batch.size", batch.Sum(r => r.Occurrences.Count));
         for (var attempt = 1; ; attempt++)
         {
             try
             {
                 var outcomes = await SettleBatchAsync(batch);
-                for (var i = 0; i < batch.Count; i++)
+                var at = 0;
+                foreach (var request in batch)
                 {
-                    batch[i].Outcome.TrySetResult(outcomes[i]);
+                    request.Outcome.TrySetResult(outcomes[at..(at + request.Occurrences.Count)]);
+                    at += request.Occurrences.Count;
                 }
                 return;
             }
             catch (Exception e) when (attempt < 3 && DbErrors.IsTransient(e) && !_stopping.IsCancellationRequested)
             {
-                LogBatchRetried(logger, e, batch.Count, attempt);
+                LogBatchRetried(logger, e, batch.Sum(r => r.Occurrences.Count), attempt);
             }
             catch (Exception e)
             {
-                LogBatchFailed(logger, e, batch.Count);
+                LogBatchFailed(logger, e, batch.Sum(r => r.Occurrences.Count));
                 foreach (var request in batch)
                 {
-                    request.Outcome.TrySetResult(JobOutcome.RetryLater($"batch commit failed: {e.GetType().Name}"));
+                    request.Outcome.TrySetResult([.. request.Occurrences.Select(_ => JobOutcome.RetryLater($"batch commit failed: {e.GetType().Name}"))]);
                 }
                 return;
             }
@@ -124,7 +133,7 @@ public sealed partial class CreditBatcher(
     {
         var ct = _stopping.Token;
         await using var db = await dbs.CreateDbContextAsync(ct);
-        return await CreditAllowance.SettleAsync(db, [.. batch.Select(r => r.Occurrence)], clock.GetUtcNow().UtcDateTime, logger, ct);
+        return await CreditAllowance.SettleAsync(db, [.. batch.SelectMany(r => r.Occurrences)], clock.GetUtcNow().UtcDateTime, logger, ct);
     }
 
     public async ValueTask DisposeAsync()
@@ -138,8 +147,8 @@ public sealed partial class CreditBatcher(
         _stopping.Dispose();
     }
 
-    /// <summary>One delivery waiting for its batch; <see cref="Origin"/> is the span of its delivery, linked from the batch's.</summary>
-    private sealed record Request(OccurrenceMessage Occurrence, TaskCompletionSource<JobOutcome> Outcome, ActivityContext Origin);
+    /// <summary>One delivery's occurrences waiting for their batch; <see cref="Origin"/> is the span of the delivery, linked from the batch's.</summary>
+    private sealed record Request(IReadOnlyList<OccurrenceMessage> Occurrences, TaskCompletionSource<JobOutcome[]> Outcome, ActivityContext Origin);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Credit batch of {Count} failed transiently (attempt {Attempt}); trying it again")]
     private static partial void LogBatchRetried(ILogger logger, Exception e, int count, int attempt);

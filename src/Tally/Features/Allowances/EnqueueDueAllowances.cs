@@ -9,7 +9,9 @@ namespace Tally.Features.Allowances;
 
 /// <summary>
 /// <c>allowances.enqueue-due</c>: pages through due, active schedules with a keyset cursor on
-/// (<c>next_run_at</c>, <c>id</c>) and enqueues one message per due occurrence. It never moves money.
+/// (<c>next_run_at</c>, <c>id</c>) and enqueues their due occurrences: in pages of up to
+/// <see cref="AllowanceOptions.PageSize"/> (<see cref="OccurrencePage"/>), or one message each in the
+/// seed's shape (<see cref="AllowanceOptions.MessageShape"/>). It never moves money.
 /// An occurrence is enqueued again only once it is settled or its message is presumed lost
 /// (<see cref="AllowanceOptions.RequeueAfter"/>); a duplicate is harmless anyway, because the worker's
 /// unique credit row makes it a no-op.
@@ -49,7 +51,7 @@ public sealed partial class EnqueueDueAllowances(
                 cursor = (page[^1].NextRunAt!.Value, page[^1].Id);
                 nextPage = page.Count < settings.BatchSize ? Task.FromResult(new List<AllowanceSchedule>()) : DuePageAsync(reader, now, staleBefore, cursor, settings.BatchSize, ct);
 
-                var messages = new List<QueueMessage>();
+                var occurrences = new List<OccurrenceMessage>();
                 var marks = new List<(Guid Id, DateTime Through)>();
                 foreach (var schedule in page)
                 {
@@ -69,15 +71,15 @@ public sealed partial class EnqueueDueAllowances(
                     }
                     if (plan.Pay.Count > 0)
                     {
-                        messages.AddRange(plan.Pay.Select(t => new OccurrenceMessage(schedule.Id, t).ToQueueMessage()));
+                        occurrences.AddRange(plan.Pay.Select(t => new OccurrenceMessage(schedule.Id, t)));
                         marks.Add((schedule.Id, plan.Pay[^1]));
                     }
                 }
                 // Publish first, then remember: a crash in between enqueues again, never loses.
-                await transport.PublishAsync(settings.QueueName, messages, ct);
+                await transport.PublishAsync(settings.QueueName, Messages(occurrences, settings), ct);
                 await marking;
                 marking = MarkEnqueuedAsync(marker, marks, now, ct);
-                enqueued += messages.Count;
+                enqueued += occurrences.Count;
                 schedules += marks.Count;
             }
             await marking;
@@ -94,6 +96,12 @@ public sealed partial class EnqueueDueAllowances(
         LogEnqueued(logger, enqueued, schedules);
         return new JobResult(enqueued);
     }
+
+    /// <summary>The messages that carry <paramref name="occurrences"/> in the configured shape.</summary>
+    public static List<QueueMessage> Messages(IReadOnlyList<OccurrenceMessage> occurrences, AllowanceOptions settings) =>
+        settings.MessageShape == AllowanceOptions.OccurrenceShape
+            ? [.. occurrences.Select(o => o.ToQueueMessage())]
+            : [.. OccurrencePage.Paged(occurrences, settings.PageSize).Select(p => p.ToQueueMessage())];
 
     /// <summary>What to do with a schedule's due occurrences now: enqueue <see cref="Pay"/> (oldest first), and record <see cref="Skip"/> if any.</summary>
     public sealed record Plan(IReadOnlyList<DateTime> Pay, CatchUpSkip? Skip);

@@ -86,6 +86,12 @@ public sealed partial class InProcessTransport(TimeProvider clock, ILogger<InPro
                     ScheduleRetry(lane, message, queue.RetryDelay);
                 }
                 break;
+            case DeliveryAction.SplitAction split:
+                foreach (var part in split.Parts)
+                {
+                    await SettleAsync(queue, lane, part.Part, part.Action, recordDeadLetter, ct);
+                }
+                break;
         }
     }
 

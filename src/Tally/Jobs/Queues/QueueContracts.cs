@@ -31,6 +31,15 @@ public abstract record DeliveryAction
     public sealed record RetryAction(int NextAttempt, string Reason) : DeliveryAction;
 
     public sealed record DeadLetterAction(string Reason) : DeliveryAction;
+
+    /// <summary>
+    /// A page handled as its parts: each part here is retried or dead-lettered as a message of its own
+    /// (its copy confirmed first), then the page is acked. Parts that are done are not listed.
+    /// </summary>
+    public sealed record SplitAction(IReadOnlyList<PartAction> Parts) : DeliveryAction;
+
+    /// <summary>What becomes of one part of a page: <see cref="RetryAction"/> or <see cref="DeadLetterAction"/>.</summary>
+    public sealed record PartAction(QueueMessage Part, DeliveryAction Action);
 }
 
 /// <summary>
@@ -79,10 +88,18 @@ public interface IQueueHandler
 /// </summary>
 public static class DeliveryPolicy
 {
-    public static DeliveryAction Decide(JobOutcome outcome, QueueMessage message, QueueDefinition queue) =>
-        Decide(outcome, message.Attempt, queue.MaxRetries);
+    public static DeliveryAction Decide(JobOutcome outcome, QueueMessage message, QueueDefinition queue) => outcome switch
+    {
+        // Each part counts its own attempts, and keeps the page's trace context unless it carries its own.
+        JobOutcome.ByPartOutcome byPart => new DeliveryAction.SplitAction([.. byPart.Parts
+            .Select(p => new DeliveryAction.PartAction(
+                p.Part.TraceParent is null ? p.Part with { TraceParent = message.TraceParent, TraceState = message.TraceState } : p.Part,
+                Decide(p.Outcome, p.Part.Attempt, queue.MaxRetries)))
+            .Where(p => p.Action is not DeliveryAction.AckAction)]),
+        _ => Decide(outcome, message.Attempt, queue.MaxRetries),
+    };
 
-    /// <summary>The same rule for work that counts its own attempts: <paramref name="attempt"/> is 0 on the first try.</summary>
+    /// <summary>The same rule for work that counts its own attempts: <paramref name="attempt"/> is 0 on the first try. A page's parts are decided by the overload above.</summary>
     public static DeliveryAction Decide(JobOutcome outcome, int attempt, int maxRetries) => outcome switch
     {
         JobOutcome.DoneOutcome => DeliveryAction.Ack,

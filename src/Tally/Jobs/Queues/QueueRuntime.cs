@@ -92,6 +92,16 @@ public sealed partial class QueueConsumerHost(
         {
             LogDeadLettered(logger, registration.Definition.Name, message.Id, message.Attempt, dead.Reason);
         }
+        if (action is DeliveryAction.SplitAction split)
+        {
+            foreach (var part in split.Parts)
+            {
+                if (part.Action is DeliveryAction.DeadLetterAction deadPart)
+                {
+                    LogDeadLettered(logger, registration.Definition.Name, part.Part.Id, part.Part.Attempt, deadPart.Reason);
+                }
+            }
+        }
         return action;
     }
 

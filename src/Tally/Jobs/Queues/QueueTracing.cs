@@ -78,6 +78,7 @@ public static class QueueTracing
         {
             DeliveryAction.RetryAction => "retry",
             DeliveryAction.DeadLetterAction => "dead_letter",
+            DeliveryAction.SplitAction => "split",
             _ => "ack",
         });
         if (action is DeliveryAction.DeadLetterAction)

@@ -325,19 +325,30 @@ public sealed partial class RabbitMqTransport(
 
     private async Task SettleAsync(QueueDefinition queue, IChannel channel, Delivery delivery, DeliveryAction action, CancellationToken ct)
     {
-        var message = delivery.Message;
+        // Confirmed copies first, then the ack: never a moment with no copy in the broker.
+        await PublishCopiesAsync(queue, delivery.Message, action, ct);
+        // Not cancellable: once the copy is confirmed, acking the original is what avoids a duplicate.
+        await channel.BasicAckAsync(delivery.Tag, multiple: false, CancellationToken.None);
+    }
+
+    /// <summary>The copy an action needs before the delivery is acked: a retry, a dead letter, or one of those per part of a page.</summary>
+    private async Task PublishCopiesAsync(QueueDefinition queue, QueueMessage message, DeliveryAction action, CancellationToken ct)
+    {
         switch (action)
         {
             case DeliveryAction.RetryAction retry:
-                // Confirmed copy first, then the ack: never a moment with no copy in the broker.
                 await PublishCopyAsync(queue.RetryExchange, queue.Name, message, retry.NextAttempt, retry.Reason, ct);
                 break;
             case DeliveryAction.DeadLetterAction dead:
                 await PublishCopyAsync(queue.DeadLetterExchange, queue.Name, message, message.Attempt, dead.Reason, ct);
                 break;
+            case DeliveryAction.SplitAction split:
+                foreach (var part in split.Parts)
+                {
+                    await PublishCopiesAsync(queue, part.Part, part.Action, ct);
+                }
+                break;
         }
-        // Not cancellable: once the copy is confirmed, acking the original is what avoids a duplicate.
-        await channel.BasicAckAsync(delivery.Tag, multiple: false, CancellationToken.None);
     }
 
     private async Task PublishCopyAsync(string exchange, string routingKey, QueueMessage message, int attempt, string reason, CancellationToken ct)

@@ -11,7 +11,8 @@ public sealed class ServerFaults;
 
 /// <summary>
 /// Exactly once under faults, scaled out: PostgreSQL, RabbitMQ, three worker processes killed with
-/// SIGKILL mid-run, and the broker restarted once. Afterwards every occurrence is paid once.
+/// SIGKILL mid-run, and the broker restarted once, in pages and in the seed's shape. Afterwards every
+/// occurrence is paid once.
 /// </summary>
 [Collection(nameof(ServerFaults))]
 public class AllowanceFaultTests
@@ -20,10 +21,11 @@ public class AllowanceFaultTests
     private const int DueEach = 2;
 
     [Theory]
-    [InlineData(false, true)]
-    [InlineData(true, true)]
-    [InlineData(true, false)]
-    public async Task Workers_KilledAndBrokerRestarted_PayEveryOccurrenceExactlyOnce(bool publishEverythingTwice, bool batchCommits)
+    [InlineData(false, true, "page")]
+    [InlineData(true, true, "page")]
+    [InlineData(true, true, "occurrence")]
+    [InlineData(true, false, "occurrence")]
+    public async Task Workers_KilledAndBrokerRestarted_PayEveryOccurrenceExactlyOnce(bool publishEverythingTwice, bool batchCommits, string shape)
     {
         var database = await Servers.NewPostgresDatabaseAsync();
         var rabbit = Servers.RequireRabbitMq();
@@ -36,6 +38,7 @@ public class AllowanceFaultTests
             ["Allowances:RetryDelayMs"] = "1000",
             ["Allowances:BatchSize"] = "500",
             ["Allowances:BatchCommits"] = batchCommits ? "true" : "false",
+            ["Allowances:MessageShape"] = shape,
         };
         await using var api = TallyApp.Postgres(database, new Dictionary<string, string?>(settings) { ["Tally:Roles:0"] = "api" });
         var admin = api.Admin();
@@ -45,9 +48,13 @@ public class AllowanceFaultTests
         Assert.Equal(Pairs * DueEach, run.GetProperty("run").GetProperty("processedCount").GetInt32());
         if (publishEverythingTwice)
         {
+            // Every occurrence once more, in the shape under test (pages of 500 for the page shape).
             var again = Enumerable.Range(1, Pairs).SelectMany(i => Enumerable.Range(0, DueEach).Select(d =>
-                new OccurrenceMessage(MdUuid("s" + i), load.Start.AddDays(d)).ToQueueMessage())).ToList();
-            await api.Get<IQueueTransport>().PublishAsync(queue, again, TestContext.Current.CancellationToken);
+                new OccurrenceMessage(MdUuid("s" + i), load.Start.AddDays(d)))).ToList();
+            var messages = shape == "page"
+                ? OccurrencePage.Paged(again, 500).Select(p => p.ToQueueMessage()).ToList()
+                : again.Select(o => o.ToQueueMessage()).ToList();
+            await api.Get<IQueueTransport>().PublishAsync(queue, messages, TestContext.Current.CancellationToken);
         }
 
         var workerSettings = new Dictionary<string, string?>(settings) { ["Tally:Roles:0"] = "worker" };

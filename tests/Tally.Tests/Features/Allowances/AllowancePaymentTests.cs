@@ -9,7 +9,8 @@ namespace Tally.Tests.Features.Allowances;
 
 /// <summary>
 /// The producer, queue and worker together on the in-process queue: embedded (SQLite), and on
-/// PostgreSQL where batches are paid with set-based statements.
+/// PostgreSQL where batches are paid with set-based statements; in pages of occurrences (the
+/// default) and in the seed's shape, one message per occurrence.
 /// </summary>
 public class AllowancePaymentTests
 {
@@ -106,11 +107,13 @@ public class AllowancePaymentTests
     }
 
     [Theory]
-    [InlineData("sqlite")]
-    [InlineData("postgres")]
-    public async Task Credit_EveryMessageDeliveredTwice_PaysOnce(string storage)
+    [InlineData("sqlite", "page")]
+    [InlineData("postgres", "page")]
+    [InlineData("sqlite", "occurrence")]
+    [InlineData("postgres", "occurrence")]
+    public async Task Credit_EveryMessageDeliveredTwice_PaysOnce(string storage, string shape)
     {
-        await using var family = await ArrangeAsync(100m, storage: storage);
+        await using var family = await ArrangeAsync(100m, new Dictionary<string, string?> { ["Allowances:MessageShape"] = shape }, storage);
         var start = DateTime.UtcNow.AddDays(-4).AddMinutes(1);
         await family.CreateAsync(new { amount = 2.5m, frequency = "DAILY", status = "ON", startAt = Iso(start) });
         await using var db = family.App.Db();
@@ -131,14 +134,17 @@ public class AllowancePaymentTests
     }
 
     [Theory]
-    [InlineData("sqlite")]
-    [InlineData("postgres")]
-    public async Task InsufficientFunds_RetriedThenDeadLettered_NextOccurrencePaidAndReplayPaysOnce(string storage)
+    [InlineData("sqlite", "page")]
+    [InlineData("postgres", "page")]
+    [InlineData("sqlite", "occurrence")]
+    [InlineData("postgres", "occurrence")]
+    public async Task InsufficientFunds_RetriedThenDeadLettered_NextOccurrencePaidAndReplayPaysOnce(string storage, string shape)
     {
         await using var family = await ArrangeAsync(0m, new Dictionary<string, string?>
         {
             ["Allowances:RetryDelayMs"] = "300",
             ["Allowances:MaxRetries"] = "2",
+            ["Allowances:MessageShape"] = shape,
         }, storage);
         // Two occurrences due now (two days and one day ago), the next one in a few seconds.
         var start = DateTime.UtcNow.AddDays(-2).AddSeconds(6);
@@ -181,13 +187,15 @@ public class AllowancePaymentTests
     }
 
     [Theory]
-    [InlineData("sqlite")]
-    [InlineData("postgres")]
-    public async Task ManyFamiliesAtOnce_OneGuardianShort_EveryOtherOccurrencePaidOnceAndTheShortOneRetried(string storage)
+    [InlineData("sqlite", "page")]
+    [InlineData("postgres", "page")]
+    [InlineData("sqlite", "occurrence")]
+    [InlineData("postgres", "occurrence")]
+    public async Task ManyFamiliesAtOnce_OneGuardianShort_EveryOtherOccurrencePaidOnceAndTheShortOneRetried(string storage, string shape)
     {
         // 30 families with three missed days each arrive at the worker together, so batches mix
         // payable occurrences with one family's unpayable ones (its guardian has 5.00 for 3 x 2.00).
-        await using var family = await ArrangeAsync(100m, new Dictionary<string, string?> { ["Allowances:RetryDelayMs"] = "600000" }, storage);
+        await using var family = await ArrangeAsync(100m, new Dictionary<string, string?> { ["Allowances:RetryDelayMs"] = "600000", ["Allowances:MessageShape"] = shape }, storage);
         var start = Iso(DateTime.UtcNow.AddDays(-3).AddMinutes(1));
         var juniors = new List<Guid> { family.JuniorAccount };
         var guardians = new List<Guid> { family.GuardianAccount };
