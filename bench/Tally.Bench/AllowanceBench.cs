@@ -233,13 +233,12 @@ public static class AllowanceBench
         \set lo :b * {ReferenceBatch} + 1
         \set hi :b * {ReferenceBatch} + {ReferenceBatch}
         BEGIN;
-        SELECT s.id, s.amount_minor, g.id, j.id FROM allowance_schedules s JOIN ledger_accounts g ON g.owner_id = s.guardian_id AND g.currency = s.currency JOIN ledger_accounts j ON j.owner_id = s.junior_id AND j.currency = s.currency WHERE s.id IN (SELECT md5('s' || i)::uuid FROM generate_series(:lo, :hi) i);
-        INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at) SELECT gen_random_uuid(), md5('ga' || i)::uuid, md5('ja' || i)::uuid, 500, 'USD', 'ALLOWANCE', gen_random_uuid()::text, now() FROM generate_series(:lo, :hi) i ON CONFLICT (idempotency_key) DO NOTHING;
-        UPDATE ledger_accounts SET balance_minor = balance_minor - 500 WHERE id IN (SELECT md5('ga' || i)::uuid FROM generate_series(:lo, :hi) i) AND currency = 'USD' AND (kind = 'FUNDING' OR balance_minor >= 500);
-        UPDATE ledger_accounts SET balance_minor = balance_minor + 500 WHERE id IN (SELECT md5('ja' || i)::uuid FROM generate_series(:lo, :hi) i) AND currency = 'USD';
-        INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at) SELECT gen_random_uuid(), md5('s' || i)::uuid, clock_timestamp(), 500, 'USD', 'PAID', NULL, NULL, now() FROM generate_series(:lo, :hi) i ON CONFLICT (schedule_id, run_at) DO UPDATE SET outcome = excluded.outcome WHERE allowance_credits.outcome = 'FAILED';
-        UPDATE allowance_schedules SET last_run_at = now(), next_run_at = now() + interval '1 day', updated_at = now() WHERE id IN (SELECT md5('s' || i)::uuid FROM generate_series(:lo, :hi) i);
-        INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at) SELECT gen_random_uuid(), 'AllowanceCredited', i::text, '[]', now() FROM generate_series(:lo, :hi) i;
+        SELECT s.id, s.amount_minor, g.id, j.id FROM allowance_schedules s JOIN ledger_accounts g ON g.owner_id = s.guardian_id AND g.currency = s.currency JOIN ledger_accounts j ON j.owner_id = s.junior_id AND j.currency = s.currency WHERE s.id IN (SELECT md5('s' || i)::uuid FROM generate_series(:lo::int, :hi::int) i);
+        UPDATE ledger_accounts SET balance_minor = balance_minor - 500 WHERE id IN (SELECT md5('ga' || i)::uuid FROM generate_series(:lo::int, :hi::int) i) AND currency = 'USD' AND (kind = 'FUNDING' OR balance_minor >= 500);
+        UPDATE ledger_accounts SET balance_minor = balance_minor + 500 WHERE id IN (SELECT md5('ja' || i)::uuid FROM generate_series(:lo::int, :hi::int) i) AND currency = 'USD';
+        WITH t AS (INSERT INTO ledger_transfers (id, debit_account_id, credit_account_id, amount_minor, currency, kind, idempotency_key, created_at) SELECT gen_random_uuid(), md5('ga' || i)::uuid, md5('ja' || i)::uuid, 500, 'USD', 'ALLOWANCE', 'bench:' || i || ':' || gen_random_uuid(), now() FROM generate_series(:lo::int, :hi::int) i ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, split_part(idempotency_key, ':', 2)::int AS i) INSERT INTO allowance_credits (id, schedule_id, run_at, amount_minor, currency, outcome, transaction_id, reason, credited_at) SELECT gen_random_uuid(), md5('s' || t.i)::uuid, clock_timestamp(), 500, 'USD', 'PAID', t.id, NULL, now() FROM t ON CONFLICT (schedule_id, run_at) DO UPDATE SET outcome = excluded.outcome WHERE allowance_credits.outcome = 'FAILED';
+        UPDATE allowance_schedules SET last_run_at = now(), next_run_at = now() + interval '1 day', updated_at = now() WHERE id IN (SELECT md5('s' || i)::uuid FROM generate_series(:lo::int, :hi::int) i);
+        INSERT INTO outbox_events (event_id, event_type, subject_id, payload, occurred_at) SELECT gen_random_uuid(), 'AllowanceCredited', i::text, '[]', now() FROM generate_series(:lo::int, :hi::int) i;
         END;
 
         """;
