@@ -467,14 +467,16 @@ public static class AllowanceBench
 
         private static double Seconds(int pid)
         {
-            // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+            // Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15, and
+            // cutime 16, cstime 17: the children it reaped. PostgreSQL's backends come and go (a pool
+            // retires idle connections), and the postmaster reaps them, so their time is counted there.
             var stat = TryRead($"/proc/{pid}/stat");
             if (stat is null)
             {
                 return 0;
             }
             var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-            return (double.Parse(fields[11], CultureInfo.InvariantCulture) + double.Parse(fields[12], CultureInfo.InvariantCulture)) / Tick;
+            return fields[11..15].Sum(f => double.Parse(f, CultureInfo.InvariantCulture)) / Tick;
         }
 
         private static string? TryRead(string path)
