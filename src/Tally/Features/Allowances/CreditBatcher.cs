@@ -62,14 +62,26 @@ public sealed partial class CreditBatcher(
     {
         var reader = _requests.Reader;
         var batch = new List<Request>();
-        while (await WaitAsync(reader))
+        Request? carried = null;
+        while (carried is not null || await WaitAsync(reader))
         {
             batch.Clear();
-            // Whole requests, up to the batch size in occurrences (a page larger than that is a batch alone).
+            // Whole requests, up to the batch size in occurrences (a page larger than that is a batch
+            // alone); a request that does not fit starts this loop's next batch.
             var size = 0;
-            while (size < options.Value.CommitBatchSize && reader.TryPeek(out var next)
-                && (size == 0 || size + next.Occurrences.Count <= options.Value.CommitBatchSize) && reader.TryRead(out var request))
+            if (carried is not null)
             {
+                batch.Add(carried);
+                size = carried.Occurrences.Count;
+                carried = null;
+            }
+            while (size < options.Value.CommitBatchSize && reader.TryRead(out var request))
+            {
+                if (size > 0 && size + request.Occurrences.Count > options.Value.CommitBatchSize)
+                {
+                    carried = request;
+                    break;
+                }
                 batch.Add(request);
                 size += request.Occurrences.Count;
             }

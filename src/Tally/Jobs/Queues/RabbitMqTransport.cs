@@ -331,31 +331,44 @@ public sealed partial class RabbitMqTransport(
         await channel.BasicAckAsync(delivery.Tag, multiple: false, CancellationToken.None);
     }
 
-    /// <summary>The copy an action needs before the delivery is acked: a retry, a dead letter, or one of those per part of a page.</summary>
-    private async Task PublishCopiesAsync(QueueDefinition queue, QueueMessage message, DeliveryAction action, CancellationToken ct)
+    /// <summary>
+    /// The copies an action needs before the delivery is acked, all confirmed: a retry, a dead letter,
+    /// or one of those per part of a page (published together, one confirm window for the page).
+    /// </summary>
+    private Task PublishCopiesAsync(QueueDefinition queue, QueueMessage message, DeliveryAction action, CancellationToken ct)
+    {
+        if (action is DeliveryAction.AckAction)
+        {
+            return Task.CompletedTask;
+        }
+        var copies = new List<Copy>();
+        AddCopies(queue, message, action, copies);
+        return broker.PublishConfirmedAsync(copies,
+            (channel, c) => channel.BasicPublishAsync(c.Exchange, queue.Name, mandatory: true, Properties(c.Message, c.Attempt, c.Reason), Encoding.UTF8.GetBytes(c.Message.Body), ct),
+            ct);
+    }
+
+    private static void AddCopies(QueueDefinition queue, QueueMessage message, DeliveryAction action, List<Copy> copies)
     {
         switch (action)
         {
             case DeliveryAction.RetryAction retry:
-                await PublishCopyAsync(queue.RetryExchange, queue.Name, message, retry.NextAttempt, retry.Reason, ct);
+                copies.Add(new Copy(queue.RetryExchange, message, retry.NextAttempt, retry.Reason));
                 break;
             case DeliveryAction.DeadLetterAction dead:
-                await PublishCopyAsync(queue.DeadLetterExchange, queue.Name, message, message.Attempt, dead.Reason, ct);
+                copies.Add(new Copy(queue.DeadLetterExchange, message, message.Attempt, dead.Reason));
                 break;
             case DeliveryAction.SplitAction split:
                 foreach (var part in split.Parts)
                 {
-                    await PublishCopiesAsync(queue, part.Part, part.Action, ct);
+                    AddCopies(queue, part.Part, part.Action, copies);
                 }
                 break;
         }
     }
 
-    private async Task PublishCopyAsync(string exchange, string routingKey, QueueMessage message, int attempt, string reason, CancellationToken ct)
-    {
-        var channel = await broker.GetPublisherAsync(ct);
-        await channel.BasicPublishAsync(exchange, routingKey, mandatory: true, Properties(message, attempt, reason), Encoding.UTF8.GetBytes(message.Body), ct);
-    }
+    /// <summary>A counted copy of a message for the retry or dead-letter exchange, under the queue's name as routing key.</summary>
+    private sealed record Copy(string Exchange, QueueMessage Message, int Attempt, string Reason);
 
     /// <summary>
     /// The drain: moves <c>Q.dlq</c> into the <c>dead_letters</c> table, acking each only after the
