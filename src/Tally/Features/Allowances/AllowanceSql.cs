@@ -18,6 +18,8 @@ namespace Tally.Features.Allowances;
 /// Moves <c>last_run_at</c> and <c>next_run_at</c> forward past an occurrence, never back: rows
 /// <c>(id, run_at, next)</c>, one per schedule; <c>{0}</c> the time. PostgreSQL locks the schedules in
 /// id order first, as the producer's mark does, so the two never wait for each other in a cycle.
+/// The lock is FOR NO KEY UPDATE, the one an UPDATE takes anyway: it does not block the key-share
+/// locks that inserting credits for the same schedules takes (their foreign key).
 /// </param>
 /// <param name="MarkEnqueued">What the producer enqueued, per schedule: rows <c>(id, through)</c>; <c>{0}</c> the time.</param>
 /// <param name="LockGuardian">
@@ -42,7 +44,7 @@ public sealed record AllowanceSql(
             """, Columns: 6),
         AdvanceSchedules: new(StorageProvider.Postgres, """
             WITH locked AS (
-                SELECT id FROM allowance_schedules WHERE id = ANY ({1}::uuid[]) ORDER BY id FOR UPDATE)
+                SELECT id FROM allowance_schedules WHERE id = ANY ({1}::uuid[]) ORDER BY id FOR NO KEY UPDATE)
             UPDATE allowance_schedules AS s
             SET last_run_at = CASE WHEN s.last_run_at IS NULL OR s.last_run_at < v.run_at THEN v.run_at ELSE s.last_run_at END,
                 next_run_at = CASE WHEN s.next_run_at IS NOT NULL AND s.next_run_at <= v.run_at THEN v.next ELSE s.next_run_at END,
@@ -52,7 +54,7 @@ public sealed record AllowanceSql(
             """, Columns: 3),
         MarkEnqueued: new(StorageProvider.Postgres, """
             WITH locked AS (
-                SELECT id FROM allowance_schedules WHERE id = ANY ({1}::uuid[]) ORDER BY id FOR UPDATE)
+                SELECT id FROM allowance_schedules WHERE id = ANY ({1}::uuid[]) ORDER BY id FOR NO KEY UPDATE)
             UPDATE allowance_schedules AS s SET enqueued_through = v.through, enqueued_at = {0}
             FROM unnest({1}::uuid[], {2}::timestamptz[]) AS v(id, through), locked
             WHERE s.id = v.id AND locked.id = v.id
@@ -122,11 +124,14 @@ public sealed record AllowanceSql(
     /// <summary>
     /// The producer's page: due, active schedules after the keyset cursor (<c>next_run_at</c> <c>{1}</c>,
     /// id <c>{2}</c>) not enqueued yet, or enqueued before <c>{3}</c>; <c>{0}</c> now, <c>{4}</c> the page size.
+    /// The cursor is a row comparison, so the due index starts each page at the cursor; spelled out as
+    /// <c>a &gt; x OR (a = x AND b &gt; y)</c> it is only a filter, every page scans the index from its
+    /// start, and a million schedules (due at one instant) take quadratic time.
     /// </summary>
     public string DuePage => """
         SELECT * FROM allowance_schedules
         WHERE status = 'ON' AND deleted_at IS NULL AND next_run_at <= {0}
-          AND (next_run_at > {1} OR (next_run_at = {1} AND id > {2}))
+          AND (next_run_at, id) > ({1}, {2})
           AND (enqueued_through IS NULL OR enqueued_through < next_run_at OR enqueued_at < {3})
         ORDER BY next_run_at, id
         LIMIT {4}
