@@ -15,26 +15,21 @@ namespace Tally.Tests.Data;
 public class RowStorageTests
 {
     private const int Pairs = 2_000;
+    private const string Marked = "enqueued_through IS NOT NULL";
 
     [Fact]
     public async Task ProducerMark_LeavesEveryScheduleOnItsPage()
     {
-        var database = await Servers.NewPostgresDatabaseAsync();
-        await using var api = TallyApp.Postgres(database, new Dictionary<string, string?>
-        {
-            ["Tally:Roles:0"] = "api",
-            ["Allowances:QueueName"] = $"allowance.storage.{Guid.NewGuid():N}",
-        });
-        var admin = api.Admin();
-        await AllowanceLoad.SeedPostgresAsync(database, Pairs, 1);
-        var before = await PagesAsync(database, "allowance_schedules", "enqueued_through IS NOT NULL");
+        var (database, api) = await LoadedAsync();
+        await using var _ = api;
+        var before = await PagesAsync(database, "allowance_schedules", Marked);
         Assert.Equal(Pairs, before.Count);
         Assert.DoesNotContain(before.Values, s => s.Holds);
 
-        var run = await admin.PostAsync($"/api/admin/jobs/{EnqueueDueAllowances.Name}/run", null).ExpectAsync(HttpStatusCode.OK);
+        var run = await api.Admin().PostAsync($"/api/admin/jobs/{EnqueueDueAllowances.Name}/run", null).ExpectAsync(HttpStatusCode.OK);
         Assert.Equal(Pairs, run.GetProperty("run").GetProperty("processedCount").GetInt32());
 
-        var after = await PagesAsync(database, "allowance_schedules", "enqueued_through IS NOT NULL");
+        var after = await PagesAsync(database, "allowance_schedules", Marked);
         Assert.All(after.Values, s => Assert.True(s.Holds));
         var moved = after.Count(s => s.Value.Page != before[s.Key].Page);
         Assert.True(moved == 0, $"{moved} of {Pairs} schedules moved to another page when marked");
@@ -44,10 +39,9 @@ public class RowStorageTests
     public async Task Deposit_LeavesEveryAccountOnItsPage()
     {
         const int Deposits = 300;
-        var database = await Servers.NewPostgresDatabaseAsync();
-        await using var api = TallyApp.Postgres(database, new Dictionary<string, string?> { ["Tally:Roles:0"] = "api" });
+        var (database, api) = await LoadedAsync();
+        await using var _ = api;
         var admin = api.Admin();
-        await AllowanceLoad.SeedPostgresAsync(database, Pairs, 1);
         // The juniors' accounts of the load start empty; each of these gets one deposit.
         var before = await PagesAsync(database, "ledger_accounts", "kind = 'USER' AND balance_minor = 0");
         var juniors = before.Where(a => a.Value.Holds).Select(a => a.Key).Take(Deposits).ToList();
@@ -62,6 +56,24 @@ public class RowStorageTests
         Assert.All(juniors, a => Assert.True(after[a].Holds));
         var moved = juniors.Count(a => after[a].Page != before[a].Page);
         Assert.True(moved == 0, $"{moved} of {Deposits} accounts moved to another page when credited");
+    }
+
+    /// <summary>An api instance (no workers) on a new database loaded with <see cref="Pairs"/> funded pairs, one occurrence due each.</summary>
+    private static async Task<(string Database, TallyApp Api)> LoadedAsync()
+    {
+        var database = await Servers.NewPostgresDatabaseAsync();
+        var api = TallyApp.Postgres(database, new Dictionary<string, string?> { ["Tally:Roles:0"] = "api" });
+        try
+        {
+            api.Admin(); // starts the instance, which applies the migrations the load needs
+            await AllowanceLoad.SeedPostgresAsync(database, Pairs, 1);
+            return (database, api);
+        }
+        catch
+        {
+            await api.DisposeAsync();
+            throw;
+        }
     }
 
     /// <summary>Each row's page (the block of its current version), and whether <paramref name="condition"/> holds for it.</summary>
